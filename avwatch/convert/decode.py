@@ -1,0 +1,290 @@
+"""Decode a file or live URL with PyAV (FFmpeg) into analysis-ready video frames and audio chunks.
+
+Timing is the container's: every frame's media time is its PTS x time base minus the source's start
+time (the earliest start over its streams), so the offset between audio and video that the file carries
+is kept. A frame without a PTS gets frame count / rate and is flagged. Frames are sampled on a time grid
+to at most `fps` per second; audio is resampled to `audio_rate` as interleaved int16 keeping its
+channels (per-channel defects matter).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import numpy as np
+
+from avwatch.convert import frames as px
+from avwatch.errors import AvwatchError
+from detectors.blockiness import block_grid_features
+from schemas.records import BLOCK_REGIONS
+
+log = logging.getLogger("avwatch.convert")
+
+LIVE_SCHEMES = ("http://", "https://", "rtmp://", "rtmps://", "rtsp://", "rtsps://", "srt://", "udp://", "rtp://",
+                "tcp://")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the converter samples and scales; the defaults are documented in docs/architecture.md."""
+
+    fps: float | None = None          # frames per second kept; None: every frame, decimated to <= max_fps
+    max_fps: float = 30.0
+    width: int | None = 320           # analysis width; height keeps the aspect ratio when not given
+    height: int | None = None
+    thumb_width: int = 64             # RGB thumbnail; height keeps the aspect ratio
+    audio_rate: int = 48000
+    video: bool = True
+    audio: bool = True
+
+    def __post_init__(self):
+        if self.fps is not None and not (0 < self.fps <= 240):
+            raise AvwatchError(f"--fps must be in (0, 240], got {self.fps}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and not (16 <= value <= 4096):
+                raise AvwatchError(f"the analysis {name} must be between 16 and 4096 pixels, got {value}")
+        if not (8000 <= self.audio_rate <= 192000):
+            raise AvwatchError(f"the audio rate must be between 8000 and 192000 Hz, got {self.audio_rate}")
+
+
+@dataclass
+class VideoFrame:
+    """One sampled frame, ready for a video segment."""
+
+    t: float                 # media seconds
+    pts: int | None
+    time_base: Fraction
+    frame_index: int         # index among all decoded frames of the stream
+    pts_missing: bool
+    keyframe: bool
+    decode_error: bool
+    luma: np.ndarray         # analysis-size uint8
+    thumb: np.ndarray        # thumb_h x thumb_w x 3 uint8 RGB
+    block_ratio: np.ndarray  # float32[regions], full-size block-grid gradient ratio
+    block_activity: np.ndarray
+
+
+@dataclass
+class AudioChunk:
+    """A run of decoded audio samples, resampled: int16, shape (n, channels)."""
+
+    t: float                 # media seconds of the first sample
+    samples: np.ndarray
+
+
+@dataclass
+class SourceInfo:
+    uri: str
+    live: bool
+    has_video: bool
+    has_audio: bool
+    video: dict = field(default_factory=dict)   # codec, width, height, rate, frame_dur, color_range, ...
+    audio: dict = field(default_factory=dict)   # codec, sample_rate (out), channels, layout, src_rate
+
+
+def is_live(uri: str) -> bool:
+    return uri.lower().startswith(LIVE_SCHEMES)
+
+
+def open_container(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
+    """Open a file or URL, with a clear error when it is missing or not media."""
+    live = is_live(uri)
+    if not live:
+        if not os.path.exists(uri):
+            raise AvwatchError(f"{uri}: no such file. Check the path (or give a live URL such as "
+                               f"srt://, rtsp://, udp://, or an HLS playlist over http(s)).")
+        if os.path.isdir(uri):
+            raise AvwatchError(f"{uri} is a directory: give media files, e.g. {uri}/*.mp4")
+    options = {}
+    if uri.lower().startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = "tcp"
+    try:
+        return av.open(uri, options=options, timeout=(open_timeout_s, read_timeout_s) if live else None)
+    except av.error.FileNotFoundError:
+        raise AvwatchError(f"{uri}: no such file") from None
+    except (av.error.InvalidDataError, av.error.ValueError) as exc:
+        raise AvwatchError(f"{uri} is not a media file FFmpeg can read ({exc}). "
+                           f"Give an audio/video file or stream URL.") from None
+    except av.error.FFmpegError as exc:
+        if live:
+            raise ConnectionError(f"{uri}: {exc}") from None
+        raise AvwatchError(f"{uri}: FFmpeg could not open it ({exc})") from None
+
+
+class MediaDecoder:
+    """Iterate a source's sampled video frames and audio chunks in decode order."""
+
+    def __init__(self, uri: str, options: DecodeOptions = DecodeOptions(), container=None):
+        self.uri = uri
+        self.options = options
+        self.container = container if container is not None else open_container(uri)
+        c = self.container
+        self.vstream = c.streams.video[0] if (options.video and c.streams.video) else None
+        self.astream = c.streams.audio[0] if (options.audio and c.streams.audio) else None
+        if self.vstream is None and self.astream is None:
+            raise AvwatchError(f"{uri} has no video or audio stream to analyse")
+        self.decode_errors = 0
+        self.info = self._describe()
+        self._origin = self._origin_seconds()
+        self._vcount = 0
+        self._next_keep = None
+        self._resampler = None
+        self._expected_in = 0.0
+
+    # -- description -----------------------------------------------------------------------------
+
+    def _describe(self) -> SourceInfo:
+        info = SourceInfo(uri=self.uri, live=is_live(self.uri), has_video=self.vstream is not None,
+                          has_audio=self.astream is not None)
+        o = self.options
+        if self.vstream is not None:
+            cc = self.vstream.codec_context
+            src_w, src_h = cc.width or 0, cc.height or 0
+            if not src_w or not src_h:
+                raise AvwatchError(f"{self.uri}: the video stream has no picture size")
+            rate = self.vstream.average_rate or self.vstream.guessed_rate or Fraction(25)
+            src_fps = float(rate) if rate else 25.0
+            if o.fps:
+                fps = min(o.fps, src_fps)
+            else:  # every frame, decimated by an integer factor to stay <= max_fps (50 -> 25, 60 -> 30)
+                fps = src_fps / max(1, math.ceil(src_fps / o.max_fps - 1e-6))
+            w, h = px.analysis_size(src_w, src_h, o.width, o.height)
+            if w >= src_w or h >= src_h:  # never upscale: a small source is analysed at its own size
+                w, h = src_w - src_w % 2, src_h - src_h % 2
+            tw, th = px.analysis_size(src_w, src_h, o.thumb_width, None)
+            info.video = {"codec": cc.name, "width": src_w, "height": src_h, "src_fps": round(src_fps, 6),
+                          "fps": round(fps, 6), "frame_dur": 1.0 / fps, "analysis_width": w,
+                          "analysis_height": h, "thumb_width": tw, "thumb_height": th,
+                          "pix_fmt": cc.pix_fmt, "color_range": None}
+        if self.astream is not None:
+            cc = self.astream.codec_context
+            channels = cc.channels or len(cc.layout.channels) or 1
+            info.audio = {"codec": cc.name, "src_rate": cc.sample_rate, "sample_rate": o.audio_rate,
+                          "channels": channels, "layout": cc.layout.name or f"{channels}c"}
+        return info
+
+    def _origin_seconds(self) -> float:
+        """The source's media time zero: the earliest stream start (keeps A/V offsets)."""
+        starts = []
+        for s in (self.vstream, self.astream):
+            if s is not None and s.start_time is not None and s.time_base:
+                starts.append(float(s.start_time * s.time_base))
+        if starts:
+            return min(starts)
+        if self.container.start_time is not None:
+            return self.container.start_time / 1e6
+        return None  # live sources without start times: the first decoded timestamp
+
+    # -- iteration -------------------------------------------------------------------------------
+
+    def items(self) -> Iterator[VideoFrame | AudioChunk]:
+        streams = [s for s in (self.vstream, self.astream) if s is not None]
+        try:
+            for packet in self.container.demux(*streams):
+                try:
+                    decoded = packet.decode()
+                except av.error.InvalidDataError:
+                    self.decode_errors += 1  # a corrupt packet: count it, the frame is lost, keep going
+                    log.debug("%s: corrupt packet at pts %s", self.uri, packet.pts)
+                    continue
+                except av.error.FFmpegError as exc:
+                    self.decode_errors += 1
+                    log.debug("%s: decode error %s", self.uri, exc)
+                    continue
+                for frame in decoded:
+                    if packet.stream is self.vstream:
+                        item = self._video(frame)
+                        if item is not None:
+                            yield item
+                    else:
+                        yield from self._audio(frame)
+            if self._resampler is not None:
+                yield from self._drain()  # the resampler's last buffered samples
+        finally:
+            self.container.close()
+
+    def _time(self, pts, time_base) -> float | None:
+        if pts is None or time_base is None:
+            return None
+        t = float(pts * time_base)
+        if self._origin is None:
+            self._origin = t
+        return t - self._origin
+
+    def _video(self, frame) -> VideoFrame | None:
+        v = self.info.video
+        index = self._vcount
+        self._vcount += 1
+        t = self._time(frame.pts, frame.time_base or self.vstream.time_base)
+        missing = t is None
+        if missing:  # FFmpeg's fallback too: frame count / rate
+            t = index / v["src_fps"]
+        if v["color_range"] is None:
+            v["color_range"] = "full" if px.is_full_range(frame) else "limited"
+            v["pix_fmt"] = frame.format.name
+        interval = v["frame_dur"]
+        # Keep a frame once a sampling interval has passed since the last kept one; the quarter-interval
+        # slack absorbs timestamp jitter, so an undecimated stream keeps every frame.
+        if self._next_keep is not None and t < self._next_keep - interval / 4:
+            return None
+        self._next_keep = t + interval
+        y = px.luma_full(frame)
+        ratio, activity = block_grid_features(y, BLOCK_REGIONS)
+        luma = px.scale_luma(y, v["analysis_width"], v["analysis_height"])
+        thumb = px.thumbnail_rgb(frame, y, v["thumb_width"], v["thumb_height"])
+        corrupt = bool(getattr(frame, "is_corrupt", False))
+        if corrupt:
+            self.decode_errors += 1
+        return VideoFrame(t=round(t, 9), pts=frame.pts, time_base=frame.time_base or Fraction(1, 1),
+                          frame_index=index, pts_missing=missing, keyframe=bool(frame.key_frame),
+                          decode_error=corrupt, luma=luma, thumb=thumb, block_ratio=ratio,
+                          block_activity=activity)
+
+    def _audio(self, frame) -> Iterator[AudioChunk]:
+        """Resample to interleaved int16; each continuous run is anchored at its container PTS.
+
+        Within a run, sample n of the output is at anchor + n / rate (the resampler is continuous). When
+        a frame's PTS disagrees with the run by more than 20 ms (a gap or jump in the source), the
+        resampler is flushed and a new run starts at that frame's PTS, so gaps stay gaps.
+        """
+        a = self.info.audio
+        if frame is not None:
+            t_in = self._time(frame.pts, frame.time_base or self.astream.time_base)
+            if self._resampler is not None and t_in is not None and \
+                    abs(t_in - self._expected_in) > 0.020:
+                yield from self._drain()
+                self._resampler = None
+            if self._resampler is None:
+                self._resampler = av.AudioResampler(format="s16", layout=self._layout(frame),
+                                                    rate=a["sample_rate"])
+                self._anchor = t_in if t_in is not None else self._expected_in_or_zero()
+                self._expected_in = self._anchor
+                self._run_count = 0
+            self._expected_in += frame.samples / frame.sample_rate
+        yield from self._emit(self._resampler.resample(frame)) if self._resampler is not None else ()
+
+    def _drain(self) -> Iterator[AudioChunk]:
+        yield from self._emit(self._resampler.resample(None))
+
+    def _emit(self, frames) -> Iterator[AudioChunk]:
+        a = self.info.audio
+        for out in frames:
+            samples = out.to_ndarray().reshape(-1, a["channels"])
+            t = self._anchor + self._run_count / a["sample_rate"]
+            self._run_count += samples.shape[0]
+            yield AudioChunk(t=round(t, 9), samples=samples)
+
+    def _expected_in_or_zero(self) -> float:
+        return getattr(self, "_expected_in", 0.0)
+
+    def _layout(self, frame):
+        if frame is not None and frame.layout is not None and frame.layout.name:
+            return frame.layout.name
+        return self.info.audio["layout"]

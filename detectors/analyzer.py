@@ -1,0 +1,178 @@
+"""Stage 2 for one stream: put its segments back in order and drive every detector over them.
+
+Records can arrive duplicated (at-least-once delivery), out of order (several partitions, retries) or
+split across any number of windows/micro-batches. The analyzer keeps, per kind (video, audio), the next
+sequence number it expects and the feature tables that arrived early; it releases them to the detectors
+strictly in sequence order, so the events do not depend on how the input was cut.
+
+A missing segment is waited for while newer ones are less than `lateness_s` of media time ahead; after
+that it is skipped (counted in `lost`). A segment that arrives after being skipped is counted in `late`
+and reported to the caller, which logs it (the job writes it to the dead-letter table): never silently
+dropped.
+
+All state is one plain dict (pickled by the Spark job between micro-batches). It holds feature rows
+only for segments waiting on a gap, never pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from detectors.base import AUDIO, VIDEO, Event
+from detectors.config import DetectorConfig
+from detectors.features import Features
+
+KINDS = (VIDEO, AUDIO)
+
+
+@dataclass
+class Outcome:
+    """What one call produced: closed events, and segments that came too late to be analysed."""
+
+    events: list[tuple[str, Event]] = field(default_factory=list)  # (detector version, event)
+    late: list[tuple[str, int]] = field(default_factory=list)     # (kind, sequence)
+
+    def extend(self, other: "Outcome") -> None:
+        self.events += other.events
+        self.late += other.late
+
+
+class StreamAnalyzer:
+    """Pure stage-2 driver for one stream; the state lives outside it (see initial_state)."""
+
+    def __init__(self, config: DetectorConfig, lateness_s: float = 30.0):
+        self.config = config
+        self.lateness_s = float(lateness_s)
+
+    def initial_state(self) -> dict:
+        return {
+            "next": {VIDEO: 0, AUDIO: 0},
+            "pending": {VIDEO: {}, AUDIO: {}},    # seq -> (t, payload)
+            "released_t": {VIDEO: None, AUDIO: None},
+            "eos": {VIDEO: False, AUDIO: False},
+            "kinds": None,                        # which kinds the source has (from its metadata)
+            "epoch": None,                        # ISO time of media time 0
+            "media_end": 0.0,
+            "finished": False,
+            "counts": {"segments": 0, "duplicates": 0, "late": 0, "lost": 0},
+            "detectors": {d.name: d.initial_state() for d in self.config.detectors},
+        }
+
+    # -- input -----------------------------------------------------------------------------------
+
+    def add_features(self, state: dict, kind: str, seq: int, t: float, features: Features,
+                     source: dict | None = None) -> Outcome:
+        """A video or audio segment's stage-1 features arrived."""
+        return self._add(state, kind, seq, t, ("features", features), source)
+
+    def add_control(self, state: dict, kind: str, seq: int, control: str, media_time_s: float,
+                    source: dict | None = None) -> Outcome:
+        """An end-of-stream ('eos') or 'heartbeat' record arrived on the `kind` topic."""
+        return self._add(state, kind, seq, media_time_s, (control, media_time_s), source)
+
+    def add(self, state: dict, item) -> Outcome:
+        """Add a detectors.features.SegmentInput (features or control)."""
+        if item.control is not None:
+            return self.add_control(state, item.kind, item.sequence, item.control, item.t, item.source)
+        return self.add_features(state, item.kind, item.sequence, item.t, item.features, item.source)
+
+    def _add(self, state: dict, kind: str, seq: int, t: float, payload, source: dict | None) -> Outcome:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if source is not None:
+            self._learn_source(state, source)
+        out = Outcome()
+        if seq < state["next"][kind] or seq in state["pending"][kind]:
+            if seq < state["next"][kind] and seq in state.setdefault("skipped", {}).get(kind, []):
+                state["counts"]["late"] += 1
+                out.late.append((kind, seq))
+            else:
+                state["counts"]["duplicates"] += 1
+            return out
+        state["pending"][kind][seq] = (float(t), payload)
+        state["counts"]["segments"] += 1
+        out.extend(self._release(state, kind))
+        return out
+
+    def _learn_source(self, state: dict, source: dict) -> None:
+        if state["kinds"] is None:
+            kinds = [k for k, flag in ((VIDEO, source.get("has_video")), (AUDIO, source.get("has_audio"))) if flag]
+            state["kinds"] = kinds or list(KINDS)
+        if state["epoch"] is None and source.get("epoch"):
+            state["epoch"] = source["epoch"]
+
+    # -- ordering --------------------------------------------------------------------------------
+
+    def _release(self, state: dict, kind: str) -> Outcome:
+        out = Outcome()
+        pending = state["pending"][kind]
+        while pending:
+            nxt = state["next"][kind]
+            if nxt in pending:
+                t, payload = pending.pop(nxt)
+                state["next"][kind] = nxt + 1
+                out.extend(self._dispatch(state, kind, t, payload))
+                continue
+            # A gap: wait unless the newest waiting segment is more than lateness_s ahead of the last one
+            # released (media time), then give the missing sequence numbers up.
+            newest = max(t for t, _ in pending.values())
+            ref = state["released_t"][kind]
+            if ref is None or newest - ref <= self.lateness_s:
+                break
+            first = min(pending)
+            skipped = state.setdefault("skipped", {}).setdefault(kind, [])
+            skipped.extend(range(nxt, first))
+            del skipped[:-1000]  # remember the last 1000 given up, to recognise them if they turn up
+            state["counts"]["lost"] += first - nxt
+            state["next"][kind] = first
+        return out
+
+    def _dispatch(self, state: dict, kind: str, t: float, payload) -> Outcome:
+        out = Outcome()
+        what, body = payload
+        state["released_t"][kind] = t
+        if what == "features":
+            if len(body):
+                state["media_end"] = max(state["media_end"], float(body["t"][-1]))
+            for det in self.config.detectors:
+                if kind in det.inputs and len(body):
+                    for ev in det.process(state["detectors"][det.name], kind, body):
+                        out.events.append((det.version, ev))
+        elif what == "heartbeat":
+            for det in self.config.detectors:
+                for ev in det.heartbeat(state["detectors"][det.name], float(body)):
+                    out.events.append((det.version, ev))
+        elif what == "eos":
+            state["eos"][kind] = True
+            state["media_end"] = max(state["media_end"], float(body))
+            out.extend(self._finish_ready(state))
+        return out
+
+    def _finish_ready(self, state: dict) -> Outcome:
+        """Close the detectors whose inputs have all ended."""
+        out = Outcome()
+        kinds = state["kinds"] or list(KINDS)
+        done = state.setdefault("finished_detectors", [])
+        for det in self.config.detectors:
+            if det.name in done:
+                continue
+            needed = [k for k in det.inputs if k in kinds]
+            if all(state["eos"][k] for k in needed):
+                done.append(det.name)
+                for ev in det.finish(state["detectors"][det.name], state["media_end"]):
+                    out.events.append((det.version, ev))
+        state["finished"] = all(state["eos"][k] for k in kinds)
+        return out
+
+    def close(self, state: dict) -> Outcome:
+        """Force the end of the stream now (e.g. the input ended without an end-of-stream record)."""
+        out = Outcome()
+        for kind in KINDS:
+            # release whatever is waiting, gaps and all
+            pending = state["pending"][kind]
+            for seq in sorted(pending):
+                t, payload = pending.pop(seq)
+                state["next"][kind] = seq + 1
+                out.extend(self._dispatch(state, kind, t, payload))
+            state["eos"][kind] = True
+        out.extend(self._finish_ready(state))
+        return out

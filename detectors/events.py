@@ -1,0 +1,59 @@
+"""Detector events -> rows of the anomaly_event record (schemas/records.py), with deterministic ids.
+
+The event id depends only on what was detected (stream, detector, check, start to the millisecond), so
+a replayed micro-batch or a re-run over the same media produces the same ids: the table sink can then
+be idempotent and the alerts topic deduplicated by key.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+from detectors.base import Event
+
+DEFAULT_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+
+
+def event_id(stream_id: str, detector: str, check: str, start_s: float) -> str:
+    key = f"{stream_id}\x1f{detector}\x1f{check}\x1f{int(round(start_s * 1000))}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def parse_epoch(epoch: str | datetime | None) -> datetime:
+    if epoch is None:
+        return DEFAULT_EPOCH
+    if isinstance(epoch, datetime):
+        return epoch if epoch.tzinfo else epoch.replace(tzinfo=timezone.utc)
+    value = datetime.fromisoformat(epoch)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def event_row(stream_id: str, version: str, event: Event, epoch: str | datetime | None, run_id: str,
+              detected_at: datetime | None = None) -> dict:
+    """One anomaly_event row (a dict with the schema's fields)."""
+    base = parse_epoch(epoch)
+    return {
+        "event_id": event_id(stream_id, event.detector, event.check, event.start_s),
+        "stream_id": stream_id,
+        "detector": event.detector,
+        "detector_version": version,
+        "start_s": round(float(event.start_s), 6),
+        "end_s": round(float(event.end_s), 6),
+        "start_time": base + timedelta(seconds=float(event.start_s)),
+        "end_time": base + timedelta(seconds=float(event.end_s)),
+        "score": float(event.score),
+        "threshold": float(event.threshold),
+        "severity": event.severity,
+        "details": event.details_json() if not event.check else
+        _with_check(event),
+        "evidence": event.evidence or None,
+        "run_id": run_id,
+        "detected_at": detected_at or datetime.now(timezone.utc),
+    }
+
+
+def _with_check(event: Event) -> str:
+    import json
+
+    return json.dumps({"check": event.check, **event.details}, sort_keys=True,
+                      default=lambda v: v.item() if hasattr(v, "item") else str(v))

@@ -1,0 +1,116 @@
+"""freeze: the picture stops changing for at least min_duration_s.
+
+Reference: FFmpeg freezedetect. A frame is still when its mean absolute luma difference to the previous
+frame is at most `noise` (-60 dB = 0.001 of the range, FFmpeg's default). A freeze starts at the last
+frame that changed (the frozen picture) and ends at the first frame that differs again.
+
+Beyond freezedetect:
+- A frozen picture that is re-encoded gets a fresh keyframe every GOP, which differs from the previous
+  decoded frame by a little quantisation noise everywhere. One such frame whose largest per-cell
+  difference stays under `refresh_tolerance`, followed by still frames again, does not end the freeze.
+- Synthetic graphics (title cards, slates) are legitimately still; when the frozen picture is mostly
+  flat (flat_frac >= graphic_flat_fraction), it must last graphic_min_duration_s before it is reported.
+- Live static shots are not still: sensor noise keeps the difference above -60 dB.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from detectors.base import MAJOR, VIDEO, Detector, Event, Options, option
+from detectors.features import Features, VideoFrames
+
+
+@dataclass(frozen=True)
+class FreezeOptions(Options):
+    min_duration_s: float = option(1.0, "shortest freeze reported (s); FFmpeg's default is 2", min=0.0, max=3600.0)
+    noise: float = option(0.001, "a frame is still when its mean |difference| to the previous one is at most "
+                          "this fraction of the range (0.001 = -60 dB)", min=0.0, max=1.0)
+    refresh_tolerance: float = option(0.02, "a single frame whose largest cell difference is at most this "
+                                      "(a keyframe re-encoding a frozen picture) does not end a freeze",
+                                      min=0.0, max=1.0)
+    graphic_flat_fraction: float = option(0.85, "a frozen picture this flat is a graphic (title card, slate)",
+                                          min=0.0, max=1.0)
+    graphic_min_duration_s: float = option(10.0, "shortest freeze of a graphic reported (s)", min=0.0,
+                                           max=3600.0)
+
+
+def flat_fraction(luma: np.ndarray, step: float = 2.0) -> np.ndarray:
+    """Share of pixels whose horizontal and vertical neighbour differences are both <= step (levels).
+
+    High for graphics and flat colour fields, low for natural pictures. (n, H, W) -> (n,) float32.
+    """
+    y = np.asarray(luma)
+    if y.ndim == 2:
+        y = y[None]
+    out = np.empty(len(y), np.float32)
+    for i, plane in enumerate(y):
+        gx = cv2.absdiff(plane[:, 1:], plane[:, :-1])[:-1]
+        gy = cv2.absdiff(plane[1:], plane[:-1])[:, :-1]
+        flat = cv2.max(gx, gy) <= step
+        out[i] = float(np.count_nonzero(flat)) / flat.size if flat.size else 1.0
+    return out
+
+
+def frame_features(frames: VideoFrames, options: FreezeOptions) -> dict:
+    return {"flat_frac": flat_fraction(frames.luma)}
+
+
+class Freeze(Detector):
+    name = "freeze"
+    version = "1.0"
+    inputs = (VIDEO,)
+    Options = FreezeOptions
+
+    def initial_state(self) -> dict:
+        return {"start": None, "ref_flat": 0.0, "evidence": None, "max_diff": 0.0, "frames": 0,
+                "spike_t": None, "prev_t": None, "prev_flat": 0.0, "prev_thumb": None}
+
+    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+        o = self.options
+        events = []
+        for k in range(len(rows)):
+            t = float(rows["t"][k])
+            diff = float(rows["diff_prev"][k])
+            cellmax = float(rows["diff_cellmax"][k])
+            still = diff == diff and diff <= o.noise  # NaN (no previous frame) is not still
+            if state["start"] is not None:
+                if still:
+                    state["spike_t"] = None
+                    state["frames"] += 1
+                    state["max_diff"] = max(state["max_diff"], diff)
+                elif state["spike_t"] is None and cellmax == cellmax and cellmax <= o.refresh_tolerance:
+                    state["spike_t"] = t  # maybe a keyframe refresh: decide on the next frame
+                    state["max_diff"] = max(state["max_diff"], diff)
+                else:
+                    events += self._close(state, state["spike_t"] if state["spike_t"] is not None else t)
+            elif still and state["prev_t"] is not None:
+                # the previous frame is the frozen picture: the freeze starts there
+                state.update(start=state["prev_t"], ref_flat=state["prev_flat"], evidence=state["prev_thumb"],
+                             max_diff=diff, frames=1, spike_t=None)
+            state["prev_t"] = t
+            state["prev_flat"] = float(rows["flat_frac"][k])
+            state["prev_thumb"] = rows["thumb_jpeg"][k]
+        return events
+
+    def finish(self, state: dict, end_s: float) -> list[Event]:
+        if state["start"] is None:
+            return []
+        return self._close(state, state["spike_t"] if state["spike_t"] is not None else end_s)
+
+    def _close(self, state: dict, end: float) -> list[Event]:
+        o = self.options
+        start, flat = state["start"], state["ref_flat"]
+        graphic = flat >= o.graphic_flat_fraction
+        needed = o.graphic_min_duration_s if graphic else o.min_duration_s
+        event = []
+        if end - start >= needed - 1e-9:
+            event = [Event(self.name, start, end, score=state["max_diff"], threshold=o.noise, severity=MAJOR,
+                           details={"duration_s": round(end - start, 3), "max_diff": round(state["max_diff"], 6),
+                                    "still_frames": state["frames"], "graphic": graphic,
+                                    "flat_fraction": round(flat, 3)},
+                           evidence=state["evidence"])]
+        state.update(start=None, evidence=None, max_diff=0.0, frames=0, spike_t=None)
+        return event

@@ -1,0 +1,62 @@
+"""stall: a stream stops delivering media while time goes on (loss of signal).
+
+The stream's media clock is the end of the last frame or audio block received. Time "going on" comes
+from outside the media: the converter's heartbeat records (sent when a live source hangs), or the Spark
+job's processing-time timer (no records for this stream while the job runs), which reports the media
+time the stream should have reached. When that time is more than timeout_s past the last media, a
+stall is open; it ends at the next media that arrives, or at the end of the stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from detectors.base import AUDIO, MAJOR, VIDEO, Detector, Event, Options, option
+from detectors.features import Features
+
+
+@dataclass(frozen=True)
+class StallOptions(Options):
+    timeout_s: float = option(2.0, "media silence on all topics for longer than this is a stall (s)",
+                              min=0.1, max=3600.0)
+
+
+class Stall(Detector):
+    name = "stall"
+    version = "1.0"
+    inputs = (VIDEO, AUDIO)
+    Options = StallOptions
+
+    def initial_state(self) -> dict:
+        return {"last": None, "open": None, "clock": None}
+
+    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+        if not len(rows):
+            return []
+        t0 = float(rows["t"][0])
+        if kind == VIDEO:
+            end = float(rows["t"][-1] + rows["frame_dur"][-1])
+        else:
+            end = float(rows["t"][-1] + rows["n"][-1] / rows["rate"][-1])
+        events = []
+        if state["open"] is not None and t0 >= state["open"]:
+            events = self._close(state, t0)
+        state["last"] = end if state["last"] is None else max(state["last"], end)
+        return events
+
+    def heartbeat(self, state: dict, media_time_s: float) -> list[Event]:
+        state["clock"] = media_time_s if state["clock"] is None else max(state["clock"], media_time_s)
+        if state["last"] is not None and state["open"] is None and \
+                media_time_s - state["last"] > self.options.timeout_s:
+            state["open"] = state["last"]
+        return []
+
+    def finish(self, state: dict, end_s: float) -> list[Event]:
+        if state["open"] is None:
+            return []
+        return self._close(state, max(end_s, state["clock"] or end_s))
+
+    def _close(self, state: dict, end: float) -> list[Event]:
+        start, state["open"] = state["open"], None
+        duration = end - start
+        return [Event(self.name, start, end, score=duration, threshold=self.options.timeout_s, severity=MAJOR,
+                      details={"duration_s": round(duration, 3)})]

@@ -1,0 +1,341 @@
+"""The converter: decode sources and publish their frames and audio to Kafka as Arrow segments.
+
+One thread per source decodes (avwatch.convert.decode), groups into segments (avwatch.convert.segments)
+and sends each segment as one Kafka record:
+  topic      the video or the audio topic (configurable)
+  key        the stream id (UTF-8): all of a stream's records land in one partition, in order
+  value      one Arrow IPC stream (schemas.codec.encode), zstd or lz4 buffer compression
+  timestamp  epoch + the segment's media start (files: a fixed epoch, 2000-01-01T00:00:00Z, so a file
+             always maps to the same times; live: the wall-clock time of media time 0)
+  headers    avwatch-schema = "<record>/<version>", avwatch-kind = video|audio|eos|heartbeat
+An end-of-stream record closes each topic of a stream; a live source that hangs gets heartbeats, so the
+stream job's clock for it keeps moving and a stall can be reported.
+
+Delivery: an idempotent acks=all producer retries through broker outages for up to --send-timeout
+seconds (no loss, no duplicates); after that the run fails and says how many segments were not sent.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_container
+from avwatch.convert.segments import FILE_EPOCH, Segment, Segmenter
+from avwatch.errors import AvwatchError
+from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, InflightBudget, create_topics, producer
+from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, encode
+
+log = logging.getLogger("avwatch.publish")
+
+_RECORD = {"video": VIDEO_SEGMENT, "audio": AUDIO_SEGMENT}
+_END = object()
+
+
+@dataclass
+class PublishOptions:
+    bootstrap: str
+    video_topic: str = "avwatch.video"
+    audio_topic: str = "avwatch.audio"
+    partitions: int = 4
+    compression: str = "zstd"
+    segment_s: float = 1.0
+    realtime: bool = False
+    loop: bool = False
+    epoch: str | None = None          # ISO time, "now", or None for the default
+    heartbeat_s: float = 1.0
+    send_timeout_s: float = 120.0
+    open_retries: int = 5
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    max_loops: int | None = None      # with loop: stop after this many passes (tests, soak runs)
+
+
+@dataclass
+class SourceStats:
+    stream_id: str
+    uri: str
+    frames: int = 0
+    audio_s: float = 0.0
+    segments: int = 0
+    bytes: int = 0
+    acked: int = 0
+    failed: int = 0
+    failed_bytes: int = 0
+    decode_errors: int = 0
+    heartbeats: int = 0
+    media_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    error: str | None = None
+    note: str | None = None
+    done: bool = False
+
+    def line(self) -> dict:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        return {"stream_id": self.stream_id, "frames": self.frames, "fps": round(self.frames / elapsed, 1),
+                "segments": self.segments, "bytes_sent": self.bytes, "media_s": round(self.media_s, 2),
+                "lag_s": round(max(0.0, elapsed - self.media_s), 2), "decode_errors": self.decode_errors}
+
+
+def resolve_epoch(spec: str | None, live: bool) -> datetime:
+    if spec is None:
+        return datetime.now(timezone.utc) if live else FILE_EPOCH
+    if spec == "now":
+        return datetime.now(timezone.utc)
+    try:
+        value = datetime.fromisoformat(spec)
+    except ValueError:
+        raise AvwatchError(f"--epoch must be an ISO time such as 2026-01-01T00:00:00Z, or now; got {spec!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class SourcePublisher(threading.Thread):
+    """Decode one source and send its segments; never raises (errors land in stats.error)."""
+
+    def __init__(self, uri: str, stream_id: str, options: PublishOptions, prod, stats: SourceStats,
+                 budget: InflightBudget):
+        super().__init__(name=f"publish-{stream_id}", daemon=True)
+        self.uri, self.stream_id, self.options, self.producer, self.stats = uri, stream_id, options, prod, stats
+        self.live = is_live(uri)
+        self.audio_rate = options.decode.audio_rate
+        self.budget = budget
+        self._lock = threading.Lock()
+
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _send(self, segment: Segment, epoch: datetime) -> None:
+        kind = segment.kind.split(":", 1)[-1]
+        record = CONTROL if segment.kind.startswith("control:") else _RECORD[segment.kind]
+        control_kind = segment.table.column("kind")[0].as_py() if record is CONTROL else segment.kind
+        value = encode(record, segment.table, self.options.compression)
+        topic = self.options.video_topic if kind == "video" else self.options.audio_topic
+        ts = int((epoch + timedelta(seconds=max(segment.t, 0.0))).timestamp() * 1000)
+        headers = [(HEADER_SCHEMA, record.tag.encode()), (HEADER_KIND, control_kind.encode())]
+        size = len(value)
+
+        def ok(_meta):
+            self.budget.release(size)
+            with self._lock:
+                self.stats.acked += 1
+
+        def failed(exc):
+            self.budget.release(size)
+            with self._lock:
+                self.stats.failed += 1
+                self.stats.failed_bytes += size
+            log.error("%s: segment %s/%d not delivered: %s", self.stream_id, kind, segment.sequence, exc)
+
+        from kafka.errors import KafkaTimeoutError
+
+        if not self.budget.acquire(size, self.options.send_timeout_s):
+            with self._lock:
+                self.stats.failed += 1
+                self.stats.failed_bytes += size
+            log.error("%s: segment %s/%d not sent: the broker acknowledged nothing for %.0f s", self.stream_id,
+                      kind, segment.sequence, self.options.send_timeout_s)
+            return
+        try:
+            future = self.producer.send(topic, key=self.stream_id.encode("utf-8"), value=value, headers=headers,
+                                        timestamp_ms=ts)
+        except KafkaTimeoutError as exc:  # no metadata for the topic: the broker is unreachable
+            failed(exc)
+            return
+        future.add_callback(ok)
+        future.add_errback(failed)
+        self.stats.segments += 1
+        self.stats.bytes += size
+        if segment.kind == "video":
+            self.stats.frames += segment.frames
+        elif segment.kind == "audio":
+            self.stats.audio_s += segment.frames / self.audio_rate
+
+    # -- decoding --------------------------------------------------------------------------------
+
+    def _open(self):
+        attempts = self.options.open_retries if self.live else 1
+        delay = 1.0
+        for attempt in range(1, attempts + 1):
+            try:
+                return open_container(self.uri)
+            except ConnectionError as exc:
+                if attempt == attempts:
+                    raise AvwatchError(f"{self.uri}: cannot connect after {attempts} attempts ({exc}). Check that "
+                                       f"the stream is running and the URL is right.") from None
+                log.warning("%s: cannot connect (%s); retrying in %.0f s", self.uri, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except AvwatchError as exc:
+            self.stats.error = str(exc)
+        except Exception as exc:  # report, do not kill the other sources
+            log.exception("%s: publishing failed", self.uri)
+            self.stats.error = f"{self.uri}: {type(exc).__name__}: {exc}"
+        finally:
+            self.stats.done = True
+
+    def _run(self) -> None:
+        o = self.options
+        epoch = resolve_epoch(o.epoch, self.live)
+        decoder = MediaDecoder(self.uri, o.decode, container=self._open())
+        info = decoder.info
+        missing = [k for k, present in (("video", info.has_video), ("audio", info.has_audio)) if not present]
+        if missing:
+            self.stats.note = f"no {missing[0]} stream: publishing {'audio' if missing[0] == 'video' else 'video'} only"
+        segmenter = Segmenter(self.stream_id, info, segment_s=o.segment_s, epoch=epoch)
+        items: queue.Queue = queue.Queue(maxsize=256)  # bounded: decoding waits for sending
+        wall0 = time.monotonic()
+        passes = 0
+        offset = 0.0
+
+        def decode_all():
+            nonlocal decoder, offset, passes
+            try:
+                while True:
+                    last = 0.0
+                    for item in decoder.items():
+                        item.t = round(item.t + offset, 9)
+                        if o.realtime or self.live:
+                            ahead = item.t - (time.monotonic() - wall0)
+                            if o.realtime and ahead > 0:
+                                time.sleep(ahead)
+                        last = max(last, item.t + (info.video.get("frame_dur", 0.0)
+                                                   if hasattr(item, "luma") else item.samples.shape[0] /
+                                                   info.audio["sample_rate"]))
+                        items.put(item)
+                    self.stats.decode_errors += decoder.decode_errors
+                    passes += 1
+                    if not o.loop or self.live or (o.max_loops is not None and passes >= o.max_loops):
+                        break
+                    offset = last  # continuous timestamps across passes
+                    decoder = MediaDecoder(self.uri, o.decode)
+            except BaseException as exc:  # hand the failure to the sending side
+                items.put(exc)
+            items.put(_END)
+
+        thread = threading.Thread(target=decode_all, name=f"decode-{self.stream_id}", daemon=True)
+        thread.start()
+        last_item = time.monotonic()
+        media_now = 0.0
+        while True:
+            try:
+                item = items.get(timeout=o.heartbeat_s if self.live else None)
+            except queue.Empty:
+                # the live source hung: advance the stream's clock with a heartbeat
+                media_est = media_now + (time.monotonic() - last_item)
+                kind = "video" if info.has_video else "audio"
+                self._send(segmenter.control(kind, "heartbeat", media_est), epoch)
+                self.stats.heartbeats += 1
+                continue
+            if item is _END:
+                break
+            if isinstance(item, BaseException):
+                if isinstance(item, AvwatchError):
+                    raise item
+                raise AvwatchError(f"{self.uri}: decoding failed part-way: {item}") from None
+            last_item = time.monotonic()
+            media_now = max(media_now, item.t)
+            self.stats.media_s = media_now
+            for segment in segmenter.add(item):
+                self._send(segment, epoch)
+        for segment in segmenter.finish():
+            self._send(segment, epoch)
+
+
+class Progress:
+    """Progress bars on a terminal; one JSON log line per source per interval otherwise."""
+
+    def __init__(self, stats: list[SourceStats], interactive: bool, interval_s: float = 5.0):
+        self.stats, self.interactive, self.interval_s = stats, interactive, interval_s
+        self._drawn = 0
+        self._last_log = time.monotonic()
+
+    def tick(self) -> None:
+        if self.interactive:
+            if self._drawn:
+                sys.stderr.write(f"\x1b[{self._drawn}F")
+            for s in self.stats:
+                line = s.line()
+                state = "done" if s.done else ("FAILED" if s.error else "")
+                sys.stderr.write(f"\x1b[2K{s.stream_id[:24]:<24} {line['frames']:>7} frames {line['fps']:>7.1f} fps "
+                                 f"{line['bytes_sent'] / 1e6:>8.1f} MB  media {line['media_s']:>8.1f} s {state}\n")
+            self._drawn = len(self.stats)
+            sys.stderr.flush()
+        elif time.monotonic() - self._last_log >= self.interval_s:
+            self._last_log = time.monotonic()
+            for s in self.stats:
+                if not s.done:
+                    log.info("progress %s", json.dumps(s.line()))
+
+
+def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
+            progress: bool = False) -> list[SourceStats]:
+    """Publish every source concurrently; returns per-source statistics (errors inside)."""
+    create_topics(options.bootstrap, [options.video_topic, options.audio_topic], options.partitions)
+    timeout_ms = int(options.send_timeout_s * 1000)
+    prod = producer(options.bootstrap, delivery_timeout_ms=max(timeout_ms, 30000 + 20 + 1),
+                    request_timeout_ms=30000, max_block_ms=timeout_ms)
+    stats = [SourceStats(sid, uri) for uri, sid in zip(sources, stream_ids)]
+    budget = InflightBudget()
+    workers = [SourcePublisher(uri, sid, options, prod, st, budget)
+               for uri, sid, st in zip(sources, stream_ids, stats)]
+    bars = Progress(stats, interactive=progress)
+    for w in workers:
+        w.start()
+    try:
+        while any(w.is_alive() for w in workers):
+            bars.tick()
+            for w in workers:
+                w.join(timeout=0.5 / max(len(workers), 1))
+        bars.tick()
+    finally:
+        remaining = prod.flush(timeout=options.send_timeout_s)
+        prod.close(timeout=5)
+    del remaining
+    return stats
+
+
+def main_from_args(args) -> int:
+    from avwatch.stack import Stack
+    from jobs.publish_args import add_publish_arguments  # noqa: F401  (documents where the flags live)
+
+    sources = args.sources
+    if args.stream_id and len(args.stream_id) != len(sources):
+        raise AvwatchError(f"--stream-id was given {len(args.stream_id)} time(s) for {len(sources)} source(s): give "
+                           f"one per source, in order, or none")
+    from avwatch.local import default_stream_id
+
+    ids = args.stream_id or [default_stream_id(s) for s in sources]
+    if len(set(ids)) != len(ids):
+        raise AvwatchError(f"two sources would share a stream id ({', '.join(ids)}); give --stream-id for each")
+    bootstrap = args.bootstrap or Stack.at(args.state, args.port).bootstrap
+    options = PublishOptions(
+        bootstrap=bootstrap, video_topic=args.video_topic, audio_topic=args.audio_topic,
+        partitions=args.partitions, compression=args.compression, segment_s=args.segment,
+        realtime=args.realtime, loop=args.loop, epoch=args.epoch, heartbeat_s=args.heartbeat,
+        send_timeout_s=args.send_timeout, open_retries=args.open_retries,
+        decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]))
+    if options.segment_s < 0.1 or options.segment_s > 10:
+        raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {options.segment_s}")
+    stats = publish(sources, ids, options, progress=sys.stderr.isatty() and not args.no_progress)
+    failed = False
+    for s in stats:
+        if s.note:
+            print(f"{s.stream_id}: note: {s.note}", file=sys.stderr)
+        if s.error:
+            print(f"avwatch: {s.error}", file=sys.stderr)
+            failed = True
+        if s.failed:
+            print(f"avwatch: {s.stream_id}: {s.failed} segment(s) ({s.failed_bytes} bytes) were NOT delivered to "
+                  f"{bootstrap} within --send-timeout {options.send_timeout_s:.0f} s", file=sys.stderr)
+            failed = True
+        print(f"{s.stream_id}: {s.frames} frames, {s.audio_s:.1f} s audio, {s.segments} segments "
+              f"({s.acked} acknowledged), {s.bytes / 1e6:.2f} MB, {s.decode_errors} decode error(s)"
+              + (f", {s.heartbeats} heartbeat(s)" if s.heartbeats else ""))
+    return 1 if failed else 0

@@ -1,0 +1,93 @@
+"""Encode and decode records as Arrow IPC streams, with lz4 or zstd buffer compression.
+
+A Kafka message value is one IPC stream (schema + one record batch). The schema metadata carries the
+record name and version, so a message identifies itself without the Kafka headers; the headers repeat
+it for consumers that route without decoding.
+
+Every way a payload can be wrong (foreign bytes, a truncated stream, an unknown record or version, a
+schema that does not match its version) raises RecordError, the one error type the stream job routes
+to the dead-letter table.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas.records import ALL, META_NAME, META_VERSION, RecordType
+
+COMPRESSIONS = ("zstd", "lz4", "none")
+
+
+class RecordError(ValueError):
+    """A payload that is not a valid avwatch record; the message says why."""
+
+
+def encode(record_type: RecordType, data: pa.Table | pa.RecordBatch | dict | list[dict],
+           compression: str = "zstd") -> bytes:
+    """Serialize rows of `record_type` to IPC stream bytes.
+
+    data: an Arrow table/batch with the record's columns, a dict of columns, or a list of row dicts.
+    compression: "zstd" (default: best for pixels), "lz4" (fastest) or "none".
+    """
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+    schema = record_type.schema
+    if isinstance(data, list):
+        table = pa.Table.from_pylist(data, schema=schema)
+    elif isinstance(data, dict):
+        table = pa.Table.from_pydict(data, schema=schema)
+    elif isinstance(data, pa.RecordBatch):
+        table = pa.Table.from_batches([data]).cast(schema)
+    else:
+        table = data.cast(schema) if data.schema != schema else data
+    table = table.replace_schema_metadata(schema.metadata)
+    options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, schema, options=options) as writer:
+        for batch in table.combine_chunks().to_batches():
+            writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def record_type_of(schema: pa.Schema) -> RecordType:
+    """The known RecordType a schema claims to be, checked field by field."""
+    meta = schema.metadata or {}
+    if META_NAME not in meta or META_VERSION not in meta:
+        raise RecordError("not an avwatch record: the Arrow schema has no avwatch.record/avwatch.version tag")
+    name = meta[META_NAME].decode("utf-8", "replace")
+    version = meta[META_VERSION].decode("utf-8", "replace")
+    known = ALL.get(name)
+    if known is None:
+        raise RecordError(f"unknown record type {name!r} (known: {', '.join(sorted(ALL))})")
+    if version != str(known.version):
+        raise RecordError(f"unsupported {name} schema version {version!r} (this build reads version "
+                          f"{known.version}); upgrade avwatch or republish with a matching converter")
+    if not schema.equals(known.schema, check_metadata=False):
+        raise RecordError(f"{name} v{version} payload does not match its schema: {schema} ")
+    return known
+
+
+def decode(payload: bytes | memoryview | None, expect: RecordType | None = None) -> tuple[RecordType, pa.Table]:
+    """Parse IPC stream bytes into (record type, table); raise RecordError on any defect."""
+    if payload is None or len(payload) == 0:
+        raise RecordError("empty payload")
+    try:
+        reader = pa.ipc.open_stream(pa.py_buffer(payload))
+        schema = reader.schema
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise RecordError(f"not an Arrow IPC stream: {exc}") from None
+    record_type = record_type_of(schema)
+    if expect is not None and record_type.name != expect.name:
+        raise RecordError(f"expected a {expect.name} record, got {record_type.name}")
+    try:
+        table = reader.read_all()
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise RecordError(f"truncated or corrupt {record_type.name} payload: {exc}") from None
+    # An IPC stream cut exactly between messages still parses: require its end-of-stream marker.
+    if not _has_eos_marker(payload):
+        raise RecordError(f"truncated {record_type.name} payload: no end-of-stream marker")
+    return record_type, table
+
+
+def _has_eos_marker(payload: bytes | memoryview) -> bool:
+    # The IPC stream format ends with a continuation token and a zero length: 0xFFFFFFFF 0x00000000.
+    return bytes(payload[-8:]) == b"\xff\xff\xff\xff\x00\x00\x00\x00"
