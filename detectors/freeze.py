@@ -10,7 +10,10 @@ Beyond freezedetect:
   difference stays under `refresh_tolerance`, followed by still frames again, does not end the freeze.
 - Synthetic graphics (title cards, slates) are legitimately still; when the frozen picture is mostly
   flat (flat_frac >= graphic_flat_fraction), it must last graphic_min_duration_s before it is reported.
-- Live static shots are not still: sensor noise keeps the difference above -60 dB.
+- A frozen picture decodes to exact repeats between refreshes (the encoder codes "no change"), while a
+  live static shot that an encoder smoothed still changes a little on every frame. A run is reported
+  only if at least repeat_share of its frames repeat the previous one within exact_noise (-80 dB); a
+  live shot whose noise survives encoding is above -60 dB anyway.
 """
 from __future__ import annotations
 
@@ -31,6 +34,10 @@ class FreezeOptions(Options):
     refresh_tolerance: float = option(0.02, "a single frame whose largest cell difference is at most this "
                                       "(a keyframe re-encoding a frozen picture) does not end a freeze",
                                       min=0.0, max=1.0)
+    exact_noise: float = option(0.0001, "a frame repeats the previous one when their mean |difference| is at "
+                                "most this fraction of the range (0.0001 = -80 dB)", min=0.0, max=1.0)
+    repeat_share: float = option(0.5, "share of a still run's frames that must be repeats for a freeze",
+                                 min=0.0, max=1.0)
     graphic_flat_fraction: float = option(0.85, "a frozen picture this flat is a graphic (title card, slate)",
                                           min=0.0, max=1.0)
     graphic_min_duration_s: float = option(10.0, "shortest freeze of a graphic reported (s)", min=0.0,
@@ -65,7 +72,7 @@ class Freeze(Detector):
     Options = FreezeOptions
 
     def initial_state(self) -> dict:
-        return {"start": None, "ref_flat": 0.0, "evidence": None, "max_diff": 0.0, "frames": 0,
+        return {"start": None, "ref_flat": 0.0, "evidence": None, "max_diff": 0.0, "frames": 0, "repeats": 0,
                 "spike_t": None, "prev_t": None, "prev_flat": 0.0, "prev_thumb": None}
 
     def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
@@ -80,6 +87,7 @@ class Freeze(Detector):
                 if still:
                     state["spike_t"] = None
                     state["frames"] += 1
+                    state["repeats"] += diff <= o.exact_noise
                     state["max_diff"] = max(state["max_diff"], diff)
                 elif state["spike_t"] is None and cellmax == cellmax and cellmax <= o.refresh_tolerance:
                     state["spike_t"] = t  # maybe a keyframe refresh: decide on the next frame
@@ -89,7 +97,7 @@ class Freeze(Detector):
             elif still and state["prev_t"] is not None:
                 # the previous frame is the frozen picture: the freeze starts there
                 state.update(start=state["prev_t"], ref_flat=state["prev_flat"], evidence=state["prev_thumb"],
-                             max_diff=diff, frames=1, spike_t=None)
+                             max_diff=diff, frames=1, repeats=int(diff <= o.exact_noise), spike_t=None)
             state["prev_t"] = t
             state["prev_flat"] = float(rows["flat_frac"][k])
             state["prev_thumb"] = rows["thumb_jpeg"][k]
@@ -106,11 +114,13 @@ class Freeze(Detector):
         graphic = flat >= o.graphic_flat_fraction
         needed = o.graphic_min_duration_s if graphic else o.min_duration_s
         event = []
-        if end - start >= needed - 1e-9:
+        repeats = state["repeats"] / max(state["frames"], 1)
+        if end - start >= needed - 1e-9 and repeats >= o.repeat_share:
             event = [Event(self.name, start, end, score=state["max_diff"], threshold=o.noise, severity=MAJOR,
                            details={"duration_s": round(end - start, 3), "max_diff": round(state["max_diff"], 6),
-                                    "still_frames": state["frames"], "graphic": graphic,
+                                    "still_frames": state["frames"], "repeat_share": round(repeats, 3),
+                                    "graphic": graphic,
                                     "flat_fraction": round(flat, 3)},
                            evidence=state["evidence"])]
-        state.update(start=None, evidence=None, max_diff=0.0, frames=0, spike_t=None)
+        state.update(start=None, evidence=None, max_diff=0.0, frames=0, repeats=0, spike_t=None)
         return event

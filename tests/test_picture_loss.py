@@ -1,0 +1,291 @@
+"""black, freeze, frame_drop and stall: synthetic feature rows, then real footage with injected defects,
+hard negatives, and agreement with FFmpeg's blackdetect/freezedetect on the same files."""
+from __future__ import annotations
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from avwatch.local import analyze_source
+from detectors.analyzer import StreamAnalyzer
+from detectors.base import AUDIO, VIDEO
+from detectors.black import Black, BlackOptions, black_fraction, black_level
+from detectors.config import DetectorConfig
+from detectors.features import Features
+from detectors.frame_drop import FrameDrop
+from detectors.freeze import Freeze, FreezeOptions, flat_fraction
+from detectors.stall import Stall
+from tests.media import ffmpeg, read_rgb_frames, real_clip, write_clip
+
+FPS = 25
+DT = 1 / FPS
+
+
+def rows(n: int, t0: float = 0.0, **cols) -> Features:
+    f = Features(t=t0 + np.arange(n) * DT, frame_dur=np.full(n, DT), thumb_jpeg=np.array([b"j"] * n, dtype=object),
+                 diff_prev=np.full(n, 0.05, np.float32), diff_cellmax=np.full(n, 0.1, np.float32),
+                 flat_frac=np.full(n, 0.2, np.float32), black_frac=np.zeros(n, np.float32))
+    for k, v in cols.items():
+        f[k] = np.asarray(v)
+    return f
+
+
+def events_of(detector, parts: list[Features], end_s: float):
+    state = detector.initial_state()
+    out = []
+    for part in parts:
+        out += detector.process(state, VIDEO, part)
+    out += detector.finish(state, end_s)
+    return [(e.start_s, e.end_s) for e in out]
+
+
+# -- stage 1 on synthetic planes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("full_range,level", [(False, 37.9), (True, 25.5)])
+def test_black_level_follows_the_luma_range(full_range, level):
+    assert black_level(0.10, full_range) == pytest.approx(level)
+
+
+@pytest.mark.parametrize("dtype_shape", [(1, 18, 32), (5, 36, 64)])
+def test_black_fraction_counts_pixels_at_or_below_the_level(dtype_shape):
+    y = np.full(dtype_shape, 16, np.uint8)
+    y[..., :4] = 200  # 4 of W columns bright
+    frac = black_fraction(y, 37.9)
+    assert frac.shape == (dtype_shape[0],)
+    assert frac == pytest.approx(1 - 4 / dtype_shape[2])
+    assert black_fraction(np.full((2, 4, 4), 37, np.uint8), 37.9)[0] == 1.0   # 37 <= 37.9
+    assert black_fraction(np.full((2, 4, 4), 38, np.uint8), 37.9)[0] == 0.0
+
+
+def test_flat_fraction_separates_graphics_from_texture():
+    rng = np.random.default_rng(1)
+    card = np.full((90, 160), 40, np.uint8)
+    card[40:50, 30:130] = 220  # a line of "text"
+    texture = rng.integers(0, 255, (90, 160), dtype=np.uint8)
+    assert flat_fraction(card)[0] > 0.9
+    assert flat_fraction(texture)[0] < 0.1
+
+
+def test_options_are_validated_at_construction():
+    with pytest.raises(ValueError, match="BlackOptions.picture_threshold must be <= 1"):
+        BlackOptions(picture_threshold=1.5)
+    with pytest.raises(ValueError, match="FreezeOptions.noise must be a number"):
+        FreezeOptions(noise="low")
+    with pytest.raises(ValueError, match="unknown option"):
+        DetectorConfig.build(["black"], {"black": {"min_duraton_s": 2}})
+
+
+# -- stage 2 on synthetic rows ------------------------------------------------------------------------
+
+
+def test_black_run_exact_and_closed_at_end_of_stream():
+    frac = np.zeros(100, np.float32)
+    frac[20:60] = 0.99   # 0.8 .. 2.4 s: 1.6 s
+    frac[70:] = 1.0      # 2.8 s .. end
+    got = events_of(Black(), [rows(100, black_frac=frac)], end_s=4.0)
+    assert got == [(pytest.approx(0.8), pytest.approx(2.4)), (pytest.approx(2.8), pytest.approx(4.0))]
+
+
+def test_black_shorter_than_min_duration_is_quiet():
+    frac = np.zeros(100, np.float32)
+    frac[20:44] = 1.0  # 0.96 s
+    assert events_of(Black(), [rows(100, black_frac=frac)], end_s=4.0) == []
+
+
+def test_all_black_single_frame_and_empty_streams():
+    assert events_of(Black(), [rows(1, black_frac=[1.0])], end_s=0.04) == []          # one frame: too short
+    assert events_of(Black(BlackOptions(min_duration_s=0)), [rows(1, black_frac=[1.0])], end_s=0.04) == [
+        (0.0, 0.04)]
+    assert events_of(Black(), [], end_s=0.0) == []
+    assert events_of(Black(), [rows(50, black_frac=np.ones(50))], end_s=2.0) == [(0.0, 2.0)]
+
+
+def test_freeze_starts_at_the_frozen_picture_and_ends_at_the_first_change():
+    diff = np.full(100, 0.05, np.float32)
+    diff[31:70] = 0.0  # frame 30 is the picture that freezes; frame 70 moves again
+    got = events_of(Freeze(), [rows(100, diff_prev=diff)], end_s=4.0)
+    assert got == [(pytest.approx(30 * DT), pytest.approx(70 * DT))]
+
+
+def test_freeze_survives_an_isolated_keyframe_refresh_but_not_motion():
+    diff = np.full(100, 0.05, np.float32)
+    cell = np.full(100, 0.1, np.float32)
+    diff[11:90] = 0.0
+    diff[40], cell[40] = 0.004, 0.008   # a keyframe re-encoding the frozen picture: small, everywhere
+    got = events_of(Freeze(), [rows(100, diff_prev=diff, diff_cellmax=cell)], end_s=4.0)
+    assert got == [(pytest.approx(10 * DT), pytest.approx(90 * DT))]
+    diff[41] = 0.004  # two non-still frames in a row: the freeze ended at the first one
+    cell[41] = 0.008
+    got = events_of(Freeze(), [rows(100, diff_prev=diff, diff_cellmax=cell)], end_s=4.0)
+    assert got == [(pytest.approx(10 * DT), pytest.approx(40 * DT)), (pytest.approx(41 * DT), pytest.approx(90 * DT))]
+
+
+def test_frozen_graphics_need_the_longer_duration():
+    diff = np.zeros(400, np.float32)
+    diff[0] = np.nan
+    flat = np.full(400, 0.95, np.float32)
+    assert events_of(Freeze(), [rows(200, diff_prev=diff[:200], flat_frac=flat[:200])], end_s=8.0) == []
+    got = events_of(Freeze(), [rows(400, diff_prev=diff, flat_frac=flat)], end_s=16.0)
+    assert got == [(0.0, 16.0)]
+
+
+def test_frame_drop_counts_missing_frames_and_merges_close_gaps():
+    t = np.concatenate([np.arange(0, 50), np.arange(55, 100), np.arange(103, 150)]) * DT
+    f = rows(len(t))
+    f["t"] = t
+    det = FrameDrop()
+    state = det.initial_state()
+    events = det.process(state, VIDEO, f) + det.finish(state, 6.0)
+    assert [(round(e.start_s, 3), round(e.end_s, 3), e.details["missing_frames"]) for e in events] == [
+        (2.0, 2.2, 5), (4.0, 4.12, 3)]
+
+
+def test_frame_drop_reports_repeated_timestamps():
+    t = np.insert(np.arange(20) * DT, 10, 9 * DT)  # frame 9's timestamp twice
+    f = rows(21)
+    f["t"] = t
+    det = FrameDrop()
+    state = det.initial_state()
+    events = det.process(state, VIDEO, f) + det.finish(state, 1.0)
+    assert len(events) == 1 and events[0].details["kinds"] == ["repeated_pts"]
+
+
+def test_stall_opens_on_heartbeats_and_closes_when_media_resumes():
+    det = Stall()
+    state = det.initial_state()
+    assert det.process(state, VIDEO, rows(25)) == []              # media until 1.0 s
+    assert det.heartbeat(state, 2.5) == []                        # 1.5 s without media: not yet
+    assert det.heartbeat(state, 3.5) == []                        # 2.5 s: stall open since 1.0
+    events = det.process(state, VIDEO, rows(25, t0=6.0))          # media resumes at 6.0
+    assert [(e.start_s, e.end_s) for e in events] == [(1.0, 6.0)]
+    det.heartbeat(state, 12.0)
+    assert [(e.start_s, e.end_s) for e in det.finish(state, 7.0)] == [(7.0, 12.0)]
+
+
+# -- real footage with injected defects ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bikes_frames():
+    return read_rgb_frames(real_clip("bikes"))  # 250 frames, 640x272, 25 fps, real camera
+
+
+def ffmpeg_intervals(path, vf: str, start_key: str, end_key: str) -> list[tuple[float, float]]:
+    proc = subprocess.run([ffmpeg(), "-hide_banner", "-nostats", "-i", str(path), "-vf", vf, "-an", "-f", "null", "-"],
+                          capture_output=True, text=True, check=True)
+    text = proc.stderr
+    if "freezedetect" in vf:
+        starts = [float(x) for x in re.findall(r"lavfi\.freezedetect\.freeze_start: ([\d.]+)", text)]
+        ends = [float(x) for x in re.findall(r"lavfi\.freezedetect\.freeze_end: ([\d.]+)", text)]
+        return list(zip(starts, ends))
+    return [(float(a), float(b)) for a, b in re.findall(rf"{start_key}:([\d.]+) {end_key}:([\d.]+)", text)]
+
+
+def analyze(path, names, options=None):
+    result = analyze_source(str(path), DetectorConfig.build(names, options))
+    return [(r["detector"], r["start_s"], r["end_s"]) for r in result.rows]
+
+
+def test_black_in_real_footage_found_within_a_frame_and_agrees_with_blackdetect(bikes_frames, tmp_path):
+    frames = [f.copy() for f in bikes_frames]
+    for i in range(75, 125):        # 3.00 .. 5.00 s
+        frames[i][:] = 0
+    for i in range(180, 210):       # 7.20 .. 8.40 s: near-black with a little noise, limited range
+        frames[i][:] = np.random.default_rng(i).integers(0, 12, frames[i].shape, dtype=np.uint8)
+    path = write_clip(tmp_path / "black.mp4", frames, FPS)
+    got = analyze(path, ["black"])
+    assert got == [("black", pytest.approx(3.0, abs=DT), pytest.approx(5.0, abs=DT)),
+                   ("black", pytest.approx(7.2, abs=DT), pytest.approx(8.4, abs=DT))]
+    oracle = ffmpeg_intervals(path, "blackdetect=d=1:pix_th=0.10:pic_th=0.98", "black_start", "black_end")
+    assert len(oracle) == 2
+    for (_, start, end), (o_start, o_end) in zip(got, oracle):
+        assert abs(start - o_start) <= 0.1 and abs(end - o_end) <= 0.1
+
+
+def test_black_hard_negatives_short_fade_and_dark_scene(bikes_frames, tmp_path):
+    frames = [f.copy() for f in bikes_frames]
+    # a fade to black and back over 0.8 s, black for 0.6 s in the middle: shorter than 1 s
+    for k, i in enumerate(range(60, 100)):
+        level = min(1.0, abs(k - 20) / 5)
+        frames[i] = (frames[i] * level).astype(np.uint8)
+    # a night scene: strong gamma darkening keeps the highlights
+    for i in range(150, 250):
+        frames[i] = (255 * (frames[i] / 255.0) ** 4).astype(np.uint8)
+    path = write_clip(tmp_path / "dark.mp4", frames, FPS)
+    assert analyze(path, ["black"]) == []
+    assert ffmpeg_intervals(path, "blackdetect=d=1:pix_th=0.10:pic_th=0.98", "black_start", "black_end") == []
+
+
+def test_freeze_in_real_footage_with_keyframes_inside_agrees_with_freezedetect(bikes_frames, tmp_path):
+    frames = [f.copy() for f in bikes_frames]
+    for i in range(100, 150):       # frame 99 (3.96 s) frozen until frame 150 (6.00 s)
+        frames[i] = frames[99]
+    path = write_clip(tmp_path / "freeze.mp4", frames, FPS, gop=12)  # a keyframe every 0.48 s inside the freeze
+    got = analyze(path, ["freeze"])
+    assert got == [("freeze", pytest.approx(99 * DT, abs=DT), pytest.approx(150 * DT, abs=DT))]
+    oracle = ffmpeg_intervals(path, "freezedetect=n=-60dB:d=1", "", "")
+    # FFmpeg's freezedetect breaks the freeze at each re-encoded keyframe (and drops pieces under 1 s);
+    # ours spans it (the ground truth above): every piece FFmpeg reports lies inside our event
+    assert oracle
+    assert all(got[0][1] - 0.1 <= a and b <= got[0][2] + 0.1 for a, b in oracle)
+
+
+def test_freeze_agrees_with_freezedetect_on_a_lossless_freeze(bikes_frames, tmp_path):
+    frames = [f.copy() for f in bikes_frames[:150]]
+    for i in range(40, 90):
+        frames[i] = frames[39]
+    path = write_clip(tmp_path / "freeze_ll.mp4", frames, FPS, crf=0)
+    got = analyze(path, ["freeze"])
+    oracle = ffmpeg_intervals(path, "freezedetect=n=-60dB:d=1", "", "")
+    assert len(got) == len(oracle) == 1
+    assert abs(got[0][1] - oracle[0][0]) <= 0.1 and abs(got[0][2] - oracle[0][1]) <= 0.1
+
+
+def test_freeze_hard_negatives_talking_head_static_noisy_shot_title_card(bikes_frames, tmp_path):
+    talking = real_clip("carphone_pristine")  # a real talking head, 4 s
+    assert analyze(talking, ["freeze"]) == []
+    # a low-motion real scene: bikes slowed to a crawl by repeating each frame once (50% exact repeats,
+    # and the other frames move): no run of repeats lasts
+    slow = [f for f in bikes_frames[:40] for _ in range(2)]
+    assert analyze(write_clip(tmp_path / "slow.mp4", slow, FPS), ["freeze"]) == []
+    rng = np.random.default_rng(7)
+    still = bikes_frames[0].astype(np.int16)
+    frames = list(bikes_frames[:50])
+    # a live static shot: the same scene with fresh sensor noise on every frame, for 3 s (the encoder
+    # smooths most of the noise away: the picture changes by only ~0.1 luma level per frame)
+    frames += [np.clip(still + rng.normal(0, 2.0, still.shape), 0, 255).astype(np.uint8) for _ in range(75)]
+    # a title card for 3 s: a flat graphic with text-like bars
+    card = np.full_like(bikes_frames[0], 30)
+    card[100:120, 100:540] = 230
+    card[140:150, 180:460] = 200
+    frames += [card] * 75
+    frames += list(bikes_frames[50:100])
+    path = write_clip(tmp_path / "negatives.mp4", frames, FPS)
+    assert analyze(path, ["freeze"]) == []
+
+
+def test_frame_drop_in_a_real_file_from_its_timestamps(bikes_frames, tmp_path):
+    keep = [i for i in range(150) if not 50 <= i < 55]   # 5 frames lost at 2.0 s
+    path = write_clip(tmp_path / "drop.mkv", [bikes_frames[i] for i in keep], FPS, pts=keep)
+    got = analyze(path, ["frame_drop"])
+    assert got == [("frame_drop", pytest.approx(2.0, abs=DT), pytest.approx(2.2, abs=DT))]
+
+
+def test_clean_real_footage_gives_no_picture_loss_events():
+    for name in ("bikes", "bigbuckbunny", "carphone_pristine"):
+        assert analyze(real_clip(name), ["black", "freeze", "frame_drop", "stall"]) == [], name
+
+
+def test_analyzer_closes_everything_at_end_of_stream_once_both_kinds_ended():
+    config = DetectorConfig.build(["black", "stall"])
+    analyzer = StreamAnalyzer(config)
+    state = analyzer.initial_state()
+    source = {"has_video": True, "has_audio": True, "epoch": "2000-01-01T00:00:00+00:00"}
+    out = analyzer.add_features(state, VIDEO, 0, 0.0, rows(50, black_frac=np.ones(50)), source)
+    out2 = analyzer.add_control(state, VIDEO, 1, "eos", 2.0, source)
+    assert out.events == [] and [e.detector for _, e in out2.events] == ["black"]  # video detectors close
+    out3 = analyzer.add_control(state, AUDIO, 0, "eos", 2.0, source)
+    assert out3.events == [] and state["finished"]
