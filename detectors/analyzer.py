@@ -75,6 +75,15 @@ class StreamAnalyzer:
             return self.add_control(state, item.kind, item.sequence, item.control, item.t, item.source)
         return self.add_features(state, item.kind, item.sequence, item.t, item.features, item.source)
 
+    def clock(self, state: dict, media_time_s: float) -> Outcome:
+        """Time went on without media for this stream (a processing-time timeout in the job): tell the
+        detectors the stream's clock reached media_time_s, as a heartbeat would."""
+        out = Outcome()
+        for det in self.config.detectors:
+            for ev in det.heartbeat(state["detectors"][det.name], float(media_time_s)):
+                out.events.append((det.version, ev))
+        return out
+
     def _add(self, state: dict, kind: str, seq: int, t: float, payload, source: dict | None) -> Outcome:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")

@@ -4,7 +4,9 @@ The stream's media clock is the end of the last frame or audio block received. T
 from outside the media: the converter's heartbeat records (sent when a live source hangs), or the Spark
 job's processing-time timer (no records for this stream while the job runs), which reports the media
 time the stream should have reached. When that time is more than timeout_s past the last media, a
-stall is open; it ends at the next media that arrives, or at the end of the stream.
+stall is open and reported at once (details.ongoing = true, end = the time known so far); when media
+resumes (or the stream ends) the same event (same start, so the same event id) is reported again with
+its final end, and the sink replaces the provisional row.
 """
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ class Stall(Detector):
         if state["last"] is not None and state["open"] is None and \
                 media_time_s - state["last"] > self.options.timeout_s:
             state["open"] = state["last"]
+            return [self._event(state["open"], media_time_s, ongoing=True)]
         return []
 
     def finish(self, state: dict, end_s: float) -> list[Event]:
@@ -57,6 +60,9 @@ class Stall(Detector):
 
     def _close(self, state: dict, end: float) -> list[Event]:
         start, state["open"] = state["open"], None
+        return [self._event(start, end, ongoing=False)]
+
+    def _event(self, start: float, end: float, ongoing: bool) -> Event:
         duration = end - start
-        return [Event(self.name, start, end, score=duration, threshold=self.options.timeout_s, severity=MAJOR,
-                      details={"duration_s": round(duration, 3)})]
+        return Event(self.name, start, end, score=duration, threshold=self.options.timeout_s, severity=MAJOR,
+                     details={"duration_s": round(duration, 3), "ongoing": ongoing})

@@ -5,8 +5,11 @@ and sends each segment as one Kafka record:
   topic      the video or the audio topic (configurable)
   key        the stream id (UTF-8): all of a stream's records land in one partition, in order
   value      one Arrow IPC stream (schemas.codec.encode), zstd or lz4 buffer compression
-  timestamp  epoch + the segment's media start (files: a fixed epoch, 2000-01-01T00:00:00Z, so a file
-             always maps to the same times; live: the wall-clock time of media time 0)
+  timestamp  epoch + the segment's media start, where the epoch is the wall-clock time at which the
+             source's media time 0 was published (files and live alike; --epoch ISO overrides it).
+             Not a fixed epoch for files: Kafka's time retention would delete year-2000 records at
+             once, re-analysis by time range (--since 24h) would miss them, and the watermark would
+             mix clocks decades apart. Event ids do not depend on the epoch (media seconds only).
   headers    avwatch-schema = "<record>/<version>", avwatch-kind = video|audio|eos|heartbeat
 An end-of-stream record closes each topic of a stream; a live source that hangs gets heartbeats, so the
 stream job's clock for it keeps moving and a stall can be reported.
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_container
-from avwatch.convert.segments import FILE_EPOCH, Segment, Segmenter
+from avwatch.convert.segments import Segment, Segmenter
 from avwatch.errors import AvwatchError
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, InflightBudget, create_topics, producer
 from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, encode
@@ -81,10 +84,8 @@ class SourceStats:
                 "lag_s": round(max(0.0, elapsed - self.media_s), 2), "decode_errors": self.decode_errors}
 
 
-def resolve_epoch(spec: str | None, live: bool) -> datetime:
-    if spec is None:
-        return datetime.now(timezone.utc) if live else FILE_EPOCH
-    if spec == "now":
+def resolve_epoch(spec: str | None) -> datetime:
+    if spec is None or spec == "now":
         return datetime.now(timezone.utc)
     try:
         value = datetime.fromisoformat(spec)
@@ -182,7 +183,7 @@ class SourcePublisher(threading.Thread):
 
     def _run(self) -> None:
         o = self.options
-        epoch = resolve_epoch(o.epoch, self.live)
+        epoch = resolve_epoch(o.epoch)
         decoder = MediaDecoder(self.uri, o.decode, container=self._open())
         info = decoder.info
         missing = [k for k, present in (("video", info.has_video), ("audio", info.has_audio)) if not present]

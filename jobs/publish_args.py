@@ -37,7 +37,7 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
     p.add_argument("--partitions", type=int, default=4, help="partitions of topics created here (default 4)")
     p.add_argument("--epoch", default=None, metavar="ISO|now",
-                   help="absolute time of media time 0 (default: 2000-01-01T00:00:00Z for files, now for live)")
+                   help="absolute time of media time 0 (default: now, the publish start)")
     p.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
                    help="a hung live source sends a heartbeat this often (default 1)")
     p.add_argument("--send-timeout", type=float, default=120.0, metavar="SECONDS",

@@ -9,3 +9,10 @@ def struct_type(record_type: RecordType):
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return from_arrow_schema(record_type.schema)
+
+
+def arrow_to_spark(schema):
+    """The Spark StructType of a plain Arrow schema (intermediate rows of the jobs)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)

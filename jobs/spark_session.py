@@ -7,6 +7,7 @@ launcher already placed in the SparkConf.
 from __future__ import annotations
 
 import os
+import sys
 
 from avwatch import jars
 
@@ -41,6 +42,8 @@ def build_session(app_name: str = "avwatch", master: str | None = None, extra: d
     from pyspark.sql import SparkSession
 
     conf = SparkConf()  # holds what spark-submit passed, if it launched us
+    # Python workers must run the interpreter that has avwatch's packages (the venv), unless told otherwise.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if not conf.contains("spark.master"):
         builder = builder.master(master or os.environ.get("AVWATCH_SPARK_MASTER", "local[*]"))

@@ -158,9 +158,10 @@ def test_stall_opens_on_heartbeats_and_closes_when_media_resumes():
     state = det.initial_state()
     assert det.process(state, VIDEO, rows(25)) == []              # media until 1.0 s
     assert det.heartbeat(state, 2.5) == []                        # 1.5 s without media: not yet
-    assert det.heartbeat(state, 3.5) == []                        # 2.5 s: stall open since 1.0
-    events = det.process(state, VIDEO, rows(25, t0=6.0))          # media resumes at 6.0
-    assert [(e.start_s, e.end_s) for e in events] == [(1.0, 6.0)]
+    opened = det.heartbeat(state, 3.5)                            # 2.5 s: stall open since 1.0, reported now
+    assert [(e.start_s, e.end_s, e.details["ongoing"]) for e in opened] == [(1.0, 3.5, True)]
+    events = det.process(state, VIDEO, rows(25, t0=6.0))          # media resumes at 6.0: the final event
+    assert [(e.start_s, e.end_s, e.details["ongoing"]) for e in events] == [(1.0, 6.0, False)]
     det.heartbeat(state, 12.0)
     assert [(e.start_s, e.end_s) for e in det.finish(state, 7.0)] == [(7.0, 12.0)]
 

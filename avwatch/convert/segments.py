@@ -9,6 +9,7 @@ the loudness filters. Sequence numbers are contiguous per stream and kind, contr
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -20,7 +21,8 @@ from schemas.records import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT
 
 AUDIO_CONTEXT_S = 0.1
 AUDIO_BLOCK_S = 0.01
-# Files are placed on a fixed clock so that re-publishing a file gives identical record timestamps.
+# The local runner (no Kafka) places files on this fixed clock, so its rows are reproducible. The
+# converter uses the publish time instead (see jobs/publish.py for why).
 FILE_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
@@ -36,10 +38,15 @@ class Segment:
     frames: int = 0      # frames (video) or samples per channel (audio) it carries, context excluded
 
 
-def source_json(info: SourceInfo, epoch: datetime) -> str:
+def source_json(info: SourceInfo, epoch: datetime, publish_id: str) -> str:
     return json.dumps({"uri": info.uri, "live": info.live, "has_video": info.has_video,
                        "has_audio": info.has_audio, "video": info.video, "audio": info.audio,
-                       "epoch": epoch.isoformat()}, sort_keys=True)
+                       "epoch": epoch.isoformat(), "publish_id": publish_id}, sort_keys=True)
+
+
+def new_publish_id() -> str:
+    """Identifies one publication of a stream; sorts by start time, so the job can tell newer from older."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -50,6 +57,7 @@ class Segmenter:
     info: SourceInfo
     segment_s: float = 1.0
     epoch: datetime = FILE_EPOCH
+    publish_id: str = field(default_factory=lambda: new_publish_id())
     _frames: list = field(default_factory=list)
     _context: VideoFrame | None = None
     _audio: list = field(default_factory=list)
@@ -64,11 +72,11 @@ class Segmenter:
             from avwatch.errors import AvwatchError
 
             raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {self.segment_s}")
-        self._source = source_json(self.info, self.epoch)
+        self._source = source_json(self.info, self.epoch, self.publish_id)
 
     def refresh_source(self) -> None:
         """Re-read source facts learnt while decoding (e.g. the colour range of the first frame)."""
-        self._source = source_json(self.info, self.epoch)
+        self._source = source_json(self.info, self.epoch, self.publish_id)
 
     @property
     def audio_segment_samples(self) -> int:

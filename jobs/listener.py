@@ -1,0 +1,59 @@
+"""Operability: one JSON log line per micro-batch of the streaming job."""
+from __future__ import annotations
+
+import json
+import logging
+
+from pyspark.sql.streaming import StreamingQueryListener
+
+log = logging.getLogger("avwatch.progress")
+
+
+def partition_lag(source) -> dict[str, int]:
+    """Records behind the newest offset, per topic-partition, from a Kafka source's progress."""
+    try:
+        end = json.loads(source.endOffset) if source.endOffset else {}
+        latest = json.loads(source.latestOffset) if source.latestOffset else {}
+    except (TypeError, ValueError):
+        return {}
+    lag = {}
+    for topic, parts in latest.items():
+        for partition, newest in parts.items():
+            done = end.get(topic, {}).get(partition, newest)
+            lag[f"{topic}-{partition}"] = max(0, int(newest) - int(done))
+    return lag
+
+
+class ProgressLogger(StreamingQueryListener):
+    """Logs input rows/s, processed rows/s, batch duration, watermark, late rows and per-partition lag."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+        self.last: dict | None = None
+
+    def onQueryStarted(self, event):
+        log.info(json.dumps({"query": "started", "id": str(event.id), "name": event.name}))
+
+    def onQueryProgress(self, event):
+        p = event.progress
+        self.batches += 1
+        lag = {}
+        for source in p.sources:
+            lag.update(partition_lag(source))
+        dropped = sum(getattr(op, "numRowsDroppedByWatermark", 0) or 0 for op in p.stateOperators)
+        line = {"batch": p.batchId, "input_rows": p.numInputRows,
+                "input_rows_per_s": round(p.inputRowsPerSecond or 0.0, 1),
+                "processed_rows_per_s": round(p.processedRowsPerSecond or 0.0, 1),
+                "batch_ms": p.durationMs.get("triggerExecution"), "watermark": p.eventTime.get("watermark"),
+                "late_rows_dropped": dropped, "lag": lag,
+                "state_rows": sum(op.numRowsTotal for op in p.stateOperators)}
+        self.last = line
+        log.info(json.dumps(line))
+
+    def onQueryIdle(self, event):
+        pass
+
+    def onQueryTerminated(self, event):
+        log.info(json.dumps({"query": "terminated", "id": str(event.id),
+                             "exception": event.exception}))

@@ -1,0 +1,193 @@
+"""foreachBatch sink of the streaming job: alerts topic, then the Delta tables, exactly once.
+
+Per micro-batch, in this order:
+1. alerts: one JSON message per event on the alerts topic, key = event_id (at-least-once: a replayed
+   batch sends again; consumers deduplicate by key);
+2. anomaly_events: MERGE on event_id (an event reported twice, e.g. a stall first while ongoing, then
+   final, updates its row), with txnAppId/txnVersion so a replayed batch is a no-op;
+3. dead_letter and frame_features: appends with the same txnAppId/txnVersion.
+Events are few per batch, so they are gathered on the driver, deduplicated (last report of an event
+wins) and sent from there; frame features stay distributed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from avwatch.sink import DEAD_LETTER as DEAD_LETTER_TABLE
+from avwatch.sink import EVENTS, FRAME_FEATURES as FEATURES_TABLE
+from schemas.records import ANOMALY_EVENT, DEAD_LETTER, FRAME_FEATURES
+
+log = logging.getLogger("avwatch.sink")
+
+
+def alert_json(row: dict) -> bytes:
+    """The alerts-topic message of one event: every field but the evidence image, times in ISO 8601."""
+    out = {}
+    for key, value in row.items():
+        if key == "evidence":
+            continue
+        out[key] = value.isoformat() if hasattr(value, "isoformat") else value
+    out["details"] = json.loads(row["details"]) if row.get("details") else {}
+    return json.dumps(out, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def dedupe_events(rows: list[dict]) -> list[dict]:
+    """One row per event_id: the last report wins (a closed event replaces its ongoing report)."""
+    latest: dict[str, dict] = {}
+    for row in rows:
+        prev = latest.get(row["event_id"])
+        if prev is None or (row["end_s"], not json.loads(row["details"]).get("ongoing", False)) >= \
+                (prev["end_s"], not json.loads(prev["details"]).get("ongoing", False)):
+            latest[row["event_id"]] = row
+    return sorted(latest.values(), key=lambda r: (r["stream_id"], r["start_s"], r["detector"]))
+
+
+def explode_features(batches, run_id: str):
+    """mapInArrow body: frame-feature blobs -> one FRAME_FEATURES row per frame."""
+    from datetime import timedelta
+
+    from detectors.events import parse_epoch
+    from jobs.stream_stages import features_from_ipc
+
+    names = FRAME_FEATURES.schema.names
+    for batch in batches:
+        out = {name: [] for name in names}
+        for row in batch.to_pylist():
+            feats = features_from_ipc(row["features"])
+            epoch = parse_epoch(row["epoch"])
+            n = len(feats)
+            times = [epoch + timedelta(seconds=float(t)) for t in feats["t"]]
+            out["stream_id"] += [row["stream_id"]] * n
+            out["date"] += [t.strftime("%Y-%m-%d") for t in times]
+            out["t"] += [float(t) for t in feats["t"]]
+            out["event_time"] += times
+            out["frame_index"] += [int(i) for i in feats["frame_index"]]
+            out["run_id"] += [run_id] * n
+            for name in names:
+                if name in ("stream_id", "date", "t", "event_time", "frame_index", "run_id"):
+                    continue
+                values = feats.get(name)
+                out[name] += [None] * n if values is None else [
+                    (bool(v) if name == "decode_error" else float(v)) for v in values]
+        yield pa.RecordBatch.from_pydict(out, schema=FRAME_FEATURES.schema)
+
+
+class BatchSink:
+    """Writes one micro-batch of stage-2 output rows to the alerts topic and the Delta tables."""
+
+    def __init__(self, spark, sink: str, app_id: str, bootstrap: str, alerts_topic: str | None, run_id: str):
+        self.spark = spark
+        self.sink = str(sink).rstrip("/")
+        self.app_id = app_id
+        self.bootstrap = bootstrap
+        self.alerts_topic = alerts_topic or None
+        self.run_id = run_id
+        self.totals = {"events": 0, "dead_letters": 0, "feature_rows": 0, "alerts": 0}
+        self._producer = None
+
+    def path(self, name: str) -> str:
+        return f"{self.sink}/{name}"
+
+    def write_batch(self, df, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        df.persist()
+        try:
+            if df.isEmpty():  # no-data batches (timeouts that produced nothing) cost nothing more
+                return
+            events = [r.asDict() for r in df.filter(F.col("row_type") == "event")
+                      .select(*ANOMALY_EVENT.schema.names).collect()]
+            if events:
+                events = dedupe_events(events)
+                self._send_alerts(events)
+                self._merge_events(events, batch_id)
+            dead = df.filter(F.col("row_type") == "dead_letter")
+            n_dead = self._append_dead_letters(dead, batch_id)
+            n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id)
+            self.totals["events"] += len(events)
+            self.totals["dead_letters"] += n_dead
+            self.totals["feature_rows"] += n_feat
+            if events or n_dead:
+                log.info(json.dumps({"batch": batch_id, "events": len(events), "dead_letters": n_dead}))
+        finally:
+            df.unpersist()
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    def _send_alerts(self, events: list[dict]) -> None:
+        if not self.alerts_topic:
+            return
+        from jobs.kafka_io import producer
+
+        if self._producer is None:
+            self._producer = producer(self.bootstrap, client_id="avwatch-alerts", linger_ms=0)
+        for row in events:
+            self._producer.send(self.alerts_topic, key=row["event_id"].encode(), value=alert_json(row))
+        self._producer.flush(timeout=60)
+        self.totals["alerts"] += len(events)
+
+    # -- Delta -----------------------------------------------------------------------------------
+
+    def _txn(self, batch_id: int):
+        return {"txnAppId": self.app_id, "txnVersion": str(batch_id)}
+
+    def _merge_events(self, events: list[dict], batch_id: int) -> None:
+        from delta.tables import DeltaTable
+
+        from jobs.spark_schemas import struct_type
+
+        schema = struct_type(ANOMALY_EVENT)
+        now = datetime.now(timezone.utc)
+        for row in events:
+            row["detected_at"] = row.get("detected_at") or now
+        source = self.spark.createDataFrame(pa.Table.from_pylist(events, schema=ANOMALY_EVENT.schema).to_pandas(),
+                                            schema=schema)
+        path = self.path(EVENTS)
+        DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema).execute()
+        conf = self.spark.conf
+        conf.set("spark.databricks.delta.write.txnAppId", self.app_id + "-events")
+        conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
+        try:
+            (DeltaTable.forPath(self.spark, path).alias("t")
+             .merge(source.alias("s"), "t.event_id = s.event_id")
+             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+        finally:
+            conf.unset("spark.databricks.delta.write.txnAppId")
+            conf.unset("spark.databricks.delta.write.txnVersion")
+
+    def _append_dead_letters(self, dead, batch_id: int) -> int:
+        from pyspark.sql import functions as F
+
+        rows = (dead.withColumn("run_id", F.lit(self.run_id))
+                .withColumn("seen_at", F.current_timestamp())
+                .select(*DEAD_LETTER.schema.names))
+        n = rows.count()
+        if n:
+            for r in rows.select("topic", "partition", "offset", "reason").limit(20).collect():
+                log.warning("dead letter %s[%s]@%s: %s", r.topic, r.partition, r.offset, r.reason)
+            (rows.write.format("delta").mode("append")
+             .option("txnAppId", self.app_id + "-dead").option("txnVersion", batch_id)
+             .save(self.path(DEAD_LETTER_TABLE)))
+        return n
+
+    def _append_features(self, blobs, batch_id: int) -> int:
+        from jobs.spark_schemas import struct_type
+
+        if blobs.isEmpty():
+            return 0
+        run_id = self.run_id
+        rows = blobs.select("stream_id", "features", "epoch").mapInArrow(
+            lambda batches: explode_features(batches, run_id), struct_type(FRAME_FEATURES))
+        rows.persist()
+        try:
+            n = rows.count()
+            (rows.write.format("delta").mode("append").partitionBy("stream_id", "date")
+             .option("txnAppId", self.app_id + "-features").option("txnVersion", batch_id)
+             .save(self.path(FEATURES_TABLE)))
+        finally:
+            rows.unpersist()
+        return n

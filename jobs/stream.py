@@ -1,0 +1,215 @@
+"""The Structured Streaming job: Kafka -> per-stream detectors -> Delta tables + alerts topic.
+
+    Kafka (video + audio topics)
+      │ watermark on the record timestamp (media time)
+      ▼ stage 1, stateless (mapInArrow): decode each Arrow segment, compute its stage-1 features
+      ▼ stage 2, stateful per stream (applyInPandasWithState): reorder by sequence number, run every
+      │   detector's state machine; a processing-time timeout per stream drives stall detection
+      ▼ foreachBatch: alerts topic (at-least-once, key = event_id), then in Delta (exactly-once):
+          anomaly_events (MERGE on event_id), dead_letter, frame_features (append), each with
+          txnAppId/txnVersion so a replayed micro-batch is skipped
+
+Run it with ./spark-submit.sh stream [...] on a cluster or locally, or `python -m jobs.stream`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+
+from avwatch.errors import AvwatchError
+from jobs.publish_args import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
+
+log = logging.getLogger("avwatch.stream")
+
+DEFAULT_ALERTS_TOPIC = "avwatch.alerts"
+DEFAULT_MAX_RECORD_BYTES = 12 * 1024 * 1024
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avwatch-stream", description="avwatch streaming job")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local stack's)")
+    p.add_argument("--state", help="local stack state folder (to find its broker when --bootstrap is not given)")
+    p.add_argument("--port", type=int, help="local stack broker port")
+    p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
+    p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
+    p.add_argument("--alerts-topic", default=DEFAULT_ALERTS_TOPIC, help="'' disables alerts")
+    p.add_argument("--sink", required=True, help="folder of the Delta tables (local path or any Hadoop URI)")
+    p.add_argument("--checkpoint", help="checkpoint location (default: <sink>/_checkpoints/stream)")
+    p.add_argument("--detectors", help="comma-separated detector names (default: all, or the config's list)")
+    p.add_argument("--config", help="detector config file (.toml or .json)")
+    p.add_argument("--lateness", type=float, default=30.0, metavar="SECONDS",
+                   help="allowed lateness: how far newer segments may run ahead of a missing one (media s)")
+    p.add_argument("--stall-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="processing time without records after which a stream's clock is advanced (stall)")
+    p.add_argument("--trigger", type=float, default=1.0, metavar="SECONDS", help="micro-batch interval")
+    p.add_argument("--until-idle", action="store_true", help="process what is in Kafka now, then stop (availableNow)")
+    p.add_argument("--starting-offsets", default="earliest", choices=["earliest", "latest"])
+    p.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
+    p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
+                   help="records larger than this go to the dead-letter table")
+    p.add_argument("--features", action="store_true", help="also write the frame_features table")
+    p.add_argument("--run-id", help="id recorded with every row (default: a new one per start)")
+    p.add_argument("--master", help="Spark master when not launched by spark-submit (default local[*])")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds (soak tests, benchmarks)")
+    return p
+
+
+def resolve_bootstrap(args) -> str:
+    if args.bootstrap:
+        return args.bootstrap
+    from avwatch.stack import Stack
+
+    return Stack.at(args.state, args.port).bootstrap
+
+
+def app_id(checkpoint: str) -> str:
+    """A stable id for this checkpoint (Delta's txnAppId): the same across restarts, new per checkpoint."""
+    path = Path(checkpoint) / "avwatch_app_id"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = f"avwatch-stream-{uuid.uuid4().hex}"
+    path.write_text(value + "\n")
+    return value
+
+
+def build_query(spark, args, config, bootstrap: str, run_id: str):
+    """Wire the streaming query (not started): returns (DataStreamWriter, the sink writer object)."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from jobs.sinks import BatchSink
+    from jobs.spark_schemas import arrow_to_spark
+    from jobs.stream_stages import (STAGE1_SCHEMA, STAGE2_SCHEMA, Stage2, dump_state, load_state,
+                                    stage1_batches)
+
+    kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
+    reader = (spark.readStream.format("kafka")
+              .option("kafka.bootstrap.servers", bootstrap)
+              .option("subscribe", f"{args.video_topic},{args.audio_topic}")
+              .option("startingOffsets", args.starting_offsets)
+              .option("failOnDataLoss", "false")
+              .option("kafka.max.partition.fetch.bytes", str(args.max_record_bytes + (1 << 20)))
+              .option("fetch.max.bytes", str(64 << 20)))
+    if args.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+    raw = (reader.load()
+           .select("key", "value", "topic", "partition", "offset", "timestamp")
+           .withWatermark("timestamp", f"{int(args.lateness)} seconds"))
+
+    max_bytes = args.max_record_bytes
+
+    def stage1(batches):
+        yield from stage1_batches(batches, config, kinds_by_topic, max_bytes)
+
+    features = raw.mapInArrow(stage1, arrow_to_spark(STAGE1_SCHEMA))
+
+    stage2 = Stage2(config, run_id, args.lateness, keep_features=args.features)
+    out_columns = STAGE2_SCHEMA.names
+    idle_ms = int(args.stall_timeout * 1000)
+
+    def stateful(key, pdf_iter, group_state):
+        stream_id = key[0]
+        if group_state.hasTimedOut:
+            state = load_state(group_state.get[0])
+            rows = stage2.on_idle(stream_id, state, args.stall_timeout)
+            group_state.update((dump_state(state),))
+            group_state.setTimeoutDuration(idle_ms)
+        else:
+            rows_in = []
+            for pdf in pdf_iter:
+                rows_in += pdf.to_dict(orient="records")
+            for r in rows_in:  # pandas gives NaN for missing numbers and Timestamps for times
+                for k, v in list(r.items()):
+                    if isinstance(v, float) and v != v:
+                        r[k] = None
+            state = load_state(group_state.get[0]) if group_state.exists else None
+            rows, state = stage2.process(stream_id, rows_in, state)
+            if stream_id is not None and state is not None:
+                group_state.update((dump_state(state),))
+                group_state.setTimeoutDuration(idle_ms)
+        if rows:
+            yield pd.DataFrame([{c: r.get(c) for c in out_columns} for r in rows], columns=out_columns)
+
+    output = (features.groupBy("stream_id")
+              .applyInPandasWithState(stateful, arrow_to_spark(STAGE2_SCHEMA), "state binary", "append",
+                                      GroupStateTimeout.ProcessingTimeTimeout))
+    checkpoint = args.checkpoint or str(Path(args.sink) / "_checkpoints" / "stream")
+    sink = BatchSink(spark, args.sink, app_id(checkpoint), bootstrap, args.alerts_topic, run_id)
+    writer = (output.writeStream.foreachBatch(sink.write_batch)
+              .option("checkpointLocation", checkpoint).queryName("avwatch-stream"))
+    if args.until_idle:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=f"{args.trigger} seconds")
+    del F
+    return writer, sink
+
+
+def run(args, config=None, spark=None) -> dict:
+    """Start the job and block until it stops (until-idle, timeout, or Ctrl-C); returns a summary."""
+    from detectors.config import DetectorConfig, parse_names
+    from jobs.listener import ProgressLogger
+    from jobs.spark_session import build_session
+
+    if config is None:
+        try:
+            names = parse_names(args.detectors)
+            config = DetectorConfig.from_file(args.config, names) if args.config else DetectorConfig.build(names)
+        except ValueError as exc:
+            raise AvwatchError(str(exc)) from None
+    bootstrap = resolve_bootstrap(args)
+    run_id = args.run_id or f"stream-{uuid.uuid4().hex[:12]}"
+    own_session = spark is None
+    spark = spark or build_session("avwatch-stream", master=args.master)
+    # A stateful query with processing-time timeouts runs a batch on every trigger even without data
+    # (that is what drives stall detection when every stream is silent). A finite run must stop instead.
+    spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false" if args.until_idle else "true")
+    from jobs.kafka_io import create_topics
+
+    create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []))
+    listener = ProgressLogger()
+    spark.streams.addListener(listener)
+    try:
+        writer, sink = build_query(spark, args, config, bootstrap, run_id)
+        query = writer.start()
+        log.info("avwatch stream job %s started: detectors %s, sink %s", run_id, ",".join(config.names), args.sink)
+        try:
+            if args.timeout:
+                query.awaitTermination(args.timeout)
+                if query.isActive:
+                    query.stop()
+            else:
+                query.awaitTermination()
+        except KeyboardInterrupt:
+            query.stop()
+        if query.exception() is not None:
+            raise AvwatchError(f"the streaming query failed: {query.exception()}")
+        return {"run_id": run_id, "batches": listener.batches, **sink.totals}
+    finally:
+        spark.streams.removeListener(listener)
+        if own_session:
+            spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except AvwatchError as exc:
+        print(f"avwatch stream: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
