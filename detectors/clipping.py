@@ -1,22 +1,224 @@
-"""clipping: PLACEHOLDER being written (interface only; it reports nothing yet)."""
+"""clipping: samples stuck at full scale in runs (a signal driven past what the format can carry).
+
+Reference: FFmpeg astats' Peak_count and Flat_factor (how many samples sit at the peak, and in how long
+consecutive runs) and the mastering convention that counts an "over" when a few consecutive samples sit at
+full scale (3 is the common default of digital peak meters). Audio arrives as int16 (full scale +32767 /
+-32768; a float source that went past full scale saturates there on conversion).
+
+A sample is clipped when its magnitude is at or above clip_level of full scale; a clipped run is at least
+min_run consecutive clipped samples of one sign. One sample at full scale, or a loud signal peaking just
+under full scale (-0.1 dBFS), makes no run. Stage 1 describes each 10 ms block per channel by the signed
+length of the run touching its start and its end, and by the runs inside it; stage 2 joins runs across
+blocks (so a run is measured exactly however the stream was cut), then merges runs of all channels that
+are less than merge_gap_s apart into one event, which needs at least min_runs runs in one channel: a lossy
+codec can overshoot full scale once or twice on a sharp transient of unclipped audio, whereas a clipped
+passage clips on every waveform peak, so tens of runs per second.
+
+Dense audio (music) driven past full scale in floating point and then encoded by FFmpeg's AAC encoder
+comes out limited rather than clipped (the encoder's clip avoidance scales loud frames down) and is not
+reported; speech treated so still saturates on decoding and is (docs/detectors_audio.md).
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from detectors.base import AUDIO, VIDEO, Detector, Event, Options, option
-from detectors.features import Features
+import numpy as np
+
+from detectors.base import AUDIO, MINOR, Detector, Event, Options, option
+from detectors.features import AudioBlocks, Features
+
+INT16_MAX = 32767
 
 
 @dataclass(frozen=True)
 class ClippingOptions(Options):
-    min_duration_s: float = option(1.0, "shortest run reported (s)", min=0.0, max=3600.0)
+    clip_level: float = option(0.999, "a sample is clipped at or above this fraction of full scale "
+                               "(0.999 = -0.009 dBFS: full scale within 1-2 int16 steps)", min=0.5, max=1.0)
+    min_run: int = option(3, "consecutive clipped samples of one sign that make a clipped run", min=1,
+                          max=10000)
+    merge_gap_s: float = option(1.0, "clipped runs closer than this (s) belong to one event (bridges the "
+                                "pauses between words and sentences of clipped speech)", min=0.0, max=60.0)
+    min_runs: int = option(3, "clipped runs an event needs in one channel (isolated codec overshoots on a "
+                           "transient are not clipping)", min=1, max=100000)
+
+
+def clip_threshold(clip_level: float) -> int:
+    """The int16 magnitude at or above which a sample counts as clipped."""
+    return max(1, int(math.ceil(clip_level * INT16_MAX - 1e-9)))
+
+
+def block_features(blocks: AudioBlocks, options: ClippingOptions) -> dict:
+    """Per 10 ms block and channel (all (nb, ch) int32):
+
+    clipping_lead / clipping_trail: signed length of the clipped run touching the block's first / last
+      sample (+ at positive full scale, - at negative, 0 none; equal to +-n when the whole block is one run);
+    clipping_inner: clipped samples in runs of >= min_run lying strictly inside the block;
+    clipping_inner_runs / clipping_inner_longest: how many such runs, and the longest (samples);
+    clipping_first / clipping_last: sample offset where the first of those inner runs starts / the last
+      ends (exclusive), -1 when there is none.
+    """
+    nb, ch, block = len(blocks.t), blocks.channels, blocks.block
+    raw = blocks.raw[blocks.context:].astype(np.int32)
+    out = {k: np.zeros((nb, ch), np.int32) for k in
+           ("clipping_lead", "clipping_trail", "clipping_inner", "clipping_inner_runs", "clipping_inner_longest",
+            "clipping_first", "clipping_last")}
+    out["clipping_first"][:] = -1
+    out["clipping_last"][:] = -1
+    if nb == 0:
+        return out
+    level = clip_threshold(options.clip_level)
+    state = (raw >= level).astype(np.int8) - (raw <= -level).astype(np.int8)  # +1, -1 or 0 per sample
+    s = blocks.blocks_of(state)                     # (nb, block, ch), zero past a short last block
+    n = blocks.n.astype(np.int64)
+    total = nb * block
+    for c in range(ch):
+        flat = s[:, :, c].reshape(-1)
+        # runs of equal state, broken at every block start
+        change = np.ones(total, bool)
+        change[1:] = flat[1:] != flat[:-1]
+        change[::block] = True
+        starts = np.flatnonzero(change)
+        lengths = np.diff(np.append(starts, total))
+        signs = flat[starts]
+        b = starts // block
+        off = starts - b * block
+        end_off = off + lengths
+        clipped = signs != 0
+        at_start = clipped & (off == 0)
+        at_end = clipped & (end_off == n[b])
+        out["clipping_lead"][b[at_start], c] = (signs[at_start] * lengths[at_start]).astype(np.int32)
+        out["clipping_trail"][b[at_end], c] = (signs[at_end] * lengths[at_end]).astype(np.int32)
+        inner = clipped & ~at_start & ~at_end & (lengths >= options.min_run)
+        if inner.any():
+            bi = b[inner]
+            np.add.at(out["clipping_inner"][:, c], bi, lengths[inner].astype(np.int32))
+            np.add.at(out["clipping_inner_runs"][:, c], bi, 1)
+            longest = np.zeros(nb, np.int64)
+            np.maximum.at(longest, bi, lengths[inner])
+            out["clipping_inner_longest"][:, c] = longest
+            first = np.full(nb, block + 1, np.int64)
+            np.minimum.at(first, bi, off[inner])
+            last = np.full(nb, -1, np.int64)
+            np.maximum.at(last, bi, end_off[inner])
+            has = first <= block
+            out["clipping_first"][has, c] = first[has]
+            out["clipping_last"][has, c] = last[has]
+    return out
 
 
 class Clipping(Detector):
+    """Clipped runs (>= min_run samples at full scale) merged into events across channels."""
+
     name = "clipping"
-    version = "0.0"
+    version = "1.0"
     inputs = (AUDIO,)
     Options = ClippingOptions
 
+    def initial_state(self) -> dict:
+        return {
+            "open": None,      # per channel: [signed length, start time] of a run still going at the last block
+            "event": None,     # the event being gathered: start, end, runs, per-channel clipped samples, ...
+            "rate": None,
+        }
+
     def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+        if kind != AUDIO or not len(rows):
+            return []
+        o = self.options
+        lead, trail = rows["clipping_lead"].tolist(), rows["clipping_trail"].tolist()
+        inner, first, last = (rows["clipping_inner"].tolist(), rows["clipping_first"].tolist(),
+                              rows["clipping_last"].tolist())
+        inner_runs, inner_longest = rows["clipping_inner_runs"].tolist(), rows["clipping_inner_longest"].tolist()
+        t, n, rate = rows["t"].tolist(), rows["n"].tolist(), rows["rate"].tolist()
+        ch = len(lead[0])
+        if state["open"] is None or len(state["open"]) != ch:
+            state["open"] = [[0, 0.0] for _ in range(ch)]
+        state["rate"] = rate[-1]
+        events = []
+        for k in range(len(t)):
+            tk, nk, rk = t[k], n[k], rate[k]
+            for c in range(ch):
+                run = state["open"][c]
+                lq, tq = lead[k][c], trail[k][c]
+                if abs(lq) >= nk:  # the whole block is one run: it continues (or a new one starts here)
+                    if run[0] and (run[0] > 0) == (lq > 0):
+                        run[0] += lq
+                    else:
+                        events += self._close_run(state, c, tk)
+                        run[0], run[1] = lq, tk
+                    continue
+                if run[0] and lq and (run[0] > 0) == (lq > 0):
+                    run[0] += lq
+                    events += self._close_run(state, c, tk + abs(lq) / rk)
+                else:
+                    events += self._close_run(state, c, tk)
+                    if lq:
+                        run[0], run[1] = lq, tk
+                        events += self._close_run(state, c, tk + abs(lq) / rk)
+                if inner[k][c]:
+                    events += self._add_runs(state, c, tk + first[k][c] / rk, tk + last[k][c] / rk, inner[k][c],
+                                             inner_runs[k][c], inner_longest[k][c])
+                if tq:
+                    run[0], run[1] = tq, tk + (nk - abs(tq)) / rk
+            # a gathered event is complete once merge_gap_s has passed with no run, closed or still open
+            ev = state["event"]
+            if ev is not None:
+                now = tk + nk / rk
+                horizon = ev["end"] + o.merge_gap_s
+                if now >= horizon and all(not r[0] or r[1] >= horizon for r in state["open"]):
+                    events += self._emit(state)
+        return events
+
+    def finish(self, state: dict, end_s: float) -> list[Event]:
+        events = []
+        for c, run in enumerate(state["open"] or []):
+            if run[0]:
+                end = run[1] + abs(run[0]) / (state["rate"] or 1)
+                events += self._close_run(state, c, end)
+        return events + self._emit(state)
+
+    # -- runs and events ----------------------------------------------------------------------------
+
+    def _close_run(self, state: dict, c: int, end: float) -> list[Event]:
+        """The open run of channel c ended at `end`; keep it if long enough."""
+        run = state["open"][c]
+        length, start = abs(run[0]), run[1]
+        run[0], run[1] = 0, 0.0
+        if length and length >= self.options.min_run:
+            return self._add_runs(state, c, start, end, length, 1, length)
         return []
+
+    def _add_runs(self, state: dict, c: int, start: float, end: float, samples: int, runs: int,
+                  longest: int) -> list[Event]:
+        """Fold `runs` clipped runs of channel c spanning [start, end) into the event being gathered."""
+        events = []
+        ev = state["event"]
+        if ev is not None and start >= ev["end"] + self.options.merge_gap_s:
+            events += self._emit(state)
+            ev = None
+        if ev is None:
+            ev = state["event"] = {"start": start, "end": end, "longest": 0,
+                                   "runs": [0] * len(state["open"]), "samples": [0] * len(state["open"])}
+        ev["start"] = min(ev["start"], start)
+        ev["end"] = max(ev["end"], end)
+        ev["runs"][c] += runs
+        ev["longest"] = max(ev["longest"], longest)
+        ev["samples"][c] += samples
+        return events
+
+    def _emit(self, state: dict) -> list[Event]:
+        ev, state["event"] = state["event"], None
+        o = self.options
+        if ev is None or max(ev["runs"]) < o.min_runs:
+            return []
+        rate = state["rate"] or 1
+        duration = ev["end"] - ev["start"]
+        span = max(duration * rate, 1.0) * len(ev["samples"])
+        clipped = sum(ev["samples"])
+        details = {"duration_s": round(duration, 6), "clipped_share": round(clipped / span, 6),
+                   "clipped_samples": clipped, "clipped_samples_per_channel": list(ev["samples"]),
+                   "channels": [c for c, v in enumerate(ev["samples"]) if v], "runs_per_channel": list(ev["runs"]),
+                   "longest_run_samples": ev["longest"], "clip_level_dbfs": round(20 * math.log10(o.clip_level), 4)}
+        return [Event(self.name, float(ev["start"]), float(ev["end"]), score=float(ev["longest"]),
+                      threshold=float(o.min_run), severity=MINOR, details=details)]

@@ -108,6 +108,7 @@ class AudioBlocks:
     samples: np.ndarray        # (context + N, ch) float32 in [-1, 1), context first
     raw: np.ndarray            # the same as int16
     context: int               # leading context samples (the previous segment's tail)
+    layout: str = ""           # FFmpeg channel layout name of the source, e.g. "stereo", "5.1"
 
     @property
     def channels(self) -> int:
@@ -232,7 +233,7 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
     if nb:
         n[-1] = n_body - (nb - 1) * block
     blocks = AudioBlocks(t=t, n=n, block=block, rate=rate, samples=raw.astype(np.float32) / 32768.0,
-                         raw=raw, context=int(row["context_samples"]))
+                         raw=raw, context=int(row["context_samples"]), layout=row["layout"])
     return blocks, json.loads(row["source"])
 
 

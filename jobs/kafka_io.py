@@ -83,3 +83,26 @@ class InflightBudget:
         with self._cond:
             self.used -= size
             self._cond.notify_all()
+
+
+def read_all(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> list:
+    """Every record currently in the topics (from the beginning to the end offsets at call time)."""
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="avwatch-read",
+                             fetch_max_bytes=64 << 20, max_partition_fetch_bytes=MAX_MESSAGE_BYTES + (1 << 20))
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        end = consumer.end_offsets(parts)
+        records = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and any(consumer.position(p) < end[p] for p in parts):
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

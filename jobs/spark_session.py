@@ -38,9 +38,12 @@ def build_session(app_name: str = "avwatch", master: str | None = None, extra: d
     master: used only when the launcher did not set one (spark-submit's --master wins); default local[*].
     extra: additional settings (tests use it for a small shuffle and no UI).
     """
-    from pyspark import SparkConf
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # launched by spark-submit: attach to its JVM first, so SparkConf() sees what it was given
+        SparkContext._ensure_initialized()
     conf = SparkConf()  # holds what spark-submit passed, if it launched us
     # Python workers must run the interpreter that has avwatch's packages (the venv), unless told otherwise.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
