@@ -109,7 +109,7 @@ def open_container(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float
         return av.open(uri, options=options, timeout=(open_timeout_s, read_timeout_s) if live else None)
     except av.error.FileNotFoundError:
         raise AvwatchError(f"{uri}: no such file") from None
-    except (av.error.InvalidDataError, av.error.ValueError) as exc:
+    except av.error.InvalidDataError as exc:
         raise AvwatchError(f"{uri} is not a media file FFmpeg can read ({exc}). "
                            f"Give an audio/video file or stream URL.") from None
     except av.error.FFmpegError as exc:
