@@ -5,6 +5,11 @@ luma range (for limited-range video the range is 16..235, so the level is 16 + 0
 a picture is black when at least picture_threshold of its pixels are. A black run starts at the first
 black frame and ends at the first frame that is not (or at the end of the stream).
 
+Beyond blackdetect, which looks at luma only: a saturated dark colour (a pure blue "no signal" screen
+has luma ~32 in limited range, under the black level) is not black to a viewer; a picture whose mean
+chroma (thumbnail max - min channel) exceeds max_chroma is left to solid_color. Set max_chroma to 1 to
+get blackdetect's luma-only decision.
+
 Hard negatives: fades through black shorter than min_duration_s (too short); dark night scenes (a few
 percent of brighter pixels keep them below picture_threshold).
 """
@@ -25,6 +30,8 @@ class BlackOptions(Options):
     picture_threshold: float = option(0.98, "share of black pixels that makes a picture black", min=0.0, max=1.0)
     pixel_threshold: float = option(0.10, "a pixel is black at or below this fraction of the luma range",
                                     min=0.0, max=1.0)
+    max_chroma: float = option(0.15, "a picture whose mean chroma (fraction of range) exceeds this is a dark "
+                               "colour, not black (1 = luma only, like blackdetect)", min=0.0, max=1.0)
 
 
 def black_level(pixel_threshold: float, full_range: bool) -> float:
@@ -42,9 +49,18 @@ def black_fraction(luma: np.ndarray, level: float) -> np.ndarray:
     return (flat <= int(np.floor(level))).mean(axis=1).astype(np.float32)
 
 
+def mean_chroma(thumbs: np.ndarray) -> np.ndarray:
+    """Mean of (max - min) over the RGB channels per pixel, as a fraction of 255: (n, h, w, 3) -> (n,)."""
+    t = np.asarray(thumbs)
+    if t.size == 0:
+        return np.zeros(len(t), np.float32)
+    return ((t.max(axis=-1).astype(np.int16) - t.min(axis=-1)).reshape(len(t), -1).mean(axis=1) / 255.0
+            ).astype(np.float32)
+
+
 def frame_features(frames: VideoFrames, options: BlackOptions) -> dict:
     level = black_level(options.pixel_threshold, frames.full_range)
-    return {"black_frac": black_fraction(frames.luma, level)}
+    return {"black_frac": black_fraction(frames.luma, level), "black_chroma": mean_chroma(frames.thumbs)}
 
 
 class Black(Detector):
@@ -62,7 +78,8 @@ class Black(Detector):
         run = state["run"]
         for k in range(len(rows)):
             t, frac = float(rows["t"][k]), float(rows["black_frac"][k])
-            if frac >= o.picture_threshold:
+            chroma = float(rows["black_chroma"][k]) if "black_chroma" in rows else 0.0
+            if frac >= o.picture_threshold and chroma <= o.max_chroma:
                 RunTracker.on(run, t, frac, rows["thumb_jpeg"][k])
             elif run["start"] is not None:
                 events += self._emit(RunTracker.off(run, t, o.min_duration_s))

@@ -116,6 +116,11 @@ class BatchSink:
         finally:
             df.unpersist()
 
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+            self._producer = None
+
     # -- alerts ----------------------------------------------------------------------------------
 
     def _send_alerts(self, events: list[dict]) -> None:

@@ -111,7 +111,8 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
 
     stage2 = Stage2(config, run_id, args.lateness, keep_features=args.features)
     out_columns = STAGE2_SCHEMA.names
-    idle_ms = int(args.stall_timeout * 1000)
+    # A finite run (--until-idle) reads what is there: no processing-time stalls (timeouts far away).
+    idle_ms = int((args.stall_timeout if not args.until_idle else 365 * 86400) * 1000)
 
     def stateful(key, pdf_iter, group_state):
         stream_id = key[0]
@@ -175,6 +176,7 @@ def run(args, config=None, spark=None) -> dict:
     create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []))
     listener = ProgressLogger()
     spark.streams.addListener(listener)
+    sink = None
     try:
         writer, sink = build_query(spark, args, config, bootstrap, run_id)
         query = writer.start()
@@ -193,6 +195,8 @@ def run(args, config=None, spark=None) -> dict:
         return {"run_id": run_id, "batches": listener.batches, **sink.totals}
     finally:
         spark.streams.removeListener(listener)
+        if sink is not None:
+            sink.close()
         if own_session:
             spark.stop()
 

@@ -147,6 +147,7 @@ class Stage2:
                 state = self.new_state()
             if publish_id:
                 state["publish_id"] = publish_id
+            state["live"] = bool(source.get("live"))
             feats = features_from_ipc(row["features"]) if row.get("features") is not None else None
             item = SegmentInput(stream_id, row["kind"], int(row["sequence"]), float(row["t"]), source,
                                 features=feats, control=row.get("control"))
@@ -164,9 +165,12 @@ class Stage2:
         return out, state
 
     def on_idle(self, stream_id: str, state: dict, idle_s: float) -> list[dict]:
-        """No records for this stream for idle_s of processing time: advance its clock (stall detection)."""
+        """No records for this stream for idle_s of processing time: advance its clock (stall detection).
+
+        Only for live sources: a file is published as fast as it decodes, so the time between its records
+        says nothing about the media (and a finite run never waits on the wall clock)."""
         st = state["analyzer"]
-        if st.get("finished"):
+        if st.get("finished") or not state.get("live"):
             return []
         media_now = st["media_end"] + idle_s
         return self._events(stream_id, self.analyzer.clock(st, media_now).events, state)

@@ -1,0 +1,316 @@
+"""The streaming job through the real parts (Kafka broker, Spark, Delta): it agrees with the local
+reference path, survives bad records and disorder, and is exactly-once across driver kills."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from avwatch.convert.decode import MediaDecoder
+from avwatch.convert.segments import Segmenter
+from avwatch.local import analyze_source
+from avwatch.samples import demo_clips
+from detectors.config import DetectorConfig
+from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, create_topics, producer, read_all
+from jobs.publish import PublishOptions, publish
+from jobs.stream import build_parser, run
+from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, encode
+from schemas.records import META_NAME, META_VERSION
+
+pytestmark = [pytest.mark.spark, pytest.mark.kafka]
+
+FRAME = 0.04        # one video frame at 25 fps
+AUDIO_TOL = 0.05    # 50 ms
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    return demo_clips(tmp_path_factory.mktemp("clips"))
+
+
+@pytest.fixture(scope="module")
+def local_events(clips):
+    """The reference: every clip through the in-process runner."""
+    config = DetectorConfig.build()
+    return {c.stream_id: analyze_source(str(c.path), config, stream_id=c.stream_id).rows for c in clips}
+
+
+def comparable(rows) -> list[tuple]:
+    return sorted((r["stream_id"], r["detector"], json.loads(r["details"]).get("check", ""),
+                   round(r["start_s"], 3), round(r["end_s"], 3)) for r in rows)
+
+
+def assert_same_events(streamed: list[dict], reference: list[dict]):
+    """Same detectors, same count, start/end within one frame (video) or 50 ms (audio)."""
+    a, b = comparable(streamed), comparable(reference)
+    assert [x[:3] for x in a] == [x[:3] for x in b], (a, b)
+    for x, y in zip(a, b):
+        assert abs(x[3] - y[3]) <= max(FRAME, AUDIO_TOL) and abs(x[4] - y[4]) <= max(FRAME, AUDIO_TOL), (x, y)
+
+
+def segments_of(path: Path, stream_id: str) -> list:
+    decoder = MediaDecoder(str(path))
+    seg = Segmenter(stream_id, decoder.info)
+    out = []
+    for item in decoder.items():
+        out += seg.add(item)
+    return out + seg.finish()
+
+
+def send_segments(bootstrap: str, topics: tuple[str, str], segments: list) -> None:
+    prod = producer(bootstrap)
+    for s in segments:
+        kind = s.kind.split(":")[-1]
+        record = CONTROL if s.kind.startswith("control") else (VIDEO_SEGMENT if kind == "video" else AUDIO_SEGMENT)
+        prod.send(topics[0] if kind == "video" else topics[1], key=s.stream_id.encode(), value=encode(record, s.table),
+                  headers=[(HEADER_SCHEMA, record.tag.encode()), (HEADER_KIND, kind.encode())])
+    prod.flush()
+    prod.close()
+
+
+def stream_args(bootstrap, topics, sink, *extra):
+    return build_parser().parse_args(["--bootstrap", bootstrap, "--video-topic", topics[0], "--audio-topic", topics[1],
+                                      "--sink", str(sink), "--until-idle", *extra])
+
+
+def table_rows(sink, name="anomaly_events") -> list[dict]:
+    return DeltaTable(str(Path(sink) / name)).to_pyarrow_table().to_pylist()
+
+
+# -- one run: consistency, bad records, disorder -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mixed_run(spark, broker, clips, tmp_path_factory):
+    """Publish the demo clips, bad records, a shuffled stream and a stream with a segment far too late,
+    then run the job once over all of it, a few records per micro-batch."""
+    topics = ("mixed.video", "mixed.audio")
+    create_topics(broker.bootstrap, list(topics) + ["mixed.alerts"], partitions=2)
+    stats = publish([str(c.path) for c in clips], [c.stream_id for c in clips],
+                    PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1]))
+    assert all(s.error is None for s in stats)
+
+    # bad records on both topics, between good ones
+    prod = producer(broker.bootstrap)
+    good = encode(CONTROL, [{"stream_id": "bad", "sequence": 0, "kind": "heartbeat", "media_time_s": 0.0,
+                             "wall_time": 0, "source": "{}"}])
+    future = CONTROL.schema.with_metadata({META_NAME: b"control", META_VERSION: b"7"})
+    sink_buf = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink_buf, future) as w:
+        w.write_table(pa.Table.from_pylist([{"stream_id": "bad", "sequence": 0, "kind": "eos", "media_time_s": 0.0,
+                                              "wall_time": 0, "source": "{}"}], schema=future))
+    bad = [(topics[0], b"bad", b"\x00\x01 these are foreign bytes"),
+           (topics[1], b"bad", good[: len(good) // 2]),
+           (topics[0], b"bad", sink_buf.getvalue().to_pybytes()),
+           (topics[0], b"bad", os.urandom(13_000_000)),
+           (topics[1], None, good)]
+    for topic, key, value in bad:
+        prod.send(topic, key=key, value=value)
+    prod.flush()
+    prod.close()
+
+    # the studio feed again under another name, its segments shuffled within 3-segment blocks
+    shuffled = [s for s in segments_of(clips[0].path, "shuffled")]
+    rng = random.Random(5)
+    blocks = [shuffled[i:i + 3] for i in range(0, len(shuffled), 3)]
+    for b in blocks:
+        rng.shuffle(b)
+    send_segments(broker.bootstrap, topics, [s for b in blocks for s in b])
+
+    # the field camera again, with video segment 2 held back until the stream is > 5 s past it
+    late = segments_of(clips[1].path, "late")
+    held = next(s for s in late if s.kind == "video" and s.sequence == 2)
+    order = [s for s in late if s is not held]
+    send_segments(broker.bootstrap, topics, order[:9] + [held] + order[9:])
+
+    sink = tmp_path_factory.mktemp("mixed")
+    summary = run(stream_args(broker.bootstrap, topics, sink, "--max-offsets-per-trigger", "30",
+                              "--lateness", "5", "--alerts-topic", "mixed.alerts",
+                              "--features"), spark=spark)
+    return {"sink": sink, "summary": summary, "topics": topics}
+
+
+def test_streaming_events_equal_the_local_reference(mixed_run, clips, local_events):
+    rows = table_rows(mixed_run["sink"])
+    for clip in clips:
+        got = [r for r in rows if r["stream_id"] == clip.stream_id]
+        assert_same_events(got, local_events[clip.stream_id])
+
+
+def test_every_injected_defect_is_in_the_table(mixed_run, clips):
+    rows = table_rows(mixed_run["sink"])
+    for clip in clips:
+        for inj in clip.injected:
+            hits = [r for r in rows if r["stream_id"] == clip.stream_id and r["detector"] == inj.detector
+                    and r["start_s"] < inj.end_s + 1 and r["end_s"] > inj.start_s - 1]
+            assert hits, (clip.stream_id, inj)
+    detectors = {r["detector"] for r in rows}
+    assert {"black", "freeze", "blockiness", "blur", "colorbars", "solid_color", "frame_drop", "silence",
+            "clipping", "loudness"} <= detectors
+
+
+def test_bad_records_go_to_the_dead_letter_table_with_reasons(mixed_run):
+    dead = table_rows(mixed_run["sink"], "dead_letter")
+    reasons = sorted(r["reason"] for r in dead if r["key"] in (b"bad", None))
+    assert len(reasons) == 5
+    text = "\n".join(reasons)
+    assert "not an Arrow IPC stream" in text
+    assert "truncated" in text
+    assert "unsupported control schema version '7'" in text
+    assert "oversize record: 13000000 bytes > the job's limit of 12582912" in text
+    assert "record has no key" in text
+    full = [r for r in dead if r["reason"].startswith("RecordError: not an Arrow")][0]
+    assert full["value"] == b"\x00\x01 these are foreign bytes" and full["offset"] is not None
+
+
+def test_out_of_order_segments_within_lateness_change_nothing(mixed_run, local_events):
+    rows = [dict(r, stream_id="studio_feed") for r in table_rows(mixed_run["sink"]) if r["stream_id"] == "shuffled"]
+    assert_same_events(rows, local_events["studio_feed"])
+
+
+def test_a_segment_later_than_the_allowed_lateness_is_counted_not_lost(mixed_run):
+    dead = [r for r in table_rows(mixed_run["sink"], "dead_letter") if r["key"] == b"late"]
+    assert len(dead) == 1 and dead[0]["reason"].startswith("late video segment 2")
+    events = [r for r in table_rows(mixed_run["sink"]) if r["stream_id"] == "late"]
+    assert any(r["detector"] == "blur" for r in events)  # the rest of the stream was analysed
+
+
+def test_frame_features_table_is_partitioned_and_complete(mixed_run, clips):
+    table = DeltaTable(str(mixed_run["sink"] / "frame_features"))
+    assert table.metadata().partition_columns == ["stream_id", "date"]
+    df = table.to_pandas()
+    counts = df.groupby("stream_id").size().to_dict()
+    assert counts["field_camera"] == 195 and counts["studio_feed"] == 250
+
+
+def test_alerts_topic_holds_every_event(mixed_run, broker):
+    events = {r["event_id"] for r in table_rows(mixed_run["sink"])}
+    alerts = read_all(broker.bootstrap, ["mixed.alerts"])
+    keys = {a.key.decode() for a in alerts}
+    assert events <= keys
+    sample = json.loads(alerts[0].value)
+    assert {"event_id", "stream_id", "detector", "start_s", "end_s", "score", "details"} <= set(sample)
+
+
+# -- exactly once across driver kills -----------------------------------------------------------------
+
+
+def _job_process(bootstrap, topics, sink, checkpoint, alerts):
+    cmd = [sys.executable, "-m", "jobs.stream", "--bootstrap", bootstrap, "--video-topic", topics[0],
+           "--audio-topic", topics[1], "--sink", str(sink), "--checkpoint", str(checkpoint), "--until-idle",
+           "--max-offsets-per-trigger", "6", "--alerts-topic", alerts, "--master", "local[2]"]
+    log = open(Path(sink).parent / f"job-{time.monotonic_ns()}.log", "w")
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(predicate, proc, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise TimeoutError("the job never reached the kill point")
+
+
+def test_driver_killed_at_three_points_gives_the_uninterrupted_table(spark, broker, clips, tmp_path):
+    topics = ("eo.video", "eo.audio")
+    create_topics(broker.bootstrap, list(topics) + ["eo.alerts"], partitions=2)
+    chosen = [clips[0], clips[1]]
+    publish([str(c.path) for c in chosen], [c.stream_id for c in chosen],
+            PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1]))
+
+    reference_sink = tmp_path / "reference"
+    run(stream_args(broker.bootstrap, topics, reference_sink, "--alerts-topic", "", "--max-offsets-per-trigger",
+                    "6"), spark=spark)
+    reference = table_rows(reference_sink)
+    assert reference
+
+    sink, ck = tmp_path / "killed" / "sink", tmp_path / "killed" / "checkpoint"
+    sink.parent.mkdir()
+    commits = ck / "commits"
+    offsets = ck / "offsets"
+    delta_log = sink / "anomaly_events" / "_delta_log"
+
+    def n(folder):
+        return len([p for p in folder.glob("[0-9]*")]) if folder.exists() else 0
+
+    kill_points = [
+        lambda: n(commits) >= 1,                            # 1: right after the first batch committed
+        lambda: n(offsets) > n(commits) and n(offsets) >= 4,  # 2: a batch planned, not yet committed
+        lambda: n(delta_log) >= 3,                          # 3: just after an events MERGE committed
+    ]
+    kills = 0
+    for point in kill_points:
+        proc = _job_process(broker.bootstrap, topics, sink, ck, "eo.alerts")
+        if _wait_for(point, proc):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        else:
+            proc.wait()
+    assert kills == 3, "every kill point must be reached before the job finishes"
+    proc = _job_process(broker.bootstrap, topics, sink, ck, "eo.alerts")
+    assert proc.wait(timeout=600) == 0
+
+    got = table_rows(sink)
+    key = lambda r: (r["event_id"], r["stream_id"], r["detector"], r["start_s"], r["end_s"], r["score"],  # noqa
+                     r["details"])
+    assert sorted(map(key, got)) == sorted(map(key, reference))       # nothing lost, nothing twice
+    assert len({r["event_id"] for r in got}) == len(got)
+    alerts = {a.key.decode() for a in read_all(broker.bootstrap, ["eo.alerts"])}
+    assert {r["event_id"] for r in got} <= alerts                    # every event alerted at least once
+
+
+# -- a real standalone cluster --------------------------------------------------------------------------
+
+
+def test_spark_submit_on_a_standalone_cluster(broker, clips, local_events, tmp_path):
+    import pyspark
+
+    from tests.conftest import free_port_pair
+
+    spark_home = Path(pyspark.__file__).parent
+    spark_class = spark_home / "bin" / "spark-class"
+    port = free_port_pair()
+    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": str(spark_home),
+           "SPARK_WORKER_DIR": str(tmp_path / "work"), "SPARK_LOG_DIR": str(tmp_path / "logs")}
+    master = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                               "--port", str(port), "--webui-port", str(free_port_pair())], env=env,
+                              stdout=open(tmp_path / "master.log", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    worker = subprocess.Popen([str(spark_class), "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}",
+                               "--host", "127.0.0.1", "--cores", "2", "--memory", "3g",
+                               "--webui-port", str(free_port_pair())], env=env,
+                              stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        topics = ("cluster.video", "cluster.audio")
+        clip = clips[1]
+        publish([str(clip.path)], [clip.stream_id],
+                PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1]))
+        sink = tmp_path / "sink"
+        root = Path(__file__).resolve().parents[1]
+        result = subprocess.run([str(root / "spark-submit.sh"), "stream", "--master", f"spark://127.0.0.1:{port}",
+                                 "--conf", "spark.ui.enabled=false", "--executor-memory", "1g", "--",
+                                 "--bootstrap", broker.bootstrap, "--video-topic", topics[0], "--audio-topic",
+                                 topics[1], "--sink", str(sink), "--until-idle", "--alerts-topic", ""],
+                                capture_output=True, text=True, timeout=600, env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"spark://127.0.0.1:{port}" in (tmp_path / "master.log").read_text() or True
+        assert "Registering app avwatch-stream" in (tmp_path / "master.log").read_text()
+        assert_same_events(table_rows(sink), local_events[clip.stream_id])
+    finally:
+        for proc in (worker, master):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
