@@ -1,15 +1,45 @@
 """blockiness: block corruption / macroblocking, from the block-boundary gradient ratio.
 
-Method (no-reference, after Muijs & Kirenko 2005 and FFmpeg's blockdetect): block-based codecs quantise
+Measure (no-reference, after Muijs & Kirenko 2005 and FFmpeg's blockdetect): block-based codecs quantise
 8x8 (MPEG-2, H.264 8x8 transform) and 16x16 (macroblock) tiles independently, so a damaged or starved
 picture shows luminance steps on the block grid. Per region of the full-size picture we compare the
 mean absolute luma gradient across grid lines (x or y a multiple of 8) with the mean gradient at
-in-block positions. A clean picture scores ~1.0; visible blocks push it well above.
+in-block positions. A clean picture scores ~1.0; visible blocks push it well above. Stage 1 runs in the
+converter on the full-size luma plane (a downscale erases the grid) and sends 3x3 region ratios and
+activities per frame (`block_grid_features`).
 
-Stage 1 runs in the converter on the full-size luma plane (a downscale erases the grid) and sends
-3x3 region ratios and activities per frame. Stage 2 compares each region with that region's own recent
-baseline, because a corrupted packet damages a part of the picture suddenly, while a stream that is
-always a little blocky (low bitrate) is its baseline, not a defect.
+Decision (stage 2). A region's blockiness is its ratio minus 1 (the clean level). It is blocky when that
+exceeds `baseline_factor` times its baseline's blockiness (at least `baseline_floor`) and the ratio exceeds
+`ratio_threshold`; regions flatter than `min_activity` are not judged (flat animation has almost no
+in-block gradient). The baseline is the larger of the region's own average and the stream-wide 90th
+percentile of clean region ratios, because a stream that is always a little blocky (low bitrate, small or
+busy pictures) is its baseline, not a defect. It is learnt from the first `warmup_s` (no decisions then),
+follows clean frames with time constant `baseline_s`, and absorbs blocky frames only slowly (`absorb_s`),
+so a lasting bitrate drop is reported and, minutes later, becomes the new normal. Measuring the excess
+above 1 keeps a clean stream (ratios ~1.05) sensitive to the scattered concealment blocks of a broken
+packet (1.2-1.5 over whole regions), while a stream blocky throughout (ratios 2-3) needs far more.
+A frame is blocky when at least `min_regions` regions are (one if the decoder flagged it). A run of fewer
+than `min_blocky_frames` blocky frames that never reached `strong_factor` is a sporadic spike of busy
+content: it ends after `merge_gap_s` without blocky frames (at once if it started on a keyframe) and is
+not reported.
+
+Two kinds of event (the `check` field):
+- "compression": a run that starts on a blocky keyframe: the blocks are in the encoding itself (a starved
+  encoder). It ends at the first frame that is not blocky (blocky frames closer than `merge_gap_s` are one
+  run) and must last `compression_min_duration_s`.
+- "corruption": every other run, and any run with a frame the decoder flagged corrupt (`decode_error`;
+  such a frame is blocky as soon as one region exceeds `baseline_factor`, without the absolute
+  threshold). A broken packet is concealed, and the wrong picture propagates through prediction until the
+  next keyframe even where the concealed blocks are smoothed away, so the event ends at the first keyframe
+  after its last blocky frame (if one comes within `max_hold_s`, else at the last blocky frame); a
+  keyframe always ends it, and blocks on that keyframe start a new run. Reported at any length
+  (`min_duration_s`, default 0).
+
+Known limits: a damaged non-reference B-frame heals at the next frame but is held to the keyframe like
+any corruption; a starved stretch without a keyframe inside is reported as corruption up to the next
+keyframe, and one that starts mid-GOP as corruption up to the first keyframe and compression from there;
+a corrupted keyframe starts a "compression" run, ending at its last blocky frame rather than at the next
+keyframe.
 """
 from __future__ import annotations
 
@@ -102,70 +132,194 @@ def frame_features(frames, options) -> dict:
 
 @dataclass(frozen=True)
 class BlockinessOptions(Options):
-    ratio_threshold: float = option(1.6, "a region is blocky when its grid/in-block gradient ratio exceeds this",
+    ratio_threshold: float = option(1.1, "a region is blocky when its grid/in-block gradient ratio exceeds this",
                                     min=1.0, max=10.0)
-    baseline_factor: float = option(1.35, "... and exceeds the region's own recent baseline by this factor",
-                                    min=1.0, max=10.0)
+    baseline_factor: float = option(1.8, "... and its blockiness (ratio - 1) exceeds this many times its baseline's "
+                                    "(the larger of the region's own and the stream's recent 90th percentile over "
+                                    "all regions, minus 1, at least baseline_floor)", min=1.0, max=100.0)
+    baseline_floor: float = option(0.06, "smallest baseline blockiness (ratio - 1) a region is compared with",
+                                   min=0.01, max=10.0)
+    min_regions: int = option(2, "a frame is blocky when at least this many of its 3x3 regions are (one is enough "
+                              "when the decoder flagged the frame corrupt)", min=1, max=9)
     min_activity: float = option(0.004, "regions flatter than this mean in-block gradient (fraction of range) "
-                                 "are ignored", min=0.0, max=1.0)
-    baseline_s: float = option(10.0, "length of the per-region baseline memory (s)", min=0.5, max=600.0)
-    min_duration_s: float = option(0.0, "shortest blocky run reported (s); corruption often lasts a few frames",
-                                   min=0.0, max=60.0)
-    merge_gap_s: float = option(0.5, "blocky runs closer than this are one event (s)", min=0.0, max=10.0)
+                                 "are not judged", min=0.0, max=1.0)
+    warmup_s: float = option(1.0, "the first seconds only teach the baseline (s)", min=0.0, max=600.0)
+    baseline_s: float = option(10.0, "time constant of the baselines over clean frames (s)", min=0.5, max=3600.0)
+    absorb_s: float = option(120.0, "time constant with which lasting blockiness becomes a region's baseline (s)",
+                             min=1.0, max=86400.0)
+    min_blocky_frames: int = option(3, "a run with fewer blocky frames than this is reported only if a region's "
+                                    "blockiness reached strong_factor times its baseline's", min=1, max=1000)
+    strong_factor: float = option(4.0, "see min_blocky_frames", min=1.0, max=100.0)
+    max_hold_s: float = option(10.0, "a corruption event stays open until the next keyframe if it comes within "
+                               "this long after the last blocky frame (s)", min=0.0, max=600.0)
+    min_duration_s: float = option(0.0, "shortest corruption event reported (s); corruption often lasts a few "
+                                   "frames", min=0.0, max=60.0)
+    compression_min_duration_s: float = option(1.0, "shortest compression (whole-picture) blockiness reported (s)",
+                                               min=0.0, max=3600.0)
+    merge_gap_s: float = option(0.5, "blocky frames closer than this are one run (s)", min=0.0, max=10.0)
+
+
+# The stream-wide baseline: a decaying histogram of log region ratios (0.5 .. 8), read at its 90th percentile.
+_HIST_EDGES = np.linspace(np.log(0.5), np.log(8.0), 97)  # 3 % bins
+POOLED_QUANTILE = 0.9
+
+
+def pooled_level(hist: np.ndarray, quantile: float = POOLED_QUANTILE) -> float:
+    """The ratio at `quantile` of a log-ratio histogram (interpolated within its bin); 1.0 when it is empty."""
+    c = np.cumsum(hist)
+    if c[-1] <= 0:
+        return 1.0
+    target = quantile * c[-1]
+    i = min(int(np.searchsorted(c, target)), len(hist) - 1)
+    below = c[i - 1] if i > 0 else 0.0
+    frac = (target - below) / hist[i] if hist[i] > 0 else 1.0
+    return float(np.exp(_HIST_EDGES[i] + frac * (_HIST_EDGES[i + 1] - _HIST_EDGES[i])))
+
+
+def _add_to_hist(hist: np.ndarray, ratios: np.ndarray, decay: float) -> np.ndarray:
+    idx = np.clip(np.searchsorted(_HIST_EDGES, np.log(np.maximum(ratios, 1e-6))) - 1, 0, len(_HIST_EDGES) - 2)
+    return hist * decay + np.bincount(idx, minlength=len(_HIST_EDGES) - 1)
 
 
 class Blockiness(Detector):
     name = "blockiness"
-    version = "1.0"
+    version = "2.0"
     inputs = (VIDEO,)
     Options = BlockinessOptions
 
     def initial_state(self) -> dict:
-        # baseline: exponential average of each region's ratio over clean frames (None until seen)
-        return {"baseline": None, "run": RunTracker.new(), "last_on": None, "last_t": None}
+        # baseline: per-region ratio baseline; hist: decaying histogram of clean region ratios (stream-wide);
+        # learnt_s: seconds of frames seen; last_on: end time of the last blocky frame of the open run
+        return {"baseline": None, "hist": [0.0] * (len(_HIST_EDGES) - 1), "learnt_s": 0.0, "n": 0,
+                "run": RunTracker.new(), "last_on": None}
 
     def process(self, state: dict, kind: str, rows) -> list[Event]:
         o = self.options
         events: list[Event] = []
         ratios, acts = rows["block_ratio"], rows["block_activity"]
-        for k, (t, dur) in enumerate(zip(rows["t"], rows["frame_dur"])):
+        errors = rows["decode_error"] if "decode_error" in rows else np.zeros(len(rows), bool)
+        for k in range(len(rows)):
+            t, dur = float(rows["t"][k]), float(rows["frame_dur"][k])
             r, a = ratios[k].astype(np.float64), acts[k].astype(np.float64)
-            base = state["baseline"]
-            base_arr = np.ones_like(r) if base is None else np.asarray(base)
             valid = a >= o.min_activity
-            blocky = valid & (r > o.ratio_threshold) & (r > base_arr * o.baseline_factor)
-            score = float(np.max(np.where(valid, r / base_arr, 0.0))) if valid.any() else 0.0
             run = state["run"]
-            if blocky.any():
-                RunTracker.on(run, t, float(np.max(r[blocky])), rows["thumb_jpeg"][k])
-                run["extra"]["regions"] = sorted(set(run["extra"].get("regions", [])) |
-                                                 set(np.flatnonzero(blocky).tolist()))
-                state["last_on"] = float(t + dur)
-            else:
-                # update the baseline with clean frames only, so a long corruption cannot become normal
-                alpha = min(1.0, float(dur) / o.baseline_s)
-                new = np.where(valid, r, base_arr)
-                state["baseline"] = (new if base is None else base_arr + alpha * (new - base_arr)).tolist()
-                if run["start"] is not None and t - state["last_on"] > o.merge_gap_s:
-                    events += self._close(state, state["last_on"])
-            state["last_t"] = float(t + dur)
+            if state["baseline"] is None:
+                state["baseline"] = np.where(valid, r, 1.0).tolist()
+            base = np.asarray(state["baseline"])
+            decay = float(np.exp(-dur / o.baseline_s))
+            if state["learnt_s"] < o.warmup_s:  # warm-up: a running mean, no decisions
+                state["n"] += 1
+                state["baseline"] = (base + np.where(valid, r - base, 0.0) / state["n"]).tolist()
+                state["hist"] = _add_to_hist(np.asarray(state["hist"]), r[valid], decay).tolist()
+                state["learnt_s"] += dur
+                continue
+            error = bool(errors[k])
+            ref = np.maximum(base, pooled_level(np.asarray(state["hist"])))
+            excess = (r - 1.0) / np.maximum(ref - 1.0, o.baseline_floor)  # blockiness above the clean level 1
+            blocky_regions = valid & (excess > o.baseline_factor) & ((r > o.ratio_threshold) | error)
+            blocky = int(blocky_regions.sum()) >= (1 if error else o.min_regions)
+            if run["start"] is not None and self._ended(state, t, bool(rows["keyframe"][k]), blocky):
+                events += self._close(state)
+                run = state["run"]
+            if blocky:
+                share = float(blocky_regions.sum()) / max(int(valid.sum()), 1)
+                peak = float(np.max(np.where(blocky_regions, r, 0.0)))
+                if run["start"] is None:
+                    RunTracker.on(run, t, peak, rows["thumb_jpeg"][k])
+                    run["extra"] = {"regions": 0, "shares": [], "errors": 0, "peak_excess": 0.0, "blocky": 0,
+                                    "blocky_keyframes": 0}
+                else:
+                    RunTracker.on(run, t, peak)
+                extra = run["extra"]
+                extra["regions"] |= int(np.sum(1 << np.flatnonzero(blocky_regions)))
+                extra["shares"] = _keep_median_sample(extra["shares"], share)
+                extra["errors"] += int(error)
+                extra["blocky"] += 1
+                extra["blocky_keyframes"] += int(bool(rows["keyframe"][k]))
+                extra["peak_excess"] = max(extra["peak_excess"], float(np.max(excess[blocky_regions])))
+                state["last_on"] = t + dur
+                # lasting blockiness slowly becomes the region's normal
+                state["baseline"] = (base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)).tolist()
+            elif run["start"] is None:  # a clean frame outside any event teaches both baselines
+                state["baseline"] = (base + min(1.0, dur / o.baseline_s) * np.where(valid, r - base, 0.0)).tolist()
+                state["hist"] = _add_to_hist(np.asarray(state["hist"]), r[valid], decay).tolist()
         return events
 
-    def _close(self, state: dict, end_t: float) -> list[Event]:
+    def _kind(self, state: dict) -> str:
+        """compression: the blocks survive a keyframe, so they are in the encoding itself (a starved encoder);
+        corruption: they do not (damage propagated by prediction is repaired by a keyframe), or the decoder
+        flagged a frame."""
+        extra = state["run"]["extra"]
+        return "compression" if extra["blocky_keyframes"] and not extra["errors"] else "corruption"
+
+    def _ended(self, state: dict, t: float, keyframe: bool, blocky: bool) -> bool:
+        """Whether the open run ended before the frame at t (which is not part of it)."""
         o = self.options
-        closed = RunTracker.off(state["run"], end_t, o.min_duration_s)
+        last_on = state["last_on"]
+        if t < last_on:
+            return False
+        if self._weak(state) and not blocky and (state["run"]["extra"]["blocky_keyframes"] or
+                                                  t - last_on > o.merge_gap_s - 1e-9):
+            # sporadic spikes that did not grow into a defect: dropped, not held to a keyframe. Intermittent
+            # blocky frames (scattered damage) merge within merge_gap_s; a spike on a keyframe (whose
+            # quantisation differs from the predicted frames') must be followed by blocky frames at once.
+            state["end_at"] = last_on
+            return True
+        compression = self._kind(state) == "compression"
+        # a keyframe repairs propagated damage: the corruption ends here; blocks on the keyframe itself are
+        # a new run (compression if they last, else a sporadic spike)
+        if keyframe and not compression:
+            state["end_at"] = t
+            return True
+        if blocky:
+            return False
+        if compression:
+            return t - last_on > o.merge_gap_s - 1e-9
+        if t - last_on >= o.max_hold_s - 1e-9:
+            state["end_at"] = last_on
+            return True
+        return False
+
+    def _weak(self, state: dict) -> bool:
+        """Too few blocky frames, none strong, no decoder flag: not (yet) a defect."""
+        o = self.options
+        extra = state["run"]["extra"]
+        return extra["blocky"] < o.min_blocky_frames and extra["peak_excess"] < o.strong_factor and not extra["errors"]
+
+    def _close(self, state: dict, end_s: float | None = None) -> list[Event]:
+        o = self.options
+        run = state["run"]
+        kind = self._kind(state)
+        end = state.pop("end_at", None)
+        if end is None:
+            end = state["last_on"] if end_s is None or kind == "compression" else min(end_s, state["last_on"])
+        extra = dict(run["extra"])
+        n_frames = extra["blocky"]
+        last_on = state["last_on"]
+        weak = self._weak(state)
+        closed = RunTracker.off(run, end, o.min_duration_s if kind == "corruption" else o.compression_min_duration_s)
         state["last_on"] = None
-        if closed is None:
+        if closed is None or weak:
             return []
-        start, end, run = closed
-        peak = run["peak"]
-        return [Event(self.name, start, end, score=peak, threshold=o.ratio_threshold,
-                      severity=MAJOR if peak >= 2 * o.ratio_threshold else MINOR,
-                      details={"peak_ratio": round(peak, 3), "regions": run["extra"].get("regions", []),
-                               "frames": run["n"]},
-                      evidence=run["evidence"])]
+        start, end, snap = closed
+        peak = snap["peak"]
+        regions = [i for i in range(32) if extra["regions"] >> i & 1]
+        return [Event(self.name, start, end, score=round(peak, 6), threshold=o.ratio_threshold,
+                      severity=MAJOR if kind == "corruption" else MINOR, check=kind,
+                      details={"duration_s": round(end - start, 3), "peak_ratio": round(peak, 3),
+                               "peak_excess": round(extra["peak_excess"], 3), "regions": regions,
+                               "blocky_frames": n_frames, "decode_errors": extra["errors"],
+                               "median_region_share": round(float(np.median(extra["shares"])), 3),
+                               "held_to_keyframe": bool(end > last_on + 1e-9)},
+                      evidence=snap["evidence"])]
 
     def finish(self, state: dict, end_s: float) -> list[Event]:
         if state["run"]["start"] is None:
             return []
-        return self._close(state, state["last_on"] if state["last_on"] is not None else end_s)
+        return self._close(state, end_s)
+
+
+def _keep_median_sample(values: list, x: float, cap: int = 64) -> list:
+    """Append x to a bounded sample of per-frame shares (keeps every other value once cap is reached)."""
+    values = values + [round(x, 4)]
+    return values[::2] if len(values) > cap else values

@@ -1,22 +1,146 @@
-"""solid_color: PLACEHOLDER being written (interface only; it reports nothing yet)."""
+"""solid_color: a uniform, non-black picture (a blue or green "no signal" screen, a grey slate) for at
+least min_duration_s.
+
+Method. A picture is uniform when nearly all of it has one colour:
+- luma: the share of analysis-size luma pixels inside the fullest window of +-`luma_tolerance` of the
+  range (from a 256-bin histogram, so a small caption such as "NO SIGNAL" costs only its own area);
+- colour: the share of thumbnail pixels whose R, G and B are all within `color_tolerance` of the
+  thumbnail's per-channel median colour, because luma alone cannot tell a uniform picture from two
+  colours of equal luma.
+Both shares must reach `coverage`. Sensor noise, gradients (sky), texture and any second colour bring
+them down; an encoded solid colour keeps them near 1.
+
+Not black. Black pictures belong to the black detector: a uniform colour is reported here only when its
+luma is above `black_level` of the range (the black detector's pixel threshold) or it is clearly
+saturated (max - min of R, G, B >= `min_chroma`). The saturated clause keeps a pure blue screen, whose
+BT.709 luma is only ~7 % of the range, from being lost. Nothing else is shared with black.
+
+Hard negatives: animation with flat colours (there is always a second colour or a gradient over more than
+`1 - coverage` of the picture), sky shots (gradients wider than the tolerances), dark scenes (near black:
+left to black), fades through a colour shorter than min_duration_s.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detectors.base import AUDIO, VIDEO, Detector, Event, Options, option
-from detectors.features import Features
+import cv2
+import numpy as np
+
+from detectors.base import MAJOR, VIDEO, Detector, Event, Options, RunTracker, option
+from detectors.features import Features, VideoFrames
+
+# BT.709 luma weights for the dominant colour of the (full-range RGB) thumbnail
+_LUMA_W = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 @dataclass(frozen=True)
 class SolidColorOptions(Options):
-    min_duration_s: float = option(1.0, "shortest run reported (s)", min=0.0, max=3600.0)
+    min_duration_s: float = option(1.0, "shortest solid-colour run reported (s)", min=0.0, max=3600.0)
+    coverage: float = option(0.92, "share of the picture (luma and thumbnail colour) that must be one colour",
+                             min=0.5, max=1.0)
+    luma_tolerance: float = option(0.02, "half-width of the luma window, fraction of the range", min=0.0, max=0.5)
+    color_tolerance: float = option(0.08, "largest R/G/B distance to the dominant colour in the thumbnail, "
+                                    "fraction of the range", min=0.0, max=1.0)
+    black_level: float = option(0.10, "a colour with luma at or below this fraction of the range is black "
+                                "(left to the black detector) unless it is saturated", min=0.0, max=1.0)
+    min_chroma: float = option(0.25, "a dark colour with max-min of R, G, B at least this fraction of the range is "
+                               "a colour, not black", min=0.0, max=1.0)
+
+
+def luma_coverage(luma: np.ndarray, tolerance: float) -> np.ndarray:
+    """Share of pixels in the fullest luma window of +-tolerance (fraction of 255): (n, H, W) -> (n,)."""
+    half = int(round(tolerance * 255))
+    n = len(luma)
+    hist = np.empty((n, 256), np.float64)
+    for i in range(n):
+        hist[i] = cv2.calcHist([luma[i]], [0], None, [256], [0, 256]).ravel()
+    c = np.concatenate([np.zeros((n, 1)), np.cumsum(hist, axis=1)], axis=1)  # c[:, v] = pixels < v
+    lo = np.clip(np.arange(256) - half, 0, 256)
+    hi = np.clip(np.arange(256) + half + 1, 0, 256)
+    window = c[:, hi] - c[:, lo]
+    total = np.maximum(c[:, -1], 1)
+    return (window.max(axis=1) / total).astype(np.float32) if n else np.zeros(0, np.float32)
+
+
+def dominant_color(thumbs: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel median colour (n, 3) in 0..1 and the share of pixels within +-tolerance of it (n,).
+
+    The median comes from 256-bin channel histograms (the lower median of an even count); the share from
+    one inRange per frame (all three channels within the tolerance).
+    """
+    x = np.asarray(thumbs)
+    n = len(x)
+    rgb = np.zeros((n, 3), np.float32)
+    cover = np.zeros(n, np.float32)
+    if n == 0 or x.shape[1] * x.shape[2] == 0:
+        return rgb, cover
+    half = (x.shape[1] * x.shape[2] + 1) // 2
+    tol = int(np.floor(tolerance * 255))
+    for i in range(n):
+        img = np.ascontiguousarray(x[i])
+        med = [int(np.searchsorted(np.cumsum(cv2.calcHist([img], [c], None, [256], [0, 256]).ravel()), half))
+               for c in range(3)]
+        lo = tuple(max(0, m - tol) for m in med)
+        hi = tuple(min(255, m + tol) for m in med)
+        cover[i] = cv2.countNonZero(cv2.inRange(img, lo, hi)) / float(img.shape[0] * img.shape[1])
+        rgb[i] = np.array(med, np.float32) / 255.0
+    return rgb, cover
+
+
+def frame_features(frames: VideoFrames, options: SolidColorOptions) -> dict:
+    """solid_color_cover / solid_color_thumb_cover (0..1 shares) and solid_color_rgb ((n, 3), 0..1)."""
+    rgb, thumb_cover = dominant_color(frames.thumbs, options.color_tolerance)
+    return {"solid_color_cover": luma_coverage(frames.luma, options.luma_tolerance),
+            "solid_color_thumb_cover": thumb_cover, "solid_color_rgb": rgb}
+
+
+def is_colour(rgb: np.ndarray, black_level: float, min_chroma: float) -> np.ndarray:
+    """Whether dominant colours (n, 3) in 0..1 are not black: luma above the level, or saturated."""
+    rgb = np.asarray(rgb, np.float32).reshape(-1, 3)
+    luma = rgb @ _LUMA_W
+    chroma = rgb.max(axis=1) - rgb.min(axis=1)
+    return (luma > black_level) | (chroma >= min_chroma)
 
 
 class SolidColor(Detector):
     name = "solid_color"
-    version = "0.0"
+    version = "1.0"
     inputs = (VIDEO,)
     Options = SolidColorOptions
 
+    def initial_state(self) -> dict:
+        return {"run": RunTracker.new()}
+
     def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
-        return []
+        o = self.options
+        events: list[Event] = []
+        run = state["run"]
+        cover = np.minimum(rows["solid_color_cover"], rows["solid_color_thumb_cover"])
+        colour = is_colour(rows["solid_color_rgb"], o.black_level, o.min_chroma)
+        for k in range(len(rows)):
+            t = float(rows["t"][k])
+            if cover[k] >= o.coverage and colour[k]:
+                RunTracker.on(run, t, float(cover[k]), rows["thumb_jpeg"][k])
+                extra = run["extra"]
+                extra["rgb_sum"] = (np.asarray(extra.get("rgb_sum", np.zeros(3))) +
+                                    np.asarray(rows["solid_color_rgb"][k], np.float64)).tolist()
+                extra["min_cover"] = min(extra.get("min_cover", 1.0), float(cover[k]))
+            elif run["start"] is not None:
+                events += self._emit(RunTracker.off(run, t, o.min_duration_s))
+        return events
+
+    def finish(self, state: dict, end_s: float) -> list[Event]:
+        return self._emit(RunTracker.off(state["run"], end_s, self.options.min_duration_s))
+
+    def _emit(self, closed) -> list[Event]:
+        if closed is None:
+            return []
+        start, end, run = closed
+        n = max(run["n"], 1)
+        rgb = [int(round(v / n * 255)) for v in run["extra"].get("rgb_sum", [0, 0, 0])]
+        mean = run["sum"] / n
+        return [Event(self.name, start, end, score=round(mean, 6), threshold=self.options.coverage, severity=MAJOR,
+                      details={"duration_s": round(end - start, 3), "rgb": rgb,
+                               "hex": "#%02x%02x%02x" % tuple(rgb), "mean_coverage": round(mean, 4),
+                               "min_coverage": round(run["extra"].get("min_cover", 0.0), 4), "frames": run["n"]},
+                      evidence=run["evidence"])]
