@@ -75,6 +75,11 @@ class StreamAnalyzer:
             return self.add_control(state, item.kind, item.sequence, item.control, item.t, item.source)
         return self.add_features(state, item.kind, item.sequence, item.t, item.features, item.source)
 
+    def start_at(self, state: dict, kind: str, sequence: int) -> None:
+        """Begin a kind at this sequence number instead of 0 (re-analysis of a time range mid-stream)."""
+        if state["next"][kind] == 0 and not state["pending"][kind]:
+            state["next"][kind] = int(sequence)
+
     def clock(self, state: dict, media_time_s: float) -> Outcome:
         """Time went on without media for this stream (a processing-time timeout in the job): tell the
         detectors the stream's clock reached media_time_s, as a heartbeat would."""

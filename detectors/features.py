@@ -66,6 +66,10 @@ class Features(dict):
             if pa.types.is_fixed_size_list(col.type):
                 width = col.type.list_size
                 out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                # a table store (Delta/Spark) keeps fixed-size lists as plain lists of equal length
+                flat = col.flatten().to_numpy(zero_copy_only=False)
+                out[name] = flat.reshape(len(col), -1) if len(col) else flat.reshape(0, 0)
             elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
                 out[name] = np.array(col.to_pylist(), dtype=object)
             else:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from avwatch.sink import DEAD_LETTER as DEAD_LETTER_TABLE
 from avwatch.sink import EVENTS, FRAME_FEATURES as FEATURES_TABLE
-from schemas.records import ANOMALY_EVENT, DEAD_LETTER, FRAME_FEATURES
+from schemas.records import ANOMALY_EVENT, DEAD_LETTER, FRAME_FEATURE_COLUMNS, FRAME_FEATURES
 
 log = logging.getLogger("avwatch.sink")
 
@@ -46,34 +46,37 @@ def dedupe_events(rows: list[dict]) -> list[dict]:
     return sorted(latest.values(), key=lambda r: (r["stream_id"], r["start_s"], r["detector"]))
 
 
-def explode_features(batches, run_id: str):
-    """mapInArrow body: frame-feature blobs -> one FRAME_FEATURES row per frame."""
+def frame_feature_rows(feats, stream_id: str, epoch, run_id: str) -> dict[str, list]:
+    """One stream segment's stage-1 video Features -> FRAME_FEATURES columns (lists of values)."""
     from datetime import timedelta
 
     from detectors.events import parse_epoch
+
+    base = parse_epoch(epoch)
+    n = len(feats)
+    times = [base + timedelta(seconds=float(t)) for t in feats["t"]]
+    out = {"stream_id": [stream_id] * n, "date": [t.strftime("%Y-%m-%d") for t in times],
+           "t": feats["t"].tolist(), "event_time": times, "frame_index": feats["frame_index"].tolist(),
+           "run_id": [run_id] * n}
+    for name in FRAME_FEATURE_COLUMNS:
+        values = feats.get(name)
+        out[name] = [None] * n if values is None else list(values) if values.dtype == object else values.tolist()
+    return out
+
+
+def explode_features(batches, run_id: str):
+    """mapInArrow body: frame-feature blobs (one per video segment) -> one FRAME_FEATURES row per frame."""
+    from jobs.spark_schemas import spark_arrow_schema
     from jobs.stream_stages import features_from_ipc
 
-    names = FRAME_FEATURES.schema.names
+    target = spark_arrow_schema(FRAME_FEATURES.schema)
     for batch in batches:
-        out = {name: [] for name in names}
+        columns = {name: [] for name in FRAME_FEATURES.schema.names}
         for row in batch.to_pylist():
-            feats = features_from_ipc(row["features"])
-            epoch = parse_epoch(row["epoch"])
-            n = len(feats)
-            times = [epoch + timedelta(seconds=float(t)) for t in feats["t"]]
-            out["stream_id"] += [row["stream_id"]] * n
-            out["date"] += [t.strftime("%Y-%m-%d") for t in times]
-            out["t"] += [float(t) for t in feats["t"]]
-            out["event_time"] += times
-            out["frame_index"] += [int(i) for i in feats["frame_index"]]
-            out["run_id"] += [run_id] * n
-            for name in names:
-                if name in ("stream_id", "date", "t", "event_time", "frame_index", "run_id"):
-                    continue
-                values = feats.get(name)
-                out[name] += [None] * n if values is None else [
-                    (bool(v) if name == "decode_error" else float(v)) for v in values]
-        yield pa.RecordBatch.from_pydict(out, schema=FRAME_FEATURES.schema)
+            part = frame_feature_rows(features_from_ipc(row["features"]), row["stream_id"], row["epoch"], run_id)
+            for name, values in part.items():
+                columns[name] += values
+        yield pa.RecordBatch.from_pydict(columns, schema=FRAME_FEATURES.schema).cast(target)
 
 
 class BatchSink:

@@ -16,3 +16,17 @@ def arrow_to_spark(schema):
     from pyspark.sql.pandas.types import from_arrow_schema
 
     return from_arrow_schema(schema)
+
+
+def spark_arrow_schema(schema):
+    """The same Arrow schema with the types Spark's Arrow reader lacks replaced by their Spark
+    equivalents (fixed-size lists -> lists), for batches handed to Spark (mapInArrow output)."""
+    import pyarrow as pa
+
+    fields = []
+    for f in schema:
+        t = f.type
+        if pa.types.is_fixed_size_list(t):
+            t = pa.list_(t.value_type)
+        fields.append(pa.field(f.name, t, f.nullable))
+    return pa.schema(fields, metadata=schema.metadata)

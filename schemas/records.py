@@ -129,19 +129,37 @@ FRAME_FEATURES = _record("frame_features", 1, [
     pa.field("t", pa.float64(), nullable=False),               # media seconds
     pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("frame_index", pa.int64(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    # the complete stage-1 video feature set (detectors/features.py and each video detector's
+    # frame_features), so that video detectors can be re-run from this table alone
+    pa.field("keyframe", pa.bool_()),
+    pa.field("decode_error", pa.bool_()),
+    pa.field("pts_missing", pa.bool_()),
+    pa.field("frame_dur", pa.float64()),
     pa.field("luma_mean", pa.float32()),
     pa.field("luma_std", pa.float32()),
-    pa.field("black_frac", pa.float32()),
     pa.field("diff_prev", pa.float32()),
     pa.field("diff_cellmax", pa.float32()),
+    pa.field("diff_cells", pa.list_(pa.float32(), DIFF_CELLS[0] * DIFF_CELLS[1])),
+    pa.field("black_frac", pa.float32()),
+    pa.field("black_chroma", pa.float32()),
     pa.field("flat_frac", pa.float32()),
-    pa.field("sharpness", pa.float32()),
-    pa.field("block_score", pa.float32()),
-    pa.field("bars_score", pa.float32()),
-    pa.field("color_std", pa.float32()),
-    pa.field("decode_error", pa.bool_()),
-    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("block_ratio", pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])),
+    pa.field("block_activity", pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])),
+    pa.field("blur_sharpness", pa.float32()),
+    pa.field("blur_cut", pa.float32()),
+    pa.field("colorbars_bars", pa.int8()),
+    pa.field("colorbars_span", pa.float32()),
+    pa.field("colorbars_ratio", pa.float32()),
+    pa.field("colorbars_white", pa.bool_()),
+    pa.field("solid_color_cover", pa.float32()),
+    pa.field("solid_color_thumb_cover", pa.float32()),
+    pa.field("solid_color_rgb", pa.list_(pa.float32(), 3)),
+    pa.field("thumb_jpeg", pa.binary()),                       # the evidence thumbnail of the frame
 ])
+
+# Columns of FRAME_FEATURES that are stage-1 features (the rest say where and when the frame was).
+FRAME_FEATURE_COLUMNS = [f.name for f in FRAME_FEATURES.schema][6:]
 
 MAX_DEAD_LETTER_BYTES = 1 << 20
 

@@ -37,9 +37,11 @@ ROWS = {
     "dead_letter": [{"topic": "avwatch.video", "partition": 0, "offset": 42, "key": None, "value": b"junk",
                      "value_size": 4, "reason": "not an Arrow IPC stream", "run_id": "r1", "seen_at": NOW}],
     "frame_features": [{"stream_id": "cam-1", "date": "2000-01-01", "t": 0.04, "event_time": NOW, "frame_index": 1,
+                        "diff_cells": [0.0] * 16, "block_ratio": [1.0] * 9, "block_activity": [0.0] * 9,
+                        "solid_color_rgb": [0.1, 0.2, 0.3], "thumb_jpeg": b"jpg",
                         "luma_mean": 0.5, "luma_std": 0.1, "black_frac": 0.0, "diff_prev": 0.01,
-                        "diff_cellmax": 0.02, "flat_frac": 0.3, "sharpness": 0.2, "block_score": 1.0,
-                        "bars_score": 0.0, "color_std": 0.1, "decode_error": False, "run_id": "r1"}],
+                        "diff_cellmax": 0.02, "flat_frac": 0.3, "blur_sharpness": 0.2, "colorbars_bars": 0,
+                        "decode_error": False, "run_id": "r1"}],
 }
 
 
@@ -151,3 +153,24 @@ def test_spark_struct_types_are_derived_from_the_arrow_definitions(spark):
                 assert pa.types.is_list(field.type) or pa.types.is_fixed_size_list(field.type)
             else:
                 assert field.type == original.type, (record.name, field.name)
+
+
+def test_frame_features_hold_every_stage1_video_column():
+    """The frame_features table is enough to re-run the video detectors: it has all their columns."""
+    import tempfile
+    from pathlib import Path
+
+    from avwatch.convert.decode import MediaDecoder
+    from avwatch.convert.segments import Segmenter
+    from avwatch.samples import read_rgb_frames, real_clip, write_clip
+    from detectors.config import DetectorConfig
+    from detectors.features import stage1
+    from schemas import FRAME_FEATURE_COLUMNS
+
+    clip = write_clip(Path(tempfile.mkdtemp()) / "c.mp4", read_rgb_frames(real_clip("bikes"), limit=30), 25)
+    decoder = MediaDecoder(str(clip))
+    seg = Segmenter("c", decoder.info)
+    segments = [s for item in decoder.items() for s in seg.add(item)] + seg.finish()
+    video = next(s for s in segments if s.kind == "video")
+    columns = set(stage1("video_segment", video.table, DetectorConfig.build()).features)
+    assert columns - {"t", "frame_index"} == set(FRAME_FEATURE_COLUMNS)

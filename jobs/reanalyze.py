@@ -1,0 +1,284 @@
+"""Batch re-analysis: run the detectors again over a past time range and replace their results.
+
+    ./spark-submit.sh reanalyze -- --sink DIR --since 24h [--streams a,b] [--detectors black] [--config f.toml]
+
+1. Input for the range [--from, --to) (or the last --since):
+   - `features` source: the frame_features table, when every chosen detector reads video features only
+     (stage 2 is re-run on them; a changed stage-1 option needs the Kafka source);
+   - `kafka` source: the converter's records, located by timestamp (Kafka's offsetsForTimes through
+     Spark's startingTimestamp/endingTimestamp), then stage 1 exactly as in the stream job.
+   `--source auto` (default) takes features when they suffice and cover the range.
+2. Stage 2 per stream with the same code as the stream job (groupBy(stream_id).applyInPandas, the
+   whole range as one window, in sequence order).
+3. In one Delta transaction (overwrite with replaceWhere), the events of exactly these streams and
+   detectors whose start lies in the range are replaced by the new ones. The run id is derived from the
+   range, streams and detector configuration; a second run whose events equal what the table holds for
+   that range writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from avwatch.errors import AvwatchError
+from jobs.publish_args import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
+
+log = logging.getLogger("avwatch.reanalyze")
+
+# What identifies an event's content, for the "nothing changed" comparison (not when or by which run it
+# was detected: a second identical run, even over a --since range that moved a little, writes nothing).
+CONTENT = ["event_id", "stream_id", "detector", "detector_version", "start_s", "end_s", "score", "threshold",
+           "severity", "details"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avwatch-reanalyze", description="re-run detectors over a past time range")
+    p.add_argument("--sink", required=True, help="folder of the Delta tables")
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--since", help="the last N s/m/h/d, e.g. 24h")
+    when.add_argument("--from", dest="start", help="range start, ISO time (UTC if no zone)")
+    p.add_argument("--to", dest="end", help="range end, ISO time (default: now)")
+    p.add_argument("--streams", help="comma-separated stream ids (default: every stream with data in the range)")
+    p.add_argument("--detectors", help="comma-separated detector names (default: all, or the config's list)")
+    p.add_argument("--config", help="detector config file (.toml or .json) with the options to use")
+    p.add_argument("--source", choices=["auto", "kafka", "features"], default="auto")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local stack's)")
+    p.add_argument("--state", help="local stack state folder")
+    p.add_argument("--port", type=int, help="local stack broker port")
+    p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
+    p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
+    p.add_argument("--master", help="Spark master when not launched by spark-submit (default local[*])")
+    p.add_argument("--dry-run", action="store_true", help="compute and print, write nothing")
+    return p
+
+
+def time_range(args, now: datetime | None = None) -> tuple[datetime, datetime]:
+    from avwatch.events_view import parse_since
+
+    now = now or datetime.now(timezone.utc)
+    if args.since:
+        return parse_since(args.since, now), now
+
+    def parse(text):
+        value = datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+    try:
+        start = parse(args.start)
+        end = parse(args.end) if args.end else now
+    except ValueError as exc:
+        raise AvwatchError(f"--from/--to must be ISO times such as 2026-11-26T08:00:00Z ({exc})") from None
+    if end <= start:
+        raise AvwatchError(f"the range is empty: --to {end.isoformat()} is not after --from {start.isoformat()}")
+    return start, end
+
+
+def run_id_for(start: datetime, end: datetime, streams: list[str] | None, config) -> str:
+    key = json.dumps([start.isoformat(), end.isoformat(), sorted(streams or []), config.describe()], sort_keys=True)
+    return "reanalyze-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _sql_list(values) -> str:
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(set(values)))
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# -- stage 2 over a range -----------------------------------------------------------------------------
+
+
+def _stage2_range(config, run_id: str):
+    """applyInPandas body: one stream's stage-1 rows of the whole range -> event rows."""
+    import pandas as pd
+
+    from jobs.stream_stages import STAGE2_SCHEMA, Stage2
+
+    stage2 = Stage2(config, run_id, lateness_s=1e9, keep_features=False)
+    columns = STAGE2_SCHEMA.names
+
+    def body(key, pdf):
+        stream_id = key[0]
+        rows = pdf.to_dict(orient="records")
+        for r in rows:
+            for k, v in list(r.items()):
+                if isinstance(v, float) and v != v:
+                    r[k] = None
+        good = [r for r in rows if r.get("reason") is None]
+        state = stage2.new_state()
+        for kind in ("video", "audio"):  # the range starts mid-stream: begin at its first segment
+            seqs = [int(r["sequence"]) for r in good if r["kind"] == kind]
+            if seqs:
+                stage2.analyzer.start_at(state["analyzer"], kind, min(seqs))
+        out, state = stage2.process(stream_id, rows, state)
+        if state is not None and not state["analyzer"].get("finished"):
+            out += stage2._events(stream_id, stage2.analyzer.close(state["analyzer"]).events, state)
+        events = [r for r in out if r["row_type"] == "event"]
+        return pd.DataFrame([{c: r.get(c) for c in columns} for r in events], columns=columns)
+
+    return body
+
+
+def _features_source(spark, sink: str, start, end, streams):
+    """Stage-1 rows rebuilt from the frame_features table: one pseudo-segment per stream."""
+    from pyspark.sql import functions as F
+
+    from avwatch.sink import FRAME_FEATURES as TABLE
+
+    path = f"{sink}/{TABLE}"
+    df = spark.read.format("delta").load(path).where(
+        (F.col("event_time") >= F.lit(_ts(start)).cast("timestamp")) &
+        (F.col("event_time") < F.lit(_ts(end)).cast("timestamp")))
+    if streams:
+        df = df.where(F.col("stream_id").isin(streams))
+    return df
+
+
+def _features_to_stage1(batches):
+    """mapInArrow body: frame_features rows (grouped per stream) -> STAGE1 rows, one per stream."""
+    import pyarrow as pa
+
+    from detectors.features import Features
+    from jobs.stream_stages import STAGE1_SCHEMA, features_to_ipc
+    from schemas.records import FRAME_FEATURE_COLUMNS
+
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        out = []
+        for stream_id in sorted(set(table.column("stream_id").to_pylist())):
+            rows = table.filter(pa.compute.equal(table.column("stream_id"), stream_id)).sort_by("t")
+            feats = Features.from_arrow(rows.select(["t", "frame_index"] + FRAME_FEATURE_COLUMNS))
+            first_time = rows.column("event_time")[0].as_py()
+            epoch = first_time - timedelta(seconds=float(feats["t"][0]))
+            source = {"has_video": True, "has_audio": False, "epoch": epoch.isoformat(), "live": False}
+            out.append({"stream_id": stream_id, "kind": "video", "sequence": 0, "t": float(feats["t"][0]),
+                        "source": json.dumps(source), "features": features_to_ipc(feats),
+                        "event_time": first_time})
+        yield pa.RecordBatch.from_pylist(out, schema=STAGE1_SCHEMA)
+
+
+def reanalyze(spark, args, config) -> dict:
+    from pyspark.sql import functions as F
+
+    from avwatch.sink import EVENTS, FRAME_FEATURES as FEATURES_TABLE
+    from jobs.spark_schemas import arrow_to_spark, struct_type
+    from jobs.stream_stages import STAGE1_SCHEMA, STAGE2_SCHEMA, stage1_batches
+    from schemas.records import ANOMALY_EVENT
+
+    start, end = time_range(args)
+    streams = [s.strip() for s in args.streams.split(",") if s.strip()] if args.streams else None
+    sink = str(args.sink).rstrip("/")
+    video_only = all(d.inputs == ("video",) for d in config.detectors)
+    source = args.source
+    if source == "auto":
+        source = "features" if video_only and (Path(sink) / FEATURES_TABLE / "_delta_log").exists() else "kafka"
+    if source == "features" and not video_only:
+        raise AvwatchError("--source features can only re-run video detectors (audio features are not stored); "
+                           "use --source kafka or choose video detectors with --detectors")
+    run_id = run_id_for(start, end, streams, config)
+
+    if source == "features":
+        stage1 = _features_source(spark, sink, start, end, streams).repartition("stream_id").mapInArrow(
+            _features_to_stage1, arrow_to_spark(STAGE1_SCHEMA))
+    else:
+        from jobs.stream import resolve_bootstrap
+
+        bootstrap = resolve_bootstrap(args)
+        kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
+        raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+               .option("subscribe", f"{args.video_topic},{args.audio_topic}")
+               .option("startingTimestamp", str(int(start.timestamp() * 1000)))
+               .option("endingTimestamp", str(int(end.timestamp() * 1000)))
+               .option("startingOffsetsByTimestampStrategy", "latest")  # partitions without data in range
+               .option("failOnDataLoss", "false")
+               .option("kafka.max.partition.fetch.bytes", str(17 << 20)).load()
+               .select("key", "value", "topic", "partition", "offset", "timestamp"))
+        if streams:
+            raw = raw.where(F.col("key").cast("string").isin(streams))
+        max_bytes = 12 * 1024 * 1024
+        stage1 = raw.mapInArrow(lambda b: stage1_batches(b, config, kinds_by_topic, max_bytes),
+                                arrow_to_spark(STAGE1_SCHEMA))
+    stage1 = stage1.where(F.col("stream_id").isNotNull()).cache()
+    found_streams = [r.stream_id for r in stage1.select("stream_id").distinct().collect()]
+    target_streams = sorted(set(streams or []) | set(found_streams))
+    events = (stage1.groupBy("stream_id").applyInPandas(_stage2_range(config, run_id), arrow_to_spark(STAGE2_SCHEMA))
+              .where((F.col("start_time") >= F.lit(_ts(start)).cast("timestamp")) &
+                     (F.col("start_time") < F.lit(_ts(end)).cast("timestamp")))
+              .select(*ANOMALY_EVENT.schema.names))
+    new_rows = [r.asDict() for r in events.collect()]
+    stage1.unpersist()
+    summary = {"run_id": run_id, "source": source, "from": start.isoformat(), "to": end.isoformat(),
+               "streams": target_streams, "detectors": config.names, "events": len(new_rows), "written": False,
+               "detector_versions": {d.name: d.version for d in config.detectors}}
+    if not target_streams:
+        log.info("no data for the range: nothing to re-analyse")
+        return summary
+    predicate = (f"stream_id IN ({_sql_list(target_streams)}) AND detector IN ({_sql_list(config.names)}) "
+                 f"AND start_time >= '{_ts(start)}' AND start_time < '{_ts(end)}'")
+    path = f"{sink}/{EVENTS}"
+    from delta.tables import DeltaTable
+
+    schema = struct_type(ANOMALY_EVENT)
+    DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).execute()
+    old_rows = [r.asDict() for r in spark.read.format("delta").load(path).where(predicate).collect()]
+    content = lambda rows: sorted(json.dumps([r[c] for c in CONTENT], default=str) for r in rows)  # noqa: E731
+    summary["replaced"] = len(old_rows)
+    if content(old_rows) == content(new_rows):
+        log.info("the range already holds exactly these results: nothing written")
+        return summary
+    if args.dry_run:
+        return summary
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(new_rows, schema=ANOMALY_EVENT.schema)
+    df = spark.createDataFrame(table.to_pandas(), schema=schema) if new_rows else spark.createDataFrame([], schema)
+    # one transaction: delete what the predicate matches, insert the new rows (which all satisfy it)
+    (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+     .option("userMetadata", json.dumps({"avwatch": "reanalyze", "run_id": run_id,
+                                         "detector_versions": summary["detector_versions"]}))
+     .save(path))
+    summary["written"] = True
+    return summary
+
+
+def run(args, config=None, spark=None) -> dict:
+    from detectors.config import DetectorConfig, parse_names
+    from jobs.spark_session import build_session
+
+    if config is None:
+        try:
+            names = parse_names(args.detectors)
+            config = DetectorConfig.from_file(args.config, names) if args.config else DetectorConfig.build(names)
+        except ValueError as exc:
+            raise AvwatchError(str(exc)) from None
+    own = spark is None
+    spark = spark or build_session("avwatch-reanalyze", master=args.master)
+    try:
+        return reanalyze(spark, args, config)
+    finally:
+        if own:
+            spark.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "py4j"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run(args)
+    except AvwatchError as exc:
+        print(f"avwatch reanalyze: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
