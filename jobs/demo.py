@@ -43,7 +43,7 @@ def run_demo(args, echo=print) -> int:
             raise AvwatchError(f"publishing {s.stream_id} failed: {s.error}")
     echo(f"      {sum(s.frames for s in stats)} frames, {sum(s.segments for s in stats)} segments, "
          f"{sum(s.bytes for s in stats) / 1e6:.1f} MB")
-    echo(f"[3/4] running the streaming job (Spark local[*]) until the published data is processed ...")
+    echo("[3/4] running the streaming job (Spark local[*]) until the published data is processed ...")
     job = build_parser().parse_args(["--bootstrap", stack.bootstrap, "--sink", str(sink), "--until-idle",
                                      "--features"])
     summary = run(job)

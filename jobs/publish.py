@@ -304,7 +304,6 @@ def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
 
 def main_from_args(args) -> int:
     from avwatch.stack import Stack
-    from jobs.publish_args import add_publish_arguments  # noqa: F401  (documents where the flags live)
 
     sources = args.sources
     if args.stream_id and len(args.stream_id) != len(sources):

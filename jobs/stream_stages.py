@@ -101,7 +101,7 @@ def stage1_rows(rows: list[dict], config: DetectorConfig, kinds_by_topic: dict[s
                     "control": item.control, "source": json.dumps(item.source, sort_keys=True),
                     "features": features_to_ipc(item.features) if item.features is not None else None,
                     "event_time": row.get("timestamp"), "topic": row.get("topic"),
-                    "partition": row.get("partition"), "offset": row.get("offset")})
+                    "partition": row.get("partition"), "offset": row.get("offset"), "key": bytes(key)})
     return out
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.pipeline_fixture"]
+
 os.environ.setdefault("AVWATCH_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
 
 

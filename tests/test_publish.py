@@ -9,14 +9,11 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
-from avwatch.convert.decode import DecodeOptions
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, read_all
 from jobs.publish import PublishOptions, publish
 from schemas import decode

@@ -4,44 +4,24 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from avwatch.convert.decode import MediaDecoder
-from avwatch.convert.segments import Segmenter
-from avwatch.local import analyze_source
-from avwatch.samples import demo_clips
-from detectors.config import DetectorConfig
-from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, create_topics, producer, read_all
+from jobs.kafka_io import create_topics, read_all
 from jobs.publish import PublishOptions, publish
-from jobs.stream import build_parser, run
-from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, encode
-from schemas.records import META_NAME, META_VERSION
+from jobs.stream import run
+from tests.pipeline_fixture import stream_args, table_rows
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 
 FRAME = 0.04        # one video frame at 25 fps
 AUDIO_TOL = 0.05    # 50 ms
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    return demo_clips(tmp_path_factory.mktemp("clips"))
-
-
-@pytest.fixture(scope="module")
-def local_events(clips):
-    """The reference: every clip through the in-process runner."""
-    config = DetectorConfig.build()
-    return {c.stream_id: analyze_source(str(c.path), config, stream_id=c.stream_id).rows for c in clips}
 
 
 def comparable(rows) -> list[tuple]:
@@ -57,86 +37,7 @@ def assert_same_events(streamed: list[dict], reference: list[dict]):
         assert abs(x[3] - y[3]) <= max(FRAME, AUDIO_TOL) and abs(x[4] - y[4]) <= max(FRAME, AUDIO_TOL), (x, y)
 
 
-def segments_of(path: Path, stream_id: str) -> list:
-    decoder = MediaDecoder(str(path))
-    seg = Segmenter(stream_id, decoder.info)
-    out = []
-    for item in decoder.items():
-        out += seg.add(item)
-    return out + seg.finish()
 
-
-def send_segments(bootstrap: str, topics: tuple[str, str], segments: list) -> None:
-    prod = producer(bootstrap)
-    for s in segments:
-        kind = s.kind.split(":")[-1]
-        record = CONTROL if s.kind.startswith("control") else (VIDEO_SEGMENT if kind == "video" else AUDIO_SEGMENT)
-        prod.send(topics[0] if kind == "video" else topics[1], key=s.stream_id.encode(), value=encode(record, s.table),
-                  headers=[(HEADER_SCHEMA, record.tag.encode()), (HEADER_KIND, kind.encode())])
-    prod.flush()
-    prod.close()
-
-
-def stream_args(bootstrap, topics, sink, *extra):
-    return build_parser().parse_args(["--bootstrap", bootstrap, "--video-topic", topics[0], "--audio-topic", topics[1],
-                                      "--sink", str(sink), "--until-idle", *extra])
-
-
-def table_rows(sink, name="anomaly_events") -> list[dict]:
-    return DeltaTable(str(Path(sink) / name)).to_pyarrow_table().to_pylist()
-
-
-# -- one run: consistency, bad records, disorder -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mixed_run(spark, broker, clips, tmp_path_factory):
-    """Publish the demo clips, bad records, a shuffled stream and a stream with a segment far too late,
-    then run the job once over all of it, a few records per micro-batch."""
-    topics = ("mixed.video", "mixed.audio")
-    create_topics(broker.bootstrap, list(topics) + ["mixed.alerts"], partitions=2)
-    stats = publish([str(c.path) for c in clips], [c.stream_id for c in clips],
-                    PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1]))
-    assert all(s.error is None for s in stats)
-
-    # bad records on both topics, between good ones
-    prod = producer(broker.bootstrap)
-    good = encode(CONTROL, [{"stream_id": "bad", "sequence": 0, "kind": "heartbeat", "media_time_s": 0.0,
-                             "wall_time": 0, "source": "{}"}])
-    future = CONTROL.schema.with_metadata({META_NAME: b"control", META_VERSION: b"7"})
-    sink_buf = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink_buf, future) as w:
-        w.write_table(pa.Table.from_pylist([{"stream_id": "bad", "sequence": 0, "kind": "eos", "media_time_s": 0.0,
-                                              "wall_time": 0, "source": "{}"}], schema=future))
-    bad = [(topics[0], b"bad", b"\x00\x01 these are foreign bytes"),
-           (topics[1], b"bad", good[: len(good) // 2]),
-           (topics[0], b"bad", sink_buf.getvalue().to_pybytes()),
-           (topics[0], b"bad", os.urandom(13_000_000)),
-           (topics[1], None, good)]
-    for topic, key, value in bad:
-        prod.send(topic, key=key, value=value)
-    prod.flush()
-    prod.close()
-
-    # the studio feed again under another name, its segments shuffled within 3-segment blocks
-    shuffled = [s for s in segments_of(clips[0].path, "shuffled")]
-    rng = random.Random(5)
-    blocks = [shuffled[i:i + 3] for i in range(0, len(shuffled), 3)]
-    for b in blocks:
-        rng.shuffle(b)
-    send_segments(broker.bootstrap, topics, [s for b in blocks for s in b])
-
-    # the field camera again, with video segment 2 held back until the stream is > 5 s past it
-    late = segments_of(clips[1].path, "late")
-    held = next(s for s in late if s.kind == "video" and s.sequence == 2)
-    order = [s for s in late if s is not held]
-    send_segments(broker.bootstrap, topics, order[:9] + [held] + order[9:])
-
-    sink = tmp_path_factory.mktemp("mixed")
-    summary = run(stream_args(broker.bootstrap, topics, sink, "--max-offsets-per-trigger", "30",
-                              "--lateness", "5", "--alerts-topic", "mixed.alerts",
-                              "--features"), spark=spark)
-    return {"sink": sink, "summary": summary, "topics": topics}
 
 
 def test_streaming_events_equal_the_local_reference(mixed_run, clips, local_events):

@@ -1,0 +1,88 @@
+"""Stage-1 detector cost per frame, against a plain-numpy anchor and FFmpeg's own detection filters.
+
+  ours     each video detector's frame_features, and the whole video set (detectors.features.video_features:
+           decode of the segment's planes, shared statistics, every detector, evidence thumbnails), in
+           microseconds per frame at 320x180 and 640x360, one thread
+  anchor   one numpy `frame.mean()` pass over the same frames (what touching every pixel once costs)
+  FFmpeg   `ffmpeg -threads 1 -i CLIP -vf scale=W:H,blackdetect,freezedetect,blockdetect,blurdetect -an`
+           minus `-vf scale=W:H` alone, per frame: the cost of its detection filters at the same size
+Audio: every audio detector's block_features per second of 5.1 audio. Target: the whole video feature
+set under 1 ms per 320x180 frame.
+"""
+from __future__ import annotations
+
+import time
+
+import cv2
+
+from avwatch.convert.decode import DecodeOptions, MediaDecoder
+from avwatch.convert.segments import Segmenter
+from bench.common import bench_clip, ffmpeg, run_timed
+from detectors.config import DetectorConfig
+from detectors.features import audio_features, decode_audio, decode_video, video_features
+from detectors.registry import REGISTRY
+
+
+def _best(fn, reps: int = 3) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def segments(clip, width: int, seconds: float = 8.0):
+    decoder = MediaDecoder(str(clip), DecodeOptions(width=width))
+    seg = Segmenter("bench", decoder.info)
+    out = []
+    for item in decoder.items():
+        out += seg.add(item)
+        if item.t > seconds:
+            break
+    return [s for s in out if s.kind in ("video", "audio")]
+
+
+def run() -> dict:
+    cv2.setNumThreads(1)
+    clip = bench_clip(720)
+    config = DetectorConfig.build()
+    result = {"video": {}, "audio": {}}
+    for width, height in ((320, 180), (640, 360)):
+        segs = segments(clip, width)
+        video = [s for s in segs if s.kind == "video"]
+        n = sum(s.frames for s in video)
+        frames = [decode_video(s.table)[0] for s in video]
+        row = {"frames": n}
+        row["anchor_numpy_mean_us"] = round(_best(lambda: [[p.mean() for p in f.luma] for f in frames]) / n * 1e6, 1)
+        row["whole_video_set_us"] = round(_best(lambda: [video_features(s.table, config) for s in video]) / n * 1e6, 1)
+        row["decode_and_shared_us"] = round(_best(lambda: [decode_video(s.table) for s in video]) / n * 1e6, 1)
+        for name, (module, _cls) in REGISTRY.items():
+            fn = getattr(module, "frame_features", None)
+            if fn is not None:
+                options = config.get(name).options
+                row[f"{name}_us"] = round(_best(lambda: [fn(f, options) for f in frames]) / n * 1e6, 1)
+        row["whole_vs_anchor"] = round(row["whole_video_set_us"] / row["anchor_numpy_mean_us"], 2)
+        # FFmpeg's filter chain at the same size, minus its decode + scale
+        ff_frames = int(8 * 25)
+        base = [ffmpeg(), "-v", "error", "-threads", "1", "-t", "8", "-i", str(clip), "-an"]
+        _, cpu_scale, _ = run_timed(base + ["-vf", f"scale={width}:{height}", "-f", "null", "-"])
+        _, cpu_chain, _ = run_timed(base + ["-vf", f"scale={width}:{height},blackdetect,freezedetect,blockdetect,"
+                                            "blurdetect", "-f", "null", "-"])
+        row["ffmpeg_filters_us"] = round((cpu_chain - cpu_scale) / ff_frames * 1e6, 1)
+        row["whole_vs_ffmpeg_filters"] = round(row["whole_video_set_us"] / max(row["ffmpeg_filters_us"], 1e-9), 2)
+        result["video"][f"{width}x{height}"] = row
+    segs = segments(clip, 320)
+    audio = [s for s in segs if s.kind == "audio"]
+    seconds = sum(s.frames for s in audio) / 48000
+    blocks = [decode_audio(s.table)[0] for s in audio]
+    arow = {"audio_seconds": round(seconds, 2), "channels": blocks[0].channels,
+            "whole_audio_set_us_per_s": round(_best(lambda: [audio_features(s.table, config) for s in audio])
+                                              / seconds * 1e6)}
+    for name, (module, _cls) in REGISTRY.items():
+        fn = getattr(module, "block_features", None)
+        if fn is not None:
+            options = config.get(name).options
+            arow[f"{name}_us_per_s"] = round(_best(lambda: [fn(b, options) for b in blocks]) / seconds * 1e6)
+    result["audio"] = arow
+    return result

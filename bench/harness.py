@@ -1,0 +1,207 @@
+"""Benchmark plumbing: a streaming job in its own process, a replay publisher, catch-up detection."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+
+from avwatch.convert.decode import MediaDecoder
+from avwatch.convert.segments import Segmenter
+from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, create_topics, producer
+from schemas import AUDIO_SEGMENT, VIDEO_SEGMENT, encode
+
+
+class JobProcess:
+    """`python -m jobs.stream ...` in its own process group, its log in a file."""
+
+    def __init__(self, workdir: Path, bootstrap: str, topics: tuple[str, str], master: str = "local[2]",
+                 extra: list[str] | None = None, name: str = "job"):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sink = self.workdir / "sink"
+        self.checkpoint = self.workdir / "checkpoint"
+        self.log_path = self.workdir / f"{name}.log"
+        self.topics = topics
+        self.bootstrap = bootstrap
+        cmd = [sys.executable, "-m", "jobs.stream", "--bootstrap", bootstrap, "--video-topic", topics[0],
+               "--audio-topic", topics[1], "--sink", str(self.sink), "--checkpoint", str(self.checkpoint),
+               "--master", master, "--trigger", "1"] + (extra or [])
+        env = {**os.environ, "AVWATCH_SPARK_LOG_LEVEL": "ERROR"}
+        self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=env)
+
+    def progress(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if "avwatch.progress" in line and '"batch"' in line:
+                try:
+                    out.append(json.loads(line.split("avwatch.progress: ", 1)[1]))
+                except (IndexError, ValueError):
+                    pass
+        return out
+
+    def committed_offsets(self) -> dict[str, dict[str, int]]:
+        """Source offsets of the newest committed micro-batch."""
+        commits = sorted((int(p.name) for p in (self.checkpoint / "commits").glob("[0-9]*")), default=None) \
+            if (self.checkpoint / "commits").exists() else None
+        if not commits:
+            return {}
+        lines = (self.checkpoint / "offsets" / str(commits[-1])).read_text().splitlines()
+        for line in lines[2:]:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and any(t in data for t in self.topics):
+                return data
+        return {}
+
+    def caught_up(self, end: dict[tuple[str, int], int]) -> bool:
+        done = self.committed_offsets()
+        return all(done.get(t, {}).get(str(p), 0) >= off for (t, p), off in end.items())
+
+    def wait_caught_up(self, end: dict, timeout: float = 600.0, poll: float = 0.2) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the job exited ({self.proc.returncode}); see {self.log_path}")
+            if self.caught_up(end):
+                return time.monotonic()
+            time.sleep(poll)
+        raise TimeoutError(f"the job did not catch up within {timeout} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def end_offsets(bootstrap: str, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        return {(tp.topic, tp.partition): off for tp, off in consumer.end_offsets(parts).items()}
+    finally:
+        consumer.close()
+
+
+@dataclass
+class ClipSegments:
+    """A clip converted once: its video and audio segment tables in order, and its length."""
+
+    video: list[pa.Table]
+    audio: list[pa.Table]
+    seconds: float
+    frames: int
+    source: dict = field(default_factory=dict)
+
+
+def convert_once(path: Path) -> ClipSegments:
+    decoder = MediaDecoder(str(path))
+    seg = Segmenter("replay", decoder.info)
+    segments = [s for item in decoder.items() for s in seg.add(item)] + seg.finish()
+    video = [s.table for s in segments if s.kind == "video"]
+    audio = [s.table for s in segments if s.kind == "audio"]
+    frames = sum(s.frames for s in segments if s.kind == "video")
+    seconds = max(s.t for s in segments if s.kind in ("video", "audio")) + 1.0
+    return ClipSegments(video, audio, round(seconds), frames, json.loads(video[0].column("source")[0].as_py()))
+
+
+def restamp(table: pa.Table, stream_id: str, sequence: int, shift_s: float, source: str) -> pa.Table:
+    """A segment table as stream `stream_id`'s segment `sequence`, `shift_s` later in media time."""
+    n = table.num_rows
+    cols = {name: table.column(name) for name in table.column_names}
+    cols["stream_id"] = pa.array([stream_id] * n)
+    cols["sequence"] = pa.array([sequence] * n, pa.int64())
+    cols["pts_s"] = pa.compute.add(table.column("pts_s"), shift_s)
+    cols["source"] = pa.array([source] * n)
+    if "context" in cols and sequence > 0 and not table.column("context")[0].as_py():
+        pass  # a loop restarts without a context row: its first frame has no difference (as at any cut)
+    return pa.table(cols, schema=table.schema)
+
+
+class Replay:
+    """Replays a converted clip as N live streams at real-time pace, with fresh timestamps (bench helper).
+
+    Each stream gets its own id, contiguous sequence numbers and a media clock that keeps running across
+    loops of the clip; record timestamps are the wall clock. Per segment it records the wall time the
+    segment was handed to Kafka (for latency measurement)."""
+
+    def __init__(self, bootstrap: str, topics: tuple[str, str], clip: ClipSegments, streams: int,
+                 prefix: str = "s", partitions: int = 4, speed: float = 1.0):
+        self.bootstrap, self.topics, self.clip, self.n, self.prefix = bootstrap, topics, clip, streams, prefix
+        self.speed = speed
+        create_topics(bootstrap, list(topics), partitions=partitions)
+        self.producer = producer(bootstrap, linger_ms=5)
+        self.sent_at: dict[tuple[str, str, int], float] = {}
+        self.bytes = 0
+        self.frames = 0
+        self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.epoch = datetime.now(timezone.utc)
+
+    def _source(self, stream: str) -> str:
+        src = dict(self.clip.source, live=True, epoch=self.epoch.isoformat(), publish_id=f"{self.epoch:%Y%m%dT%H%M%S}-{stream}")
+        return json.dumps(src, sort_keys=True)
+
+    def run_for(self, seconds: float) -> None:
+        """Send seconds of media per stream at real-time pace (blocking)."""
+        t0 = time.monotonic()
+        per_loop_v, per_loop_a = len(self.clip.video), len(self.clip.audio)
+        sources = {i: self._source(f"{self.prefix}{i}") for i in range(self.n)}
+        slot = 0
+        while not self._stop.is_set():
+            loop, k = divmod(slot, per_loop_v)
+            media_t = loop * self.clip.seconds + k * (self.clip.seconds / per_loop_v)
+            if media_t >= seconds:
+                break
+            due = t0 + media_t / self.speed
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            shift = loop * self.clip.seconds
+            for i in range(self.n):
+                sid = f"{self.prefix}{i}"
+                v = restamp(self.clip.video[k], sid, loop * per_loop_v + k, shift, sources[i])
+                self._send(0, sid, v, VIDEO_SEGMENT, loop * per_loop_v + k, shift + k)
+                if k < per_loop_a:
+                    a = restamp(self.clip.audio[k], sid, loop * per_loop_a + k, shift, sources[i])
+                    self._send(1, sid, a, AUDIO_SEGMENT, loop * per_loop_a + k, shift + k)
+                self.frames += v.num_rows - int(v.column("context")[0].as_py())
+            slot += 1
+        self.producer.flush()
+
+    def _send(self, which: int, sid: str, table: pa.Table, record, seq: int, media_t: float) -> None:
+        value = encode(record, table)
+        self.bytes += len(value)
+        ts = int((self.epoch.timestamp() + media_t) * 1000)
+        self.producer.send(self.topics[which], key=sid.encode(), value=value, timestamp_ms=ts,
+                           headers=[(HEADER_SCHEMA, record.tag.encode()),
+                                    (HEADER_KIND, (b"video" if which == 0 else b"audio"))])
+        self.sent_at[(sid, "video" if which == 0 else "audio", seq)] = time.time()
+
+    def start(self, seconds: float) -> None:
+        self.thread = threading.Thread(target=self.run_for, args=(seconds,), daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        self.producer.flush()
+        self.producer.close()
