@@ -247,7 +247,7 @@ class Stack:
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run([java, "-cp", classpath, f"-Dlog4j2.configurationFile=none",
+        proc = subprocess.run([java, "-cp", classpath, "-Dlog4j2.configurationFile=none",
                                "kafka.tools.StorageTool", "format", "-t", cluster_id,
                                "-c", str(self.properties)], capture_output=True, text=True)
         if proc.returncode != 0:
