@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 
 VIDEO = "video"
 AUDIO = "audio"
@@ -130,8 +129,9 @@ class Detector(ABC):
         return {}
 
     @abstractmethod
-    def process(self, state: dict, kind: str, rows: pd.DataFrame) -> list[Event]:
-        """Consume the next feature rows of `kind` (sorted by time, contiguous with the last call).
+    def process(self, state: dict, kind: str, rows) -> list[Event]:
+        """Consume the next feature rows of `kind` (a detectors.features.Features table, sorted by time,
+        contiguous with the last call).
 
         Mutates `state`; returns the events that ended within these rows.
         """

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
+from schemas.luma import decode_planes
 from schemas.records import DIFF_CELLS
 
 AUDIO_BLOCK_S = 0.01  # stage-1 audio blocks: 10 ms (the converter's audio segments are whole blocks)
@@ -145,8 +146,9 @@ def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
     w = table.column("width")[0].as_py()
     th = table.column("thumb_height")[0].as_py()
     tw = table.column("thumb_width")[0].as_py()
-    luma_all = np.frombuffer(b"".join(table.column("luma").to_pylist()), np.uint8).reshape(-1, h, w)
-    thumbs_all = np.frombuffer(b"".join(table.column("thumb").to_pylist()), np.uint8).reshape(-1, th, tw, 3)
+    luma_all = decode_planes(table.column("luma").to_pylist(), table.column("luma_coding").to_pylist(), h, w)
+    jpegs = table.column("thumb").to_pylist()
+    thumbs_all = np.stack([decode_thumb(j, th, tw) for j in jpegs]) if jpegs else np.zeros((0, th, tw, 3), np.uint8)
     keep = ~context
     prev = luma_all[np.flatnonzero(context)[0]] if context.any() else None
     luma = luma_all[keep]
@@ -178,6 +180,7 @@ def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
         luma_mean=means, luma_std=stds, diff_prev=diffs, diff_cells=cells)
     flags = {name: table.column(name).to_numpy(zero_copy_only=False)[keep]
              for name in ("frame_index", "keyframe", "decode_error", "pts_missing")}
+    flags["thumb_jpeg"] = np.array(jpegs, dtype=object)[keep]
     return frames, src, flags
 
 
@@ -194,10 +197,12 @@ def _cell_means(d: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def encode_thumb(rgb: np.ndarray) -> bytes:
-    """JPEG evidence thumbnail (~1-2 kB) of one RGB frame."""
-    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
-    return buf.tobytes() if ok else b""
+def decode_thumb(jpeg: bytes, height: int, width: int) -> np.ndarray:
+    """The RGB thumbnail of one frame from its JPEG bytes."""
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != (height, width):
+        raise ValueError(f"a thumbnail is not a {width}x{height} JPEG")
+    return bgr[:, :, ::-1]
 
 
 def video_features(table: pa.Table, config) -> Features:
@@ -210,7 +215,7 @@ def video_features(table: pa.Table, config) -> Features:
                    luma_mean=frames.luma_mean, luma_std=frames.luma_std, diff_prev=frames.diff_prev,
                    diff_cells=frames.diff_cells,
                    diff_cellmax=frames.diff_cells.max(axis=1) if len(frames.t) else np.zeros(0, np.float32),
-                   thumb_jpeg=np.array([encode_thumb(t) for t in frames.thumbs], dtype=object))
+                   thumb_jpeg=flags["thumb_jpeg"])
     for module, options in config.video_modules():
         fn = getattr(module, "frame_features", None)
         if fn is not None:

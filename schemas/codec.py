@@ -91,3 +91,14 @@ def decode(payload: bytes | memoryview | None, expect: RecordType | None = None)
 def _has_eos_marker(payload: bytes | memoryview) -> bool:
     # The IPC stream format ends with a continuation token and a zero length: 0xFFFFFFFF 0x00000000.
     return bytes(payload[-8:]) == b"\xff\xff\xff\xff\x00\x00\x00\x00"
+
+
+def large_binary(values: list[bytes]) -> pa.Array:
+    """A large_binary array from bytes objects, built from buffers: pa.array(..., pa.large_binary())
+    converts element by element and was measured at ~0.2 s per 600 kB value (pyarrow 23)."""
+    import numpy as np
+
+    offsets = np.zeros(len(values) + 1, np.int64)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    data = pa.py_buffer(b"".join(values))
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(values), [None, pa.py_buffer(offsets), data])

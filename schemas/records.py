@@ -61,10 +61,11 @@ VIDEO_SEGMENT = _record("video_segment", 1, [
     pa.field("decode_error", pa.bool_(), nullable=False),      # the decoder flagged the frame corrupt
     pa.field("width", pa.int32(), nullable=False),             # analysis-size luma plane
     pa.field("height", pa.int32(), nullable=False),
-    pa.field("luma", pa.large_binary(), nullable=False),       # height*width uint8, row-major, full range as decoded
+    pa.field("luma", pa.large_binary(), nullable=False),       # height*width uint8 residual (schemas/luma.py)
+    pa.field("luma_coding", pa.int8(), nullable=False),        # 0 plain, 1 vertical, 2 temporal (schemas/luma.py)
     pa.field("thumb_width", pa.int32(), nullable=False),
     pa.field("thumb_height", pa.int32(), nullable=False),
-    pa.field("thumb", pa.binary(), nullable=False),            # thumb_height*thumb_width*3 uint8 RGB
+    pa.field("thumb", pa.binary(), nullable=False),            # JPEG of the thumb_height x thumb_width RGB thumbnail
     pa.field("block_ratio", pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])),  # full-size block-grid
     pa.field("block_activity", pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])),  # mean gradient, 0..1
     pa.field("source", pa.string(), nullable=False),           # JSON: uri, codec, size, rate, color range, epoch

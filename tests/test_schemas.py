@@ -18,7 +18,8 @@ def video_rows(n: int, stream_id: str = "cam-1", w: int = 32, h: int = 18) -> li
     return [{"stream_id": stream_id, "sequence": 7, "frame_index": i, "pts": 512 * i if i % 3 else None,
              "time_base_num": 1, "time_base_den": 12800, "pts_s": i * 0.04, "pts_missing": i % 3 == 0,
              "context": i == 0, "keyframe": i == 1, "decode_error": False, "width": w, "height": h,
-             "luma": bytes((i + k) % 256 for k in range(w * h)), "thumb_width": 8, "thumb_height": 4,
+             "luma": bytes((i + k) % 256 for k in range(w * h)), "luma_coding": 0, "thumb_width": 8,
+             "thumb_height": 4,
              "thumb": bytes(8 * 4 * 3), "block_ratio": [1.0 + i / 10] * N_REG, "block_activity": [0.01] * N_REG,
              "source": '{"uri": "x"}'} for i in range(n)]
 
@@ -174,3 +175,27 @@ def test_frame_features_hold_every_stage1_video_column():
     video = next(s for s in segments if s.kind == "video")
     columns = set(stage1("video_segment", video.table, DetectorConfig.build()).features)
     assert columns - {"t", "frame_index"} == set(FRAME_FEATURE_COLUMNS)
+
+
+@pytest.mark.parametrize("kind", ["noise", "static", "gradient", "cut"])
+def test_luma_coding_is_lossless(kind):
+    import numpy as np
+
+    from schemas.luma import PLAIN, TEMPORAL, decode_planes, encode_planes
+
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (18, 32), dtype=np.uint8)
+    planes = {"noise": [rng.integers(0, 256, (18, 32), dtype=np.uint8) for _ in range(5)],
+              "static": [base.copy() for _ in range(5)],
+              "gradient": [np.tile(np.arange(32, dtype=np.uint8) * 8, (18, 1)) + i for i in range(5)],
+              "cut": [base, base, 255 - base, 255 - base, base]}[kind]
+    data, codings = encode_planes(planes)
+    assert codings[0] != TEMPORAL
+    if kind == "static":
+        assert codings[1:] == [TEMPORAL] * 4
+    assert np.array_equal(decode_planes(data, codings, 18, 32), np.stack(planes))
+    assert np.array_equal(decode_planes([p.tobytes() for p in planes], [PLAIN] * 5, 18, 32), np.stack(planes))
+    with pytest.raises(ValueError, match="cannot be coded against a previous one"):
+        decode_planes(data[:1], [TEMPORAL], 18, 32)
+    with pytest.raises(ValueError, match="expected 18x32"):
+        decode_planes([b"xx"], [PLAIN], 18, 32)

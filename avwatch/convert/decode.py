@@ -66,6 +66,7 @@ class VideoFrame:
     decode_error: bool
     luma: np.ndarray         # analysis-size uint8
     thumb: np.ndarray        # thumb_h x thumb_w x 3 uint8 RGB
+    thumb_jpeg: bytes        # the same as JPEG: what travels (and serves as evidence)
     block_ratio: np.ndarray  # float32[regions], full-size block-grid gradient ratio
     block_activity: np.ndarray
 
@@ -237,13 +238,14 @@ class MediaDecoder:
         y = px.luma_full(frame)
         ratio, activity = block_grid_features(y, BLOCK_REGIONS)
         luma = px.scale_luma(y, v["analysis_width"], v["analysis_height"])
-        thumb = px.thumbnail_rgb(frame, y, v["thumb_width"], v["thumb_height"])
+        thumb = px.thumbnail_rgb(frame, luma, v["thumb_width"], v["thumb_height"])
         corrupt = bool(getattr(frame, "is_corrupt", False))
         if corrupt:
             self.decode_errors += 1
         return VideoFrame(t=round(t, 9), pts=frame.pts, time_base=frame.time_base or Fraction(1, 1),
                           frame_index=index, pts_missing=missing, keyframe=bool(frame.key_frame),
-                          decode_error=corrupt, luma=luma, thumb=thumb, block_ratio=ratio,
+                          decode_error=corrupt, luma=luma, thumb=thumb, thumb_jpeg=px.encode_jpeg(thumb),
+                          block_ratio=ratio,
                           block_activity=activity)
 
     def _audio(self, frame) -> Iterator[AudioChunk]:

@@ -66,17 +66,19 @@ def scale_luma(y: np.ndarray, width: int, height: int) -> np.ndarray:
     return y
 
 
-def thumbnail_rgb(frame, y_full: np.ndarray, width: int, height: int) -> np.ndarray:
-    """A height x width x 3 uint8 RGB thumbnail (full range) of a decoded frame."""
+def thumbnail_rgb(frame, y_small: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A height x width x 3 uint8 RGB thumbnail (full range) of a decoded frame.
+
+    y_small is the analysis-size luma (already computed): the thumbnail's luma comes from it, and the
+    chroma planes are reduced by the same halving area steps as the luma (measured at 1080p: ~0.1 ms,
+    against ~0.4 ms for swscale to RGB and ~0.9 ms for area-resizing the full planes)."""
     name = frame.format.name
     if name not in PLANAR_8BIT:
         return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
     cw, ch = frame.planes[1].width, frame.planes[1].height
-    y = cv2.resize(y_full, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
-    u = cv2.resize(plane_view(frame.planes[1], cw, ch), (width, height), interpolation=cv2.INTER_AREA)
-    v = cv2.resize(plane_view(frame.planes[2], cw, ch), (width, height), interpolation=cv2.INTER_AREA)
-    u = u.astype(np.float32) - 128.0
-    v = v.astype(np.float32) - 128.0
+    y = scale_luma(y_small, width, height).astype(np.float32)
+    u = scale_luma(plane_view(frame.planes[1], cw, ch), width, height).astype(np.float32) - 128.0
+    v = scale_luma(plane_view(frame.planes[2], cw, ch), width, height).astype(np.float32) - 128.0
     if is_full_range(frame):
         ys, cs = y, 1.0
     else:  # limited range: Y 16..235, C 16..240
@@ -92,3 +94,13 @@ def thumbnail_rgb(frame, y_full: np.ndarray, width: int, height: int) -> np.ndar
         b = ys + 1.772 * u
     rgb = np.stack([r, g, b], axis=-1)
     return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+THUMB_JPEG_QUALITY = 90  # ~1.6 kB at 64x36, against 6.9 kB raw; colour error small enough for bars/solid
+
+
+def encode_jpeg(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(rgb[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, THUMB_JPEG_QUALITY])
+    if not ok:
+        raise ValueError("JPEG encoding of a thumbnail failed")
+    return buf.tobytes()

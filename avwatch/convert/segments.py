@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 
 from avwatch.convert.decode import AudioChunk, SourceInfo, VideoFrame
+from schemas.codec import large_binary
+from schemas.luma import encode_planes
 from schemas.records import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT
 
 AUDIO_CONTEXT_S = 0.1
@@ -143,6 +145,7 @@ class Segmenter:
         seq = self._next("video")
         n = len(rows)
         first = frames[0]
+        luma, codings = encode_planes([f.luma for f in rows])
         table = pa.Table.from_pydict({
             "stream_id": [self.stream_id] * n,
             "sequence": [seq] * n,
@@ -157,10 +160,11 @@ class Segmenter:
             "decode_error": [f.decode_error for f in rows],
             "width": [f.luma.shape[1] for f in rows],
             "height": [f.luma.shape[0] for f in rows],
-            "luma": [f.luma.tobytes() for f in rows],
+            "luma": large_binary(luma),
+            "luma_coding": codings,
             "thumb_width": [f.thumb.shape[1] for f in rows],
             "thumb_height": [f.thumb.shape[0] for f in rows],
-            "thumb": [f.thumb.tobytes() for f in rows],
+            "thumb": [f.thumb_jpeg for f in rows],
             "block_ratio": [f.block_ratio.tolist() for f in rows],
             "block_activity": [f.block_activity.tolist() for f in rows],
             "source": [self._source] * n,
@@ -197,11 +201,11 @@ class Segmenter:
         payload = np.ascontiguousarray(np.concatenate([ctx, body], axis=0).astype(np.int16))
         seq = self._next("audio")
         t = self._audio_t
-        table = pa.Table.from_pylist([{
-            "stream_id": self.stream_id, "sequence": seq, "pts_s": float(t), "sample_rate": a["sample_rate"],
-            "channels": body.shape[1], "layout": a["layout"], "sample_format": "s16", "n_samples": int(n),
-            "context_samples": int(ctx.shape[0]), "samples": payload.tobytes(), "source": self._source,
-        }], schema=AUDIO_SEGMENT.schema)
+        table = pa.Table.from_pydict({
+            "stream_id": [self.stream_id], "sequence": [seq], "pts_s": [float(t)], "sample_rate": [a["sample_rate"]],
+            "channels": [body.shape[1]], "layout": [a["layout"]], "sample_format": ["s16"], "n_samples": [int(n)],
+            "context_samples": [int(ctx.shape[0])], "samples": large_binary([payload.tobytes()]),
+            "source": [self._source]}, schema=AUDIO_SEGMENT.schema)
         keep = int(round(AUDIO_CONTEXT_S * a["sample_rate"]))
         self._audio_context = body[-keep:].copy()
         self._audio = [rest] if len(rest) else []
