@@ -17,7 +17,7 @@ import pyarrow as pa
 from avwatch.convert.decode import MediaDecoder
 from avwatch.convert.segments import Segmenter
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, create_topics, producer
-from schemas import AUDIO_SEGMENT, VIDEO_SEGMENT, encode
+from schemas import AUDIO_SEGMENT, FEATURE_SEGMENT, VIDEO_SEGMENT, encode
 
 
 class JobProcess:
@@ -51,8 +51,8 @@ class JobProcess:
 
     def committed_offsets(self) -> dict[str, dict[str, int]]:
         """Source offsets of the newest committed micro-batch."""
-        commits = sorted((int(p.name) for p in (self.checkpoint / "commits").glob("[0-9]*")), default=None) \
-            if (self.checkpoint / "commits").exists() else None
+        folder = self.checkpoint / "commits"
+        commits = sorted(int(p.name) for p in folder.glob("[0-9]*")) if folder.exists() else []
         if not commits:
             return {}
         lines = (self.checkpoint / "offsets" / str(commits[-1])).read_text().splitlines()
@@ -109,21 +109,44 @@ class ClipSegments:
     seconds: float
     frames: int
     source: dict = field(default_factory=dict)
+    edge: bool = False
+    frames_per_segment: list = field(default_factory=list)
 
 
-def convert_once(path: Path) -> ClipSegments:
+def convert_once(path: Path, edge: bool = False) -> ClipSegments:
+    """Decode and segment a clip once; with edge=True the segments are feature_segment records (stage 1
+    run here, as the converter's --edge-features mode does)."""
+    from detectors.config import DetectorConfig
+    from detectors.features import edge_features_table
+
     decoder = MediaDecoder(str(path))
     seg = Segmenter("replay", decoder.info)
     segments = [s for item in decoder.items() for s in seg.add(item)] + seg.finish()
-    video = [s.table for s in segments if s.kind == "video"]
-    audio = [s.table for s in segments if s.kind == "audio"]
+    config = DetectorConfig.build()
+
+    def table(s):
+        return edge_features_table(f"{s.kind}_segment", s.table, config) if edge else s.table
+
+    video = [table(s) for s in segments if s.kind == "video"]
+    audio = [table(s) for s in segments if s.kind == "audio"]
     frames = sum(s.frames for s in segments if s.kind == "video")
     seconds = max(s.t for s in segments if s.kind in ("video", "audio")) + 1.0
-    return ClipSegments(video, audio, round(seconds), frames, json.loads(video[0].column("source")[0].as_py()))
+    return ClipSegments(video, audio, round(seconds), frames, json.loads(video[0].column("source")[0].as_py()),
+                        edge=edge, frames_per_segment=[s.frames for s in segments if s.kind == "video"])
 
 
 def restamp(table: pa.Table, stream_id: str, sequence: int, shift_s: float, source: str) -> pa.Table:
     """A segment table as stream `stream_id`'s segment `sequence`, `shift_s` later in media time."""
+    if "features" in table.column_names:  # a feature_segment: the times live inside the features blob
+        from detectors.features import Features
+        from schemas.codec import large_binary
+
+        feats = Features.from_ipc(table.column("features")[0].as_py())
+        feats["t"] = feats["t"] + shift_s
+        return pa.table({"stream_id": [stream_id], "sequence": pa.array([sequence], pa.int64()),
+                         "kind": table.column("kind"), "t": [table.column("t")[0].as_py() + shift_s],
+                         "detectors": table.column("detectors"), "features": large_binary([feats.to_ipc()]),
+                         "source": [source]}, schema=table.schema)
     n = table.num_rows
     cols = {name: table.column(name) for name in table.column_names}
     cols["stream_id"] = pa.array([stream_id] * n)
@@ -177,12 +200,13 @@ class Replay:
             shift = loop * self.clip.seconds
             for i in range(self.n):
                 sid = f"{self.prefix}{i}"
+                vrec, arec = (FEATURE_SEGMENT, FEATURE_SEGMENT) if self.clip.edge else (VIDEO_SEGMENT, AUDIO_SEGMENT)
                 v = restamp(self.clip.video[k], sid, loop * per_loop_v + k, shift, sources[i])
-                self._send(0, sid, v, VIDEO_SEGMENT, loop * per_loop_v + k, shift + k)
+                self._send(0, sid, v, vrec, loop * per_loop_v + k, shift + k)
                 if k < per_loop_a:
                     a = restamp(self.clip.audio[k], sid, loop * per_loop_a + k, shift, sources[i])
-                    self._send(1, sid, a, AUDIO_SEGMENT, loop * per_loop_a + k, shift + k)
-                self.frames += v.num_rows - int(v.column("context")[0].as_py())
+                    self._send(1, sid, a, arec, loop * per_loop_a + k, shift + k)
+                self.frames += self.clip.frames_per_segment[k]
             slot += 1
         self.producer.flush()
 

@@ -49,11 +49,16 @@ def render(results: dict) -> str:
         None if not e2e else e2e["e2e_vs_ffmpeg_same_size"] >= 1.0)
     row("e2e CPU per frame vs decode+scale floor", "≤ 1.25", e2e.get("cost_vs_floor"),
         None if not e2e else e2e["cost_vs_floor"] <= 1.25)
+    ee = runs.get("e2e_edge", {})
+    row("e2e with --edge-features vs FFmpeg detection chain, same size", "≥ 1.0", ee.get("e2e_vs_ffmpeg_same_size"),
+        None if not ee else ee["e2e_vs_ffmpeg_same_size"] >= 1.0)
+    row("e2e with --edge-features, CPU per frame vs floor", "≤ 1.25", ee.get("cost_vs_floor"),
+        None if not ee else ee["cost_vs_floor"] <= 1.25)
     sp = runs.get("spark", {})
     row("Spark job frames per CPU-s vs local runner", "≥ 0.5", sp.get("spark_vs_local"),
         None if not sp else sp["spark_vs_local"] >= 0.5)
     st = runs.get("streams", {})
-    row(f"real-time 25 fps streams sustained on local[1] ({_fmt(st.get('seconds'))} s)", "≥ 40",
+    row(f"real-time 25 fps streams sustained on local[1], edge features ({_fmt(st.get('seconds'))} s)", "≥ 40",
         st.get("streams") if st.get("sustained") else f"{st.get('streams')} not sustained" if st else None,
         None if not st else bool(st.get("sustained")) and st["streams"] >= 40)
     lat = runs.get("latency", {})
@@ -67,6 +72,7 @@ def render(results: dict) -> str:
         ("converter", "Converter vs FFmpeg decode + scale", "python bench/run.py --only converter"),
         ("detectors", "Detector stage-1 cost", "python bench/run.py --only detectors"),
         ("e2e", "End to end (converter + Kafka + Spark) vs FFmpeg's detection chain", "python bench/run.py --only e2e"),
+        ("e2e_edge", "End to end with --edge-features", "python bench/run.py --only e2e_edge"),
         ("spark", "Spark overhead vs the local runner", "python bench/run.py --only spark"),
         ("streams", "Streams per core", "python bench/run.py --only streams [--streams N --streams-seconds S]"),
         ("latency", "Alert latency", "python bench/run.py --only latency"),

@@ -25,13 +25,13 @@ from bench import bench_converter, bench_detectors, bench_pipeline  # noqa: E402
 from bench.common import machine, write_json  # noqa: E402
 from bench.report import render  # noqa: E402
 
-ALL = ["converter", "detectors", "e2e", "spark", "latency", "scaling", "streams"]
+ALL = ["converter", "detectors", "e2e", "e2e_edge", "spark", "scaling", "latency", "streams"]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
-    p.add_argument("--streams", type=int, default=40, help="streams for the streams-per-core run (default 40)")
+    p.add_argument("--streams", type=int, default=20, help="streams for the streams-per-core run (default 20)")
     p.add_argument("--streams-seconds", type=float, default=180.0, help="its duration (default 180)")
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.md/.json")
     args = p.parse_args(argv)
@@ -60,6 +60,8 @@ def main(argv=None) -> int:
                 figures = bench_detectors.run()
             elif name == "e2e":
                 figures = bench_pipeline.e2e(stack.bootstrap, work)
+            elif name == "e2e_edge":
+                figures = bench_pipeline.e2e(stack.bootstrap, work, edge=True)
             elif name == "spark":
                 figures = bench_pipeline.spark_vs_local(stack.bootstrap, work)
             elif name == "streams":
@@ -90,6 +92,9 @@ def headline(runs: dict) -> dict:
         h["e2e_vs_ffmpeg_same_size"] = runs["e2e"]["e2e_vs_ffmpeg_same_size"]
         h["e2e_cost_vs_floor"] = runs["e2e"]["cost_vs_floor"]
         h["e2e_vs_ffmpeg_native"] = runs["e2e"]["e2e_vs_ffmpeg_native"]
+    if "e2e_edge" in runs:
+        h["e2e_edge_vs_ffmpeg_same_size"] = runs["e2e_edge"]["e2e_vs_ffmpeg_same_size"]
+        h["e2e_edge_cost_vs_floor"] = runs["e2e_edge"]["cost_vs_floor"]
     if "spark" in runs:
         h["spark_vs_local"] = runs["spark"]["spark_vs_local"]
     if "streams" in runs:

@@ -77,6 +77,18 @@ class Features(dict):
                 out[name] = col.to_numpy(zero_copy_only=False)
         return out
 
+    def to_ipc(self) -> bytes:
+        """This table as an Arrow IPC stream (lz4): how features travel (stage 1 -> stage 2, edge -> job)."""
+        table = self.to_arrow()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+
+    @staticmethod
+    def from_ipc(payload: bytes) -> "Features":
+        return Features.from_arrow(pa.ipc.open_stream(pa.py_buffer(payload)).read_all())
+
     def to_pandas(self):
         """1-D columns as a DataFrame (2-D columns become one list per row), for notebooks."""
         import pandas as pd
@@ -286,9 +298,26 @@ def stage1(record_name: str, table: pa.Table, config, kind: str | None = None) -
     if record_name == "audio_segment":
         feats = audio_features(table, config) if config.needs("audio") else Features()
         return SegmentInput(stream_id, "audio", seq, float(table.column("pts_s")[0].as_py()), src, features=feats)
+    if record_name == "feature_segment":  # stage 1 already ran at the edge (the converter)
+        return SegmentInput(stream_id, table.column("kind")[0].as_py(), seq, float(table.column("t")[0].as_py()),
+                            src, features=Features.from_ipc(table.column("features")[0].as_py()))
     if record_name == "control":
         if kind not in ("video", "audio"):
             raise ValueError("a control record needs the kind of the topic it came on")
         return SegmentInput(stream_id, kind, seq, float(table.column("media_time_s")[0].as_py()), src,
                             control=table.column("kind")[0].as_py())
     raise ValueError(f"stage 1 does not take {record_name} records")
+
+
+def edge_features_table(record_name: str, table: pa.Table, config) -> pa.Table:
+    """Run stage 1 on a video/audio segment and wrap the result as a feature_segment record (the
+    converter's --edge-features mode: features travel instead of pixels)."""
+    from schemas.codec import large_binary
+    from schemas.records import FEATURE_SEGMENT
+
+    item = stage1(record_name, table, config)
+    return pa.Table.from_pydict({
+        "stream_id": [item.stream_id], "sequence": [item.sequence], "kind": [item.kind], "t": [item.t],
+        "detectors": [json.dumps(config.describe(), sort_keys=True)],
+        "features": large_binary([item.features.to_ipc()]), "source": [table.column("source")[0].as_py()]},
+        schema=FEATURE_SEGMENT.schema)

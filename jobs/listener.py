@@ -45,7 +45,8 @@ class ProgressLogger(StreamingQueryListener):
         line = {"batch": p.batchId, "input_rows": p.numInputRows,
                 "input_rows_per_s": round(p.inputRowsPerSecond or 0.0, 1),
                 "processed_rows_per_s": round(p.processedRowsPerSecond or 0.0, 1),
-                "batch_ms": p.durationMs.get("triggerExecution"), "watermark": p.eventTime.get("watermark"),
+                "batch_ms": p.durationMs.get("triggerExecution"), "add_batch_ms": p.durationMs.get("addBatch"),
+                "watermark": p.eventTime.get("watermark"),
                 "late_rows_dropped": dropped, "lag": lag,
                 "state_rows": sum(op.numRowsTotal for op in p.stateOperators)}
         self.last = line

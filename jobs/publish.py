@@ -32,7 +32,8 @@ from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_co
 from avwatch.convert.segments import Segment, Segmenter
 from avwatch.errors import AvwatchError
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, InflightBudget, create_topics, producer
-from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, encode
+from detectors.features import edge_features_table
+from schemas import AUDIO_SEGMENT, CONTROL, FEATURE_SEGMENT, VIDEO_SEGMENT, encode
 
 log = logging.getLogger("avwatch.publish")
 
@@ -56,6 +57,7 @@ class PublishOptions:
     open_retries: int = 5
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     max_loops: int | None = None      # with loop: stop after this many passes (tests, soak runs)
+    edge_features: object = None      # a DetectorConfig: run stage 1 here and send features, not pixels
 
 
 @dataclass
@@ -112,7 +114,11 @@ class SourcePublisher(threading.Thread):
         kind = segment.kind.split(":", 1)[-1]
         record = CONTROL if segment.kind.startswith("control:") else _RECORD[segment.kind]
         control_kind = segment.table.column("kind")[0].as_py() if record is CONTROL else segment.kind
-        value = encode(record, segment.table, self.options.compression)
+        table = segment.table
+        if self.options.edge_features is not None and record is not CONTROL:
+            table = edge_features_table(record.name, table, self.options.edge_features)
+            record = FEATURE_SEGMENT
+        value = encode(record, table, self.options.compression)
         topic = self.options.video_topic if kind == "video" else self.options.audio_topic
         ts = int((epoch + timedelta(seconds=max(segment.t, 0.0))).timestamp() * 1000)
         headers = [(HEADER_SCHEMA, record.tag.encode()), (HEADER_KIND, control_kind.encode())]
@@ -302,6 +308,16 @@ def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
     return stats
 
 
+def _edge_config(args):
+    from detectors.config import DetectorConfig, parse_names
+
+    try:
+        names = parse_names(args.detectors)
+        return DetectorConfig.from_file(args.config, names) if args.config else DetectorConfig.build(names)
+    except ValueError as exc:
+        raise AvwatchError(str(exc)) from None
+
+
 def main_from_args(args) -> int:
     from avwatch.stack import Stack
 
@@ -320,7 +336,8 @@ def main_from_args(args) -> int:
         partitions=args.partitions, compression=args.compression, segment_s=args.segment,
         realtime=args.realtime, loop=args.loop, epoch=args.epoch, heartbeat_s=args.heartbeat,
         send_timeout_s=args.send_timeout, open_retries=args.open_retries,
-        decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]))
+        decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]),
+        edge_features=_edge_config(args) if args.edge_features else None)
     if options.segment_s < 0.1 or options.segment_s > 10:
         raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {options.segment_s}")
     stats = publish(sources, ids, options, progress=sys.stderr.isatty() and not args.no_progress)

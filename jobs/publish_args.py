@@ -44,3 +44,8 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long to wait for an unreachable broker before giving up (default 120)")
     p.add_argument("--open-retries", type=int, default=5, help="attempts to open a live URL (default 5)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
+    p.add_argument("--edge-features", action="store_true",
+                   help="run the detectors' stage 1 here and send features instead of pixels (~3 kB instead "
+                        "of ~23 kB per frame; the stream job then only runs stage 2)")
+    p.add_argument("--detectors", metavar="A,B", help="with --edge-features: the detectors to compute for")
+    p.add_argument("--config", metavar="FILE", help="with --edge-features: detector config (.toml/.json)")

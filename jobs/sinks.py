@@ -82,42 +82,51 @@ def explode_features(batches, run_id: str):
 class BatchSink:
     """Writes one micro-batch of stage-2 output rows to the alerts topic and the Delta tables."""
 
-    def __init__(self, spark, sink: str, app_id: str, bootstrap: str, alerts_topic: str | None, run_id: str):
+    def __init__(self, spark, sink: str, app_id: str, bootstrap: str, alerts_topic: str | None, run_id: str,
+                 keep_features: bool = False):
         self.spark = spark
         self.sink = str(sink).rstrip("/")
         self.app_id = app_id
         self.bootstrap = bootstrap
         self.alerts_topic = alerts_topic or None
         self.run_id = run_id
-        self.totals = {"events": 0, "dead_letters": 0, "feature_rows": 0, "alerts": 0}
+        self.keep_features = keep_features
+        self._events_table_ready = False
+        self.totals = {"events": 0, "dead_letters": 0, "feature_segments": 0, "alerts": 0}
         self._producer = None
 
     def path(self, name: str) -> str:
         return f"{self.sink}/{name}"
 
     def write_batch(self, df, batch_id: int) -> None:
+        """One Spark job brings the batch's events and dead letters (few) to the driver; frame features,
+        when kept, are written by a second job over the cached batch. Every Spark job a micro-batch runs
+        is ~0.1-0.3 s of fixed cost, which dominates small batches (docs/performance.md)."""
         from pyspark.sql import functions as F
 
-        df.persist()
+        keep_features = self.keep_features
+        if keep_features:
+            df.persist()
         try:
-            if df.isEmpty():  # no-data batches (timeouts that produced nothing) cost nothing more
-                return
-            events = [r.asDict() for r in df.filter(F.col("row_type") == "event")
-                      .select(*ANOMALY_EVENT.schema.names).collect()]
+            small = [r.asDict() for r in df.filter(F.col("row_type") != "features").collect()]
+            events = [{k: r[k] for k in ANOMALY_EVENT.schema.names} for r in small if r["row_type"] == "event"]
+            dead = [r for r in small if r["row_type"] == "dead_letter"]
             if events:
                 events = dedupe_events(events)
                 self._send_alerts(events)
                 self._merge_events(events, batch_id)
-            dead = df.filter(F.col("row_type") == "dead_letter")
-            n_dead = self._append_dead_letters(dead, batch_id)
-            n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id)
+            if dead:
+                self._append_dead_letters(dead, batch_id)
+            n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id) \
+                if keep_features else 0
             self.totals["events"] += len(events)
-            self.totals["dead_letters"] += n_dead
-            self.totals["feature_rows"] += n_feat
-            if events or n_dead:
-                log.info(json.dumps({"batch": batch_id, "events": len(events), "dead_letters": n_dead}))
+            self.totals["dead_letters"] += len(dead)
+            self.totals["feature_segments"] += n_feat
+            if events or dead:
+                log.info(json.dumps({"batch": batch_id, "events": len(events), "dead_letters": len(dead)}))
         finally:
-            df.unpersist()
+            if keep_features:
+                df.unpersist()
 
     def close(self) -> None:
         if self._producer is not None:
@@ -155,7 +164,9 @@ class BatchSink:
         source = self.spark.createDataFrame(pa.Table.from_pylist(events, schema=ANOMALY_EVENT.schema).to_pandas(),
                                             schema=schema)
         path = self.path(EVENTS)
-        DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema).execute()
+        if not self._events_table_ready:  # once per run: creating it reads the Delta log each time
+            DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema).execute()
+            self._events_table_ready = True
         conf = self.spark.conf
         conf.set("spark.databricks.delta.write.txnAppId", self.app_id + "-events")
         conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
@@ -167,35 +178,32 @@ class BatchSink:
             conf.unset("spark.databricks.delta.write.txnAppId")
             conf.unset("spark.databricks.delta.write.txnVersion")
 
-    def _append_dead_letters(self, dead, batch_id: int) -> int:
-        from pyspark.sql import functions as F
-
-        rows = (dead.withColumn("run_id", F.lit(self.run_id))
-                .withColumn("seen_at", F.current_timestamp())
-                .select(*DEAD_LETTER.schema.names))
-        n = rows.count()
-        if n:
-            for r in rows.select("topic", "partition", "offset", "reason").limit(20).collect():
-                log.warning("dead letter %s[%s]@%s: %s", r.topic, r.partition, r.offset, r.reason)
-            (rows.write.format("delta").mode("append")
-             .option("txnAppId", self.app_id + "-dead").option("txnVersion", batch_id)
-             .save(self.path(DEAD_LETTER_TABLE)))
-        return n
-
-    def _append_features(self, blobs, batch_id: int) -> int:
+    def _append_dead_letters(self, dead: list[dict], batch_id: int) -> None:
         from jobs.spark_schemas import struct_type
 
-        if blobs.isEmpty():
+        now = datetime.now(timezone.utc)
+        rows = [{**{k: r.get(k) for k in DEAD_LETTER.schema.names}, "run_id": self.run_id, "seen_at": now}
+                for r in dead]
+        for r in rows[:20]:
+            log.warning("dead letter %s[%s]@%s: %s", r["topic"], r["partition"], r["offset"], r["reason"])
+        table = pa.Table.from_pylist(rows, schema=DEAD_LETTER.schema)
+        (self.spark.createDataFrame(table.to_pandas(), schema=struct_type(DEAD_LETTER))
+         .write.format("delta").mode("append")
+         .option("txnAppId", self.app_id + "-dead").option("txnVersion", batch_id)
+         .save(self.path(DEAD_LETTER_TABLE)))
+
+    def _append_features(self, blobs, batch_id: int) -> int:
+        """Explode the batch's frame-feature blobs into FRAME_FEATURES rows and append them; returns the
+        number of segments written."""
+        from jobs.spark_schemas import struct_type
+
+        segments = blobs.count()
+        if not segments:
             return 0
         run_id = self.run_id
         rows = blobs.select("stream_id", "features", "epoch").mapInArrow(
             lambda batches: explode_features(batches, run_id), struct_type(FRAME_FEATURES))
-        rows.persist()
-        try:
-            n = rows.count()
-            (rows.write.format("delta").mode("append").partitionBy("stream_id", "date")
-             .option("txnAppId", self.app_id + "-features").option("txnVersion", batch_id)
-             .save(self.path(FEATURES_TABLE)))
-        finally:
-            rows.unpersist()
-        return n
+        (rows.write.format("delta").mode("append").partitionBy("stream_id", "date")
+         .option("txnAppId", self.app_id + "-features").option("txnVersion", batch_id)
+         .save(self.path(FEATURES_TABLE)))
+        return segments

@@ -141,7 +141,8 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
               .applyInPandasWithState(stateful, arrow_to_spark(STAGE2_SCHEMA), "state binary", "append",
                                       GroupStateTimeout.ProcessingTimeTimeout))
     checkpoint = args.checkpoint or str(Path(args.sink) / "_checkpoints" / "stream")
-    sink = BatchSink(spark, args.sink, app_id(checkpoint), bootstrap, args.alerts_topic, run_id)
+    sink = BatchSink(spark, args.sink, app_id(checkpoint), bootstrap, args.alerts_topic, run_id,
+                     keep_features=args.features)
     writer = (output.writeStream.foreachBatch(sink.write_batch)
               .option("checkpointLocation", checkpoint).queryName("avwatch-stream"))
     if args.until_idle:
@@ -168,9 +169,10 @@ def run(args, config=None, spark=None) -> dict:
     run_id = args.run_id or f"stream-{uuid.uuid4().hex[:12]}"
     own_session = spark is None
     spark = spark or build_session("avwatch-stream", master=args.master)
-    # A stateful query with processing-time timeouts runs a batch on every trigger even without data
-    # (that is what drives stall detection when every stream is silent). A finite run must stop instead.
-    spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false" if args.until_idle else "true")
+    # A stateful query with processing-time timeouts would run a micro-batch on every trigger even with no
+    # data (~0.5 CPU-s each, measured): batches run when records arrive. Live converters send heartbeats
+    # while a source hangs, so a stream's stall is still seen while any stream delivers.
+    spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
     from jobs.kafka_io import create_topics
 
     create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []))

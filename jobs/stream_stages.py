@@ -55,15 +55,11 @@ EVENT_COLUMNS = [f.name for f in ANOMALY_EVENT.schema]
 
 
 def features_to_ipc(features: Features) -> bytes:
-    table = features.to_arrow()
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return features.to_ipc()
 
 
 def features_from_ipc(payload: bytes) -> Features:
-    return Features.from_arrow(pa.ipc.open_stream(pa.py_buffer(payload)).read_all())
+    return Features.from_ipc(payload)
 
 
 def _dead(row: dict, reason: str) -> dict:
@@ -97,9 +93,13 @@ def stage1_rows(rows: list[dict], config: DetectorConfig, kinds_by_topic: dict[s
         except (RecordError, ValueError, KeyError, json.JSONDecodeError) as exc:
             out.append(_dead(row, f"{type(exc).__name__}: {exc}"))
             continue
+        if record_type.name == "feature_segment":  # computed at the edge: pass the blob on as it came
+            blob = table.column("features")[0].as_py()
+        else:
+            blob = features_to_ipc(item.features) if item.features is not None else None
         out.append({"stream_id": item.stream_id, "kind": item.kind, "sequence": item.sequence, "t": item.t,
                     "control": item.control, "source": json.dumps(item.source, sort_keys=True),
-                    "features": features_to_ipc(item.features) if item.features is not None else None,
+                    "features": blob,
                     "event_time": row.get("timestamp"), "topic": row.get("topic"),
                     "partition": row.get("partition"), "offset": row.get("offset"), "key": bytes(key)})
     return out

@@ -7,6 +7,7 @@ of the tables is derived from it (jobs/spark_schemas.py), never retyped.
 Kafka messages (converter -> stream job), one Arrow IPC stream per message (see schemas.codec):
   video_segment  one row per frame of a run of consecutive frames of one stream
   audio_segment  one row: a run of interleaved PCM samples of one stream
+  feature_segment  one row: a segment's stage-1 features, sent instead of pixels (--edge-features)
   control        one row: end of stream, or a heartbeat that advances a live stream's clock
 Tables (stream job -> users):
   anomaly_event  one detected defect
@@ -82,6 +83,17 @@ AUDIO_SEGMENT = _record("audio_segment", 1, [
     pa.field("n_samples", pa.int64(), nullable=False),         # samples per channel, context excluded
     pa.field("context_samples", pa.int32(), nullable=False),   # leading samples repeated from the previous segment
     pa.field("samples", pa.large_binary(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+])
+
+FEATURE_SEGMENT = _record("feature_segment", 1, [
+    # the converter's --edge-features mode: a video or audio segment's stage-1 features instead of its pixels
+    pa.field("stream_id", pa.string(), nullable=False),
+    pa.field("sequence", pa.int64(), nullable=False),          # the segment's sequence number on its topic
+    pa.field("kind", pa.string(), nullable=False),             # "video" or "audio"
+    pa.field("t", pa.float64(), nullable=False),               # media seconds at the segment's start
+    pa.field("detectors", pa.string(), nullable=False),        # JSON: detectors, versions, options used
+    pa.field("features", pa.large_binary(), nullable=False),   # detectors.features.Features as Arrow IPC (lz4)
     pa.field("source", pa.string(), nullable=False),
 ])
 
@@ -164,4 +176,5 @@ FRAME_FEATURE_COLUMNS = [f.name for f in FRAME_FEATURES.schema][6:]
 
 MAX_DEAD_LETTER_BYTES = 1 << 20
 
-ALL = {r.name: r for r in (VIDEO_SEGMENT, AUDIO_SEGMENT, CONTROL, ANOMALY_EVENT, DEAD_LETTER, FRAME_FEATURES)}
+ALL = {r.name: r for r in (VIDEO_SEGMENT, AUDIO_SEGMENT, FEATURE_SEGMENT, CONTROL, ANOMALY_EVENT, DEAD_LETTER,
+                           FRAME_FEATURES)}

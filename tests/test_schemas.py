@@ -29,6 +29,8 @@ ROWS = {
     "audio_segment": [{"stream_id": "cam-1", "sequence": 3, "pts_s": 1.0, "sample_rate": 48000, "channels": 2,
                        "layout": "stereo", "sample_format": "s16", "n_samples": 4, "context_samples": 1,
                        "samples": bytes(range(20)), "source": "{}"}],
+    "feature_segment": [{"stream_id": "cam-1", "sequence": 4, "kind": "video", "t": 4.0, "detectors": "{}",
+                         "features": b"ipc", "source": "{}"}],
     "control": [{"stream_id": "cam-1", "sequence": 9, "kind": "eos", "media_time_s": 12.5, "wall_time": NOW,
                  "source": "{}"}],
     "anomaly_event": [{"event_id": "e1", "stream_id": "cam-1", "detector": "black", "detector_version": "1.0",

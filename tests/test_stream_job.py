@@ -102,6 +102,25 @@ def test_alerts_topic_holds_every_event(mixed_run, broker):
     assert {"event_id", "stream_id", "detector", "start_s", "end_s", "score", "details"} <= set(sample)
 
 
+def test_edge_features_give_the_same_events(spark, broker, clips, local_events, tmp_path):
+    """The converter's --edge-features mode (stage 1 at the edge, features on the wire) changes nothing."""
+    from detectors.config import DetectorConfig
+
+    topics = ("edge.video", "edge.audio")
+    create_topics(broker.bootstrap, list(topics), partitions=2)
+    chosen = [clips[0], clips[2]]  # the studio feed and the sync test: every kind of detector
+    stats = publish([str(c.path) for c in chosen], [c.stream_id for c in chosen],
+                    PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1],
+                                   edge_features=DetectorConfig.build()))
+    video_bytes = sum(len(r.value) for r in read_all(broker.bootstrap, [topics[0]]))
+    assert video_bytes / sum(s.frames for s in stats) < 5000  # features, not pixels, on the wire
+    sink = tmp_path / "sink"
+    run(stream_args(broker.bootstrap, topics, sink, "--alerts-topic", ""), spark=spark)
+    rows = table_rows(sink)
+    for clip in chosen:
+        assert_same_events([r for r in rows if r["stream_id"] == clip.stream_id], local_events[clip.stream_id])
+
+
 # -- exactly once across driver kills -----------------------------------------------------------------
 
 
