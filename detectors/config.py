@@ -89,3 +89,17 @@ class DetectorConfig:
     def fingerprint(self) -> str:
         """A short hash of names, versions and options: which configuration produced a result."""
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def options_reference_markdown() -> str:
+    """Every detector's options as markdown tables (docs/detectors.md embeds it; a test keeps it current)."""
+    lines = []
+    for name in NAMES:
+        module, klass = REGISTRY[name]
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        lines += [f"### {name}", "", f"{summary} (version {klass.version}; reads {', '.join(klass.inputs)})", "",
+                  "| option | default | meaning |", "|---|---|---|"]
+        for option, default, help_text in klass.Options.describe():
+            lines.append(f"| `{option}` | `{default}` | {help_text.replace('|', '&#124;')} |")
+        lines.append("")
+    return "\n".join(lines)

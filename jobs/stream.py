@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--until-idle", action="store_true", help="process what is in Kafka now, then stop (availableNow)")
     p.add_argument("--starting-offsets", default="earliest", choices=["earliest", "latest"])
     p.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
+    p.add_argument("--state-partitions", type=int, default=None,
+                   help="partitions of the per-stream state (fixed by the first run of a checkpoint; default: "
+                        "spark.sql.shuffle.partitions, 4 unless set)")
     p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                    help="records larger than this go to the dead-letter table")
     p.add_argument("--features", action="store_true", help="also write the frame_features table")
@@ -173,6 +176,8 @@ def run(args, config=None, spark=None) -> dict:
     # data (~0.5 CPU-s each, measured): batches run when records arrive. Live converters send heartbeats
     # while a source hangs, so a stream's stall is still seen while any stream delivers.
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
+    if args.state_partitions:
+        spark.conf.set("spark.sql.shuffle.partitions", str(args.state_partitions))
     from jobs.kafka_io import create_topics
 
     create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []))

@@ -99,3 +99,12 @@ def test_the_clips_used_here_do_raise_events():
             names |= {e.detector for e in run_whole(det, features)}
     assert {"black", "freeze", "solid_color", "colorbars", "silence", "clipping", "loudness", "frame_drop", "blur",
             "av_sync"} <= names
+
+
+def test_the_options_reference_in_the_docs_is_current():
+    from pathlib import Path
+
+    from detectors.config import options_reference_markdown
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "detectors.md").read_text()
+    assert options_reference_markdown() in docs, "regenerate the Options reference section of docs/detectors.md"
