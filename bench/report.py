@@ -30,7 +30,8 @@ def render(results: dict) -> str:
     lines += ["", "## Targets", "", "| figure | target | measured | verdict |", "|---|---|---|---|"]
 
     def row(name, target, value, ok, short=""):
-        lines.append(f"| {name} | {target} | {_fmt(value)} | {_verdict(ok, short)} |")
+        verdict = ("reported" if value is not None else "not run") if target == "report" else _verdict(ok, short)
+        lines.append(f"| {name} | {target} | {_fmt(value)} | {verdict} |")
 
     conv = runs.get("converter", {})
     c1080 = conv.get("1080p", {})
@@ -92,3 +93,11 @@ def _json(data) -> str:
     import json
 
     return json.dumps(data, indent=2, sort_keys=True, default=str)
+
+
+def targets_table(results: dict) -> str:
+    """The targets table of benchmarks.md alone (for the README)."""
+    text = render(results)
+    start = text.index("| figure | target |")
+    end = text.index("\n\n", start)
+    return text[start:end]

@@ -267,17 +267,9 @@ def run(args, config=None, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except AvwatchError as exc:
-        print(f"avwatch reanalyze: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(summary))
-    return 0
+    from jobs.entry import job_main
+
+    return job_main("reanalyze", build_parser, run, argv)
 
 
 if __name__ == "__main__":

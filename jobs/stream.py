@@ -14,7 +14,6 @@ Run it with ./spark-submit.sh stream [...] on a cluster or locally, or `python -
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import uuid
@@ -209,17 +208,9 @@ def run(args, config=None, spark=None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kafka", "py4j"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except AvwatchError as exc:
-        print(f"avwatch stream: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(summary))
-    return 0
+    from jobs.entry import job_main
+
+    return job_main("stream", build_parser, run, argv)
 
 
 if __name__ == "__main__":
