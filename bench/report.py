@@ -69,6 +69,18 @@ def render(results: dict) -> str:
     row("scaling: 2 cores vs 1 (backlog throughput)", "report", sc.get("cores_2_vs_1"), None if not sc else True)
     row("scaling: 4 partitions vs 2", "report", sc.get("partitions_4_vs_2"), None if not sc else True)
 
+    lines += ["", "Why the unmet targets fall short, in brief (profiles and before/after figures in "
+              "[performance.md](performance.md)):", "",
+              "- converter: PyAV's H.264 decoding alone is ~70-85% of FFmpeg's whole decode+scale run; the "
+              "block-grid features on the full-size picture (a second read of a plane no longer in cache), the "
+              "thumbnail, luma coding, Arrow/zstd and Kafka add ~1.5-3 ms per frame.",
+              "- e2e, Spark vs local, streams per core, latency: the streaming job pays ~1 CPU-s per micro-batch "
+              "whatever it holds (planning, scheduling and closure (de)serialisation, RocksDB state commits, "
+              "Delta MERGE of the batch's events); per frame the detectors cost ~2 ms in one process. At one "
+              "1080p stream that fixed cost is most of the ~30 ms per frame; it is shared as more streams ride "
+              "each batch, and the serial part does not shrink with more cores (scaling row).",
+              ""]
+
     sections = [
         ("converter", "Converter vs FFmpeg decode + scale", "python bench/run.py --only converter"),
         ("detectors", "Detector stage-1 cost", "python bench/run.py --only detectors"),
