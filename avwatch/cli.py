@@ -74,15 +74,9 @@ def cmd_jars(args) -> int:
 
 
 def _config(args):
-    from detectors.config import DetectorConfig, parse_names
+    from jobs.entry import detector_config
 
-    try:
-        names = parse_names(getattr(args, "detectors", None))
-        if getattr(args, "config", None):
-            return DetectorConfig.from_file(args.config, names)
-        return DetectorConfig.build(names)
-    except ValueError as exc:
-        raise AvwatchError(str(exc)) from None
+    return detector_config(args)
 
 
 def _stream_ids(args, sources: list[str]) -> list[str]:

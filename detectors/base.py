@@ -175,3 +175,43 @@ class RunTracker:
         if end_t - start >= min_duration_s - 1e-9:
             return start, float(end_t), snapshot
         return None
+
+
+class RunDetector(Detector):
+    """A detector whose events are runs of frames showing the defect, lasting at least
+    options.min_duration_s: a run starts at its first such frame and ends at the first frame without it
+    (or at the end of the stream). Subclasses say which frames show it and how to report a run."""
+
+    def initial_state(self) -> dict:
+        return {"run": RunTracker.new()}
+
+    @abstractmethod
+    def frame_scores(self, rows) -> np.ndarray:
+        """Per row: the score of a frame that shows the defect, NaN for a frame that does not."""
+
+    def on_frame(self, extra: dict, rows, k: int) -> None:
+        """Collect per-frame details of a run into its `extra` dict (optional)."""
+
+    @abstractmethod
+    def make_event(self, start: float, end: float, run: dict) -> Event:
+        """The event of a closed run (run: the RunTracker snapshot: peak, sum, n, evidence, extra)."""
+
+    def process(self, state: dict, kind: str, rows) -> list[Event]:
+        scores = self.frame_scores(rows)
+        run = state["run"]
+        events = []
+        for k in range(len(rows)):
+            t, score = float(rows["t"][k]), float(scores[k])
+            if score == score:
+                RunTracker.on(run, t, score, rows["thumb_jpeg"][k])
+                self.on_frame(run["extra"], rows, k)
+            elif run["start"] is not None:
+                events += self._close(run, t)
+        return events
+
+    def finish(self, state: dict, end_s: float) -> list[Event]:
+        return self._close(state["run"], end_s)
+
+    def _close(self, run: dict, end: float) -> list[Event]:
+        closed = RunTracker.off(run, end, self.options.min_duration_s)
+        return [] if closed is None else [self.make_event(*closed)]

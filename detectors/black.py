@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors.base import MAJOR, VIDEO, Detector, Event, Options, RunTracker, option
+from detectors.base import MAJOR, VIDEO, Event, Options, RunDetector, option
 from detectors.features import Features, VideoFrames
 
 
@@ -63,37 +63,21 @@ def frame_features(frames: VideoFrames, options: BlackOptions) -> dict:
     return {"black_frac": black_fraction(frames.luma, level), "black_chroma": mean_chroma(frames.thumbs)}
 
 
-class Black(Detector):
+class Black(RunDetector):
     name = "black"
     version = "1.0"
     inputs = (VIDEO,)
     Options = BlackOptions
 
-    def initial_state(self) -> dict:
-        return {"run": RunTracker.new()}
-
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def frame_scores(self, rows: Features) -> np.ndarray:
         o = self.options
-        events = []
-        run = state["run"]
-        for k in range(len(rows)):
-            t, frac = float(rows["t"][k]), float(rows["black_frac"][k])
-            chroma = float(rows["black_chroma"][k]) if "black_chroma" in rows else 0.0
-            if frac >= o.picture_threshold and chroma <= o.max_chroma:
-                RunTracker.on(run, t, frac, rows["thumb_jpeg"][k])
-            elif run["start"] is not None:
-                events += self._emit(RunTracker.off(run, t, o.min_duration_s))
-        return events
+        frac = rows["black_frac"].astype(np.float64)
+        chroma = rows["black_chroma"] if "black_chroma" in rows else np.zeros(len(frac))
+        return np.where((frac >= o.picture_threshold) & (chroma <= o.max_chroma), frac, np.nan)
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        return self._emit(RunTracker.off(state["run"], end_s, self.options.min_duration_s))
-
-    def _emit(self, closed) -> list[Event]:
-        if closed is None:
-            return []
-        start, end, run = closed
+    def make_event(self, start: float, end: float, run: dict) -> Event:
         mean = run["sum"] / max(run["n"], 1)
-        return [Event(self.name, start, end, score=mean, threshold=self.options.picture_threshold, severity=MAJOR,
-                      details={"duration_s": round(end - start, 3), "mean_black_share": round(mean, 4),
-                               "frames": run["n"]},
-                      evidence=run["evidence"])]
+        return Event(self.name, start, end, score=mean, threshold=self.options.picture_threshold, severity=MAJOR,
+                     details={"duration_s": round(end - start, 3), "mean_black_share": round(mean, 4),
+                              "frames": run["n"]},
+                     evidence=run["evidence"])

@@ -29,7 +29,7 @@ from itertools import groupby
 
 import numpy as np
 
-from detectors.base import MAJOR, VIDEO, Detector, Event, Options, RunTracker, option
+from detectors.base import MAJOR, VIDEO, Event, Options, RunDetector, option
 from detectors.features import Features, VideoFrames
 
 SEQUENCE = b"YCGMRB"          # the chromatic bars of every standard, in order
@@ -135,7 +135,7 @@ def frame_features(frames: VideoFrames, options: ColorBarsOptions) -> dict:
     return bar_features(frames.thumbs, options)
 
 
-class ColorBars(Detector):
+class ColorBars(RunDetector):
     name = "colorbars"
     version = "1.0"
     inputs = (VIDEO,)
@@ -143,40 +143,24 @@ class ColorBars(Detector):
 
     MAX_WIDTH_RATIO = 2.5  # bars of one signal have equal widths; compression and scaling blur edges only
 
-    def initial_state(self) -> dict:
-        return {"run": RunTracker.new()}
+    def frame_scores(self, rows: Features) -> np.ndarray:
+        bars, span, ratio = rows["colorbars_bars"], rows["colorbars_span"], rows["colorbars_ratio"]
+        return np.array([int(bars[k]) / len(SEQUENCE) if self.is_bars(int(bars[k]), float(span[k]), float(ratio[k]))
+                         else np.nan for k in range(len(bars))], np.float64)
+
+    def on_frame(self, extra: dict, rows: Features, k: int) -> None:
+        extra["span"] = max(extra.get("span", 0.0), float(rows["colorbars_span"][k]))
+        extra["white"] = extra.get("white", 0) + int(bool(rows["colorbars_white"][k]))
+
+    def make_event(self, start: float, end: float, run: dict) -> Event:
+        n = max(run["n"], 1)
+        return Event(self.name, start, end, score=round(run["sum"] / n, 6),
+                     threshold=self.options.min_bars / len(SEQUENCE), severity=MAJOR,
+                     details={"duration_s": round(end - start, 3), "bars_found": int(round(run["peak"] * 6)),
+                              "span_of_width": round(run["extra"].get("span", 0.0), 3),
+                              "white_bar_first": run["extra"].get("white", 0) * 2 >= n, "frames": run["n"]},
+                     evidence=run["evidence"])
 
     def is_bars(self, bars: int, span: float, ratio: float) -> bool:
         o = self.options
         return bars >= o.min_bars and span >= o.min_span and 0 < ratio <= self.MAX_WIDTH_RATIO
-
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
-        o = self.options
-        events: list[Event] = []
-        run = state["run"]
-        for k in range(len(rows)):
-            t = float(rows["t"][k])
-            bars, span = int(rows["colorbars_bars"][k]), float(rows["colorbars_span"][k])
-            if self.is_bars(bars, span, float(rows["colorbars_ratio"][k])):
-                RunTracker.on(run, t, bars / len(SEQUENCE), rows["thumb_jpeg"][k])
-                extra = run["extra"]
-                extra["span"] = max(extra.get("span", 0.0), span)
-                extra["white"] = extra.get("white", 0) + int(bool(rows["colorbars_white"][k]))
-            elif run["start"] is not None:
-                events += self._emit(RunTracker.off(run, t, o.min_duration_s))
-        return events
-
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        return self._emit(RunTracker.off(state["run"], end_s, self.options.min_duration_s))
-
-    def _emit(self, closed) -> list[Event]:
-        if closed is None:
-            return []
-        start, end, run = closed
-        n = max(run["n"], 1)
-        return [Event(self.name, start, end, score=round(run["sum"] / n, 6),
-                      threshold=self.options.min_bars / len(SEQUENCE), severity=MAJOR,
-                      details={"duration_s": round(end - start, 3), "bars_found": int(round(run["peak"] * 6)),
-                               "span_of_width": round(run["extra"].get("span", 0.0), 3),
-                               "white_bar_first": run["extra"].get("white", 0) * 2 >= n, "frames": run["n"]},
-                      evidence=run["evidence"])]

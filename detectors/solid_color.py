@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from detectors.base import MAJOR, VIDEO, Detector, Event, Options, RunTracker, option
+from detectors.base import MAJOR, VIDEO, Event, Options, RunDetector, option
 from detectors.features import Features, VideoFrames
 
 # BT.709 luma weights for the dominant colour of the (full-range RGB) thumbnail
@@ -102,45 +102,30 @@ def is_colour(rgb: np.ndarray, black_level: float, min_chroma: float) -> np.ndar
     return (luma > black_level) | (chroma >= min_chroma)
 
 
-class SolidColor(Detector):
+class SolidColor(RunDetector):
     name = "solid_color"
     version = "1.0"
     inputs = (VIDEO,)
     Options = SolidColorOptions
 
-    def initial_state(self) -> dict:
-        return {"run": RunTracker.new()}
-
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def frame_scores(self, rows: Features) -> np.ndarray:
         o = self.options
-        events: list[Event] = []
-        run = state["run"]
-        cover = np.minimum(rows["solid_color_cover"], rows["solid_color_thumb_cover"])
+        cover = np.minimum(rows["solid_color_cover"], rows["solid_color_thumb_cover"]).astype(np.float64)
         colour = is_colour(rows["solid_color_rgb"], o.black_level, o.min_chroma)
-        for k in range(len(rows)):
-            t = float(rows["t"][k])
-            if cover[k] >= o.coverage and colour[k]:
-                RunTracker.on(run, t, float(cover[k]), rows["thumb_jpeg"][k])
-                extra = run["extra"]
-                extra["rgb_sum"] = (np.asarray(extra.get("rgb_sum", np.zeros(3))) +
-                                    np.asarray(rows["solid_color_rgb"][k], np.float64)).tolist()
-                extra["min_cover"] = min(extra.get("min_cover", 1.0), float(cover[k]))
-            elif run["start"] is not None:
-                events += self._emit(RunTracker.off(run, t, o.min_duration_s))
-        return events
+        return np.where((cover >= o.coverage) & colour, cover, np.nan)
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        return self._emit(RunTracker.off(state["run"], end_s, self.options.min_duration_s))
+    def on_frame(self, extra: dict, rows: Features, k: int) -> None:
+        extra["rgb_sum"] = (np.asarray(extra.get("rgb_sum", np.zeros(3))) +
+                            np.asarray(rows["solid_color_rgb"][k], np.float64)).tolist()
+        cover = min(float(rows["solid_color_cover"][k]), float(rows["solid_color_thumb_cover"][k]))
+        extra["min_cover"] = min(extra.get("min_cover", 1.0), cover)
 
-    def _emit(self, closed) -> list[Event]:
-        if closed is None:
-            return []
-        start, end, run = closed
+    def make_event(self, start: float, end: float, run: dict) -> Event:
         n = max(run["n"], 1)
         rgb = [int(round(v / n * 255)) for v in run["extra"].get("rgb_sum", [0, 0, 0])]
         mean = run["sum"] / n
-        return [Event(self.name, start, end, score=round(mean, 6), threshold=self.options.coverage, severity=MAJOR,
-                      details={"duration_s": round(end - start, 3), "rgb": rgb,
-                               "hex": "#%02x%02x%02x" % tuple(rgb), "mean_coverage": round(mean, 4),
-                               "min_coverage": round(run["extra"].get("min_cover", 0.0), 4), "frames": run["n"]},
-                      evidence=run["evidence"])]
+        return Event(self.name, start, end, score=round(mean, 6), threshold=self.options.coverage, severity=MAJOR,
+                     details={"duration_s": round(end - start, 3), "rgb": rgb,
+                              "hex": "#%02x%02x%02x" % tuple(rgb), "mean_coverage": round(mean, 4),
+                              "min_coverage": round(run["extra"].get("min_cover", 0.0), 4), "frames": run["n"]},
+                     evidence=run["evidence"])

@@ -21,3 +21,16 @@ def job_main(name: str, build_parser, run, argv: list[str] | None = None) -> int
         return exc.exit_code
     print(json.dumps(summary))
     return 0
+
+
+def detector_config(args):
+    """The DetectorConfig named by --detectors / --config (either may be absent): unknown detectors or
+    options become a clear AvwatchError."""
+    from detectors.config import DetectorConfig, parse_names
+
+    try:
+        names = parse_names(getattr(args, "detectors", None))
+        path = getattr(args, "config", None)
+        return DetectorConfig.from_file(path, names) if path else DetectorConfig.build(names)
+    except ValueError as exc:
+        raise AvwatchError(str(exc)) from None

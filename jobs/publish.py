@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_container
 from avwatch.convert.segments import Segment, Segmenter
 from avwatch.errors import AvwatchError
+from jobs.entry import detector_config
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, InflightBudget, create_topics, producer
 from detectors.features import edge_features_table
 from schemas import AUDIO_SEGMENT, CONTROL, FEATURE_SEGMENT, VIDEO_SEGMENT, encode
@@ -308,16 +309,6 @@ def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
     return stats
 
 
-def _edge_config(args):
-    from detectors.config import DetectorConfig, parse_names
-
-    try:
-        names = parse_names(args.detectors)
-        return DetectorConfig.from_file(args.config, names) if args.config else DetectorConfig.build(names)
-    except ValueError as exc:
-        raise AvwatchError(str(exc)) from None
-
-
 def main_from_args(args) -> int:
     from avwatch.stack import Stack
 
@@ -337,7 +328,7 @@ def main_from_args(args) -> int:
         realtime=args.realtime, loop=args.loop, epoch=args.epoch, heartbeat_s=args.heartbeat,
         send_timeout_s=args.send_timeout, open_retries=args.open_retries,
         decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]),
-        edge_features=_edge_config(args) if args.edge_features else None)
+        edge_features=detector_config(args) if args.edge_features else None)
     if options.segment_s < 0.1 or options.segment_s > 10:
         raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {options.segment_s}")
     stats = publish(sources, ids, options, progress=sys.stderr.isatty() and not args.no_progress)

@@ -248,15 +248,12 @@ def reanalyze(spark, args, config) -> dict:
 
 
 def run(args, config=None, spark=None) -> dict:
-    from detectors.config import DetectorConfig, parse_names
     from jobs.spark_session import build_session
 
     if config is None:
-        try:
-            names = parse_names(args.detectors)
-            config = DetectorConfig.from_file(args.config, names) if args.config else DetectorConfig.build(names)
-        except ValueError as exc:
-            raise AvwatchError(str(exc)) from None
+        from jobs.entry import detector_config
+
+        config = detector_config(args)
     own = spark is None
     spark = spark or build_session("avwatch-reanalyze", master=args.master)
     try:

@@ -157,16 +157,13 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
 
 def run(args, config=None, spark=None) -> dict:
     """Start the job and block until it stops (until-idle, timeout, or Ctrl-C); returns a summary."""
-    from detectors.config import DetectorConfig, parse_names
     from jobs.listener import ProgressLogger
     from jobs.spark_session import build_session
 
     if config is None:
-        try:
-            names = parse_names(args.detectors)
-            config = DetectorConfig.from_file(args.config, names) if args.config else DetectorConfig.build(names)
-        except ValueError as exc:
-            raise AvwatchError(str(exc)) from None
+        from jobs.entry import detector_config
+
+        config = detector_config(args)
     bootstrap = resolve_bootstrap(args)
     run_id = args.run_id or f"stream-{uuid.uuid4().hex[:12]}"
     own_session = spark is None
