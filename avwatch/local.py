@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 from avwatch.convert.decode import DecodeOptions, MediaDecoder
 from avwatch.convert.segments import FILE_EPOCH, Segmenter
+from avwatch.native_threads import use_one_native_thread
 from detectors.analyzer import StreamAnalyzer
 from detectors.config import DetectorConfig
 from detectors.events import event_row
@@ -43,6 +44,7 @@ def analyze_source(uri: str, config: DetectorConfig, stream_id: str | None = Non
                    decode: DecodeOptions = DecodeOptions(), segment_s: float = 1.0, run_id: str | None = None,
                    on_segment=None) -> LocalResult:
     """Decode one file and return its events as anomaly_event rows."""
+    use_one_native_thread()
     stream_id = stream_id or default_stream_id(uri)
     run_id = run_id or f"local-{uuid.uuid4().hex[:12]}"
     decoder = MediaDecoder(uri, decode)

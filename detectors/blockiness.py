@@ -44,6 +44,7 @@ keyframe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -70,10 +71,25 @@ def _sampling(height: int) -> tuple[int, tuple[int, ...]]:
     return 2, _INNER
 
 
-def _band_sums(values: np.ndarray, n_bands: int) -> np.ndarray:
-    """Sum a 1-D profile over n_bands equal bands -> (n_bands,)."""
-    edges = np.linspace(0, len(values), n_bands + 1).astype(int)
-    return np.add.reduceat(values, edges[:-1]) if len(values) else np.zeros(n_bands)
+@lru_cache(maxsize=32)
+def _geometry(h: int, w: int, ry: int, rx: int) -> tuple:
+    """Index arithmetic of one plane size and region grid, computed once (it was ~1/3 of the cost)."""
+    nbx, nby = (w - 1) // GRID, (h - 1) // GRID  # whole blocks whose right/bottom grid line exists
+    row_step, inner_rows = _sampling(h)
+    n_rows_v = len(range(0, h, row_step))                              # rows sampled for vertical lines
+    n_rows_h = len(range(GRID - 1, GRID * nby - 1, GRID * _LINE_STEP))  # horizontal grid lines
+    row_edges = np.linspace(0, n_rows_v, ry + 1).astype(int)
+    band_rows = np.linspace(0, n_rows_h, ry + 1).astype(int)
+    blk_edges = np.linspace(0, nbx, rx + 1).astype(int)
+    col_edges = np.linspace(0, w, rx + 1).astype(int)
+    # Counts of steps per region, to turn sums into means.
+    count_v = np.maximum(np.diff(row_edges)[:, None] * np.diff(blk_edges)[None, :], 1)
+    count_h = np.maximum(np.diff(band_rows)[:, None] * np.diff(col_edges)[None, :], 1)
+    bands_v = tuple(zip(row_edges[:-1].tolist(), row_edges[1:].tolist()))
+    bands_h = tuple(zip(band_rows[:-1].tolist(), band_rows[1:].tolist()))
+    inner_cols = np.array([o - 1 for o in _INNER])
+    return (nbx, nby, row_step, inner_rows, bands_v, bands_h, blk_edges[:-1], col_edges[:-1], count_v, count_h,
+            inner_cols)
 
 
 def _column_sums(a: np.ndarray) -> np.ndarray:
@@ -96,10 +112,28 @@ def block_grid_features(luma: np.ndarray, regions: tuple[int, int] = (3, 3)) -> 
         raise ValueError(f"luma must be a 2-D uint8 plane, got {y.dtype} with shape {y.shape}")
     h, w = y.shape
     ry, rx = regions
-    ratio = np.ones(ry * rx, np.float32)
-    activity = np.zeros(ry * rx, np.float32)
     if h < 2 * GRID or w < 2 * GRID:
-        return ratio, activity
+        return np.ones(ry * rx, np.float32), np.zeros(ry * rx, np.float32)
+    (nbx, nby, row_step, inner_rows, bands_v, bands_h, blk_starts, col_starts, count_v, count_h,
+     inner_cols) = _geometry(h, w, ry, rx)
+    # Steps across vertical grid lines: |Y[:, x] - Y[:, x-1]| on sampled rows, column profiles per row band.
+    rows = y[::row_step]
+    gx = cv2.absdiff(rows[:, 1:GRID * nbx + 1], rows[:, :GRID * nbx])  # gx[:, i] = step between i and i+1
+    profile = np.stack([_column_sums(gx[a:b]) for a, b in bands_v]).reshape(ry, nbx, GRID)
+    grid_v = np.add.reduceat(profile[:, :, GRID - 1], blk_starts, axis=1)
+    inner_v = np.add.reduceat(profile[:, :, inner_cols].mean(axis=2), blk_starts, axis=1)
+    # Steps across horizontal grid lines: whole rows 8k-1 vs 8k (strided views, no copy).
+    step = GRID * _LINE_STEP
+    gy_grid = cv2.absdiff(y[GRID - 1:GRID * nby - 1:step], y[GRID:GRID * nby:step])
+    gy_inner = [cv2.absdiff(y[o - 1:GRID * nby - 1:step], y[o:GRID * nby:step]) for o in inner_rows]
+    g = np.stack([_column_sums(gy_grid[a:b]) for a, b in bands_h])
+    n = np.stack([sum(_column_sums(gi[a:b]) for gi in gy_inner) for a, b in bands_h]) / len(inner_rows)
+    grid_h = np.add.reduceat(g, col_starts, axis=1)
+    inner_h = np.add.reduceat(n, col_starts, axis=1)
+    grid_mean = (grid_v / count_v + grid_h / count_h) / 2 / 255
+    inner_mean = (inner_v / count_v + inner_h / count_h) / 2 / 255
+    ratio = ((grid_mean + _EPS) / (inner_mean + _EPS)).ravel().astype(np.float32)
+    return ratio, inner_mean.ravel().astype(np.float32)
     nbx, nby = (w - 1) // GRID, (h - 1) // GRID  # whole blocks whose right/bottom grid line exists
     grid_v = np.zeros((ry, rx))
     inner_v = np.zeros((ry, rx))

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_container
 from avwatch.convert.segments import Segment, Segmenter
 from avwatch.errors import AvwatchError
+from avwatch.native_threads import use_one_native_thread
 from jobs.entry import detector_config
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, InflightBudget, create_topics, producer
 from detectors.features import edge_features_table
@@ -56,6 +57,7 @@ class PublishOptions:
     heartbeat_s: float = 1.0
     send_timeout_s: float = 120.0
     open_retries: int = 5
+    read_timeout_s: float = 10.0      # a live source silent this long has stopped (heartbeats meanwhile)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     max_loops: int | None = None      # with loop: stop after this many passes (tests, soak runs)
     edge_features: object = None      # a DetectorConfig: run stage 1 here and send features, not pixels
@@ -168,7 +170,7 @@ class SourcePublisher(threading.Thread):
         delay = 1.0
         for attempt in range(1, attempts + 1):
             try:
-                return open_container(self.uri)
+                return open_container(self.uri, read_timeout_s=self.options.read_timeout_s)
             except ConnectionError as exc:
                 if attempt == attempts:
                     raise AvwatchError(f"{self.uri}: cannot connect after {attempts} attempts ({exc}). Check that "
@@ -176,6 +178,16 @@ class SourcePublisher(threading.Thread):
                 log.warning("%s: cannot connect (%s); retrying in %.0f s", self.uri, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 15.0)
+
+    def _explain(self, exc: BaseException) -> BaseException:
+        """A live source that went silent past the read timeout: say so, not FFmpeg's 'exit requested'."""
+        import av
+
+        if self.live and isinstance(exc, av.error.ExitError):
+            return AvwatchError(f"{self.uri}: no data for {self.options.read_timeout_s:g} s: the source stopped or "
+                                f"the connection dropped (what arrived before was published; heartbeats were "
+                                f"sent meanwhile; --read-timeout sets how long to wait)")
+        return exc
 
     def run(self) -> None:
         try:
@@ -189,6 +201,9 @@ class SourcePublisher(threading.Thread):
             self.stats.done = True
 
     def _run(self) -> None:
+        """The decoding thread turns media into segments (a few per second cross to this thread, not
+        every frame: measured ~5% less CPU); this thread encodes and sends them, and sends heartbeats
+        while a live source delivers nothing."""
         o = self.options
         epoch = resolve_epoch(o.epoch)
         decoder = MediaDecoder(self.uri, o.decode, container=self._open())
@@ -197,62 +212,69 @@ class SourcePublisher(threading.Thread):
         if missing:
             self.stats.note = f"no {missing[0]} stream: publishing {'audio' if missing[0] == 'video' else 'video'} only"
         segmenter = Segmenter(self.stream_id, info, segment_s=o.segment_s, epoch=epoch)
-        items: queue.Queue = queue.Queue(maxsize=256)  # bounded: decoding waits for sending
+        segmenter_lock = threading.Lock()  # heartbeats take sequence numbers from this thread
+        segments: queue.Queue = queue.Queue(maxsize=16)  # bounded: decoding waits for sending
         wall0 = time.monotonic()
-        passes = 0
-        offset = 0.0
+        clock = {"media_now": 0.0, "last_item": wall0}  # the decoding thread's progress, for heartbeats
 
         def decode_all():
-            nonlocal decoder, offset, passes
+            nonlocal decoder
+            passes, offset = 0, 0.0
             try:
                 while True:
                     last = 0.0
                     for item in decoder.items():
                         item.t = round(item.t + offset, 9)
-                        if o.realtime or self.live:
-                            ahead = item.t - (time.monotonic() - wall0)
-                            if o.realtime and ahead > 0:
-                                time.sleep(ahead)
+                        if o.realtime and (ahead := item.t - (time.monotonic() - wall0)) > 0:
+                            time.sleep(ahead)
                         last = max(last, item.t + (info.video.get("frame_dur", 0.0)
                                                    if hasattr(item, "luma") else item.samples.shape[0] /
                                                    info.audio["sample_rate"]))
-                        items.put(item)
+                        clock["last_item"] = time.monotonic()
+                        clock["media_now"] = max(clock["media_now"], item.t)
+                        self.stats.media_s = clock["media_now"]
+                        with segmenter_lock:
+                            done = segmenter.add(item)
+                        for segment in done:
+                            segments.put(segment)
                     self.stats.decode_errors += decoder.decode_errors
                     passes += 1
                     if not o.loop or self.live or (o.max_loops is not None and passes >= o.max_loops):
                         break
                     offset = last  # continuous timestamps across passes
                     decoder = MediaDecoder(self.uri, o.decode)
+                with segmenter_lock:
+                    done = segmenter.finish()
+                for segment in done:
+                    segments.put(segment)
             except BaseException as exc:  # hand the failure to the sending side
-                items.put(exc)
-            items.put(_END)
+                segments.put(self._explain(exc))
+            segments.put(_END)
 
         thread = threading.Thread(target=decode_all, name=f"decode-{self.stream_id}", daemon=True)
         thread.start()
-        last_item = time.monotonic()
-        media_now = 0.0
+        last_beat = wall0
         while True:
             try:
-                item = items.get(timeout=o.heartbeat_s if self.live else None)
+                segment = segments.get(timeout=o.heartbeat_s / 4 if self.live else None)
             except queue.Empty:
-                # the live source hung: advance the stream's clock with a heartbeat
-                media_est = media_now + (time.monotonic() - last_item)
-                kind = "video" if info.has_video else "audio"
-                self._send(segmenter.control(kind, "heartbeat", media_est), epoch)
-                self.stats.heartbeats += 1
+                now = time.monotonic()
+                idle = now - clock["last_item"]
+                if idle >= o.heartbeat_s and now - last_beat >= o.heartbeat_s:
+                    # the live source hung: advance the stream's clock with a heartbeat
+                    with segmenter_lock:
+                        beat = segmenter.control("video" if info.has_video else "audio", "heartbeat",
+                                                 clock["media_now"] + idle)
+                    self._send(beat, epoch)
+                    self.stats.heartbeats += 1
+                    last_beat = now
                 continue
-            if item is _END:
+            if segment is _END:
                 break
-            if isinstance(item, BaseException):
-                if isinstance(item, AvwatchError):
-                    raise item
-                raise AvwatchError(f"{self.uri}: decoding failed part-way: {item}") from None
-            last_item = time.monotonic()
-            media_now = max(media_now, item.t)
-            self.stats.media_s = media_now
-            for segment in segmenter.add(item):
-                self._send(segment, epoch)
-        for segment in segmenter.finish():
+            if isinstance(segment, BaseException):
+                if isinstance(segment, AvwatchError):
+                    raise segment
+                raise AvwatchError(f"{self.uri}: decoding failed part-way: {segment}") from None
             self._send(segment, epoch)
 
 
@@ -285,6 +307,7 @@ class Progress:
 def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
             progress: bool = False) -> list[SourceStats]:
     """Publish every source concurrently; returns per-source statistics (errors inside)."""
+    use_one_native_thread()
     create_topics(options.bootstrap, [options.video_topic, options.audio_topic], options.partitions)
     timeout_ms = int(options.send_timeout_s * 1000)
     prod = producer(options.bootstrap, delivery_timeout_ms=max(timeout_ms, 30000 + 20 + 1),
@@ -326,11 +349,14 @@ def main_from_args(args) -> int:
         bootstrap=bootstrap, video_topic=args.video_topic, audio_topic=args.audio_topic,
         partitions=args.partitions, compression=args.compression, segment_s=args.segment,
         realtime=args.realtime, loop=args.loop, epoch=args.epoch, heartbeat_s=args.heartbeat,
-        send_timeout_s=args.send_timeout, open_retries=args.open_retries,
+        send_timeout_s=args.send_timeout, open_retries=args.open_retries, read_timeout_s=args.read_timeout,
         decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]),
         edge_features=detector_config(args) if args.edge_features else None)
     if options.segment_s < 0.1 or options.segment_s > 10:
         raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {options.segment_s}")
+    for flag, value in (("--heartbeat", options.heartbeat_s), ("--read-timeout", options.read_timeout_s)):
+        if not value > 0:
+            raise AvwatchError(f"{flag} must be a positive number of seconds, got {value:g}")
     stats = publish(sources, ids, options, progress=sys.stderr.isatty() and not args.no_progress)
     failed = False
     for s in stats:

@@ -43,6 +43,8 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--send-timeout", type=float, default=120.0, metavar="SECONDS",
                    help="how long to wait for an unreachable broker before giving up (default 120)")
     p.add_argument("--open-retries", type=int, default=5, help="attempts to open a live URL (default 5)")
+    p.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="a live source silent this long has stopped: the run ends with an error (default 10)")
     p.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
     p.add_argument("--edge-features", action="store_true",
                    help="run the detectors' stage 1 here and send features instead of pixels (~3 kB instead "

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from avwatch.native_threads import use_one_native_thread
 from detectors.analyzer import StreamAnalyzer
 from detectors.config import DetectorConfig
 from detectors.events import event_row
@@ -107,6 +108,7 @@ def stage1_rows(rows: list[dict], config: DetectorConfig, kinds_by_topic: dict[s
 
 def stage1_batches(batches, config: DetectorConfig, kinds_by_topic: dict[str, str], max_record_bytes: int):
     """mapInArrow body: Kafka rows -> STAGE1_SCHEMA batches."""
+    use_one_native_thread()  # parallelism is across tasks
     for batch in batches:
         rows = batch.to_pylist()
         yield pa.RecordBatch.from_pylist(stage1_rows(rows, config, kinds_by_topic, max_record_bytes),

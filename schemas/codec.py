@@ -40,7 +40,9 @@ def encode(record_type: RecordType, data: pa.Table | pa.RecordBatch | dict | lis
     else:
         table = data.cast(schema) if data.schema != schema else data
     table = table.replace_schema_metadata(schema.metadata)
-    options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression)
+    # use_threads=False: a segment's few buffers compress faster on the calling thread than through
+    # Arrow's pool (measured ~10% less CPU); the converter and Spark already run one task per core.
+    options = pa.ipc.IpcWriteOptions(compression=None if compression == "none" else compression, use_threads=False)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema, options=options) as writer:
         for batch in table.combine_chunks().to_batches():

@@ -22,6 +22,10 @@ def vertical_residual(plane: np.ndarray) -> np.ndarray:
     return out
 
 
+def _abs_size(residual: np.ndarray) -> int:
+    return int(np.abs(residual[::4].view(np.int8), dtype=np.int32).sum())
+
+
 def encode_planes(planes: list[np.ndarray]) -> tuple[list[bytes], list[int]]:
     """Residual bytes and coding of each plane of a segment, in order (the first cannot be TEMPORAL)."""
     data, codings = [], []
@@ -31,8 +35,9 @@ def encode_planes(planes: list[np.ndarray]) -> tuple[list[bytes], list[int]]:
         best, coding = vert, VERTICAL
         if prev is not None and prev.shape == plane.shape:
             temp = plane - prev  # wraps mod 256
-            # absolute size of each residual read as signed bytes: a cheap proxy of its compressed size
-            if np.abs(temp.view(np.int8), dtype=np.int32).sum() < np.abs(vert.view(np.int8), dtype=np.int32).sum():
+            # absolute size of each residual read as signed bytes, on every 4th row: a cheap proxy of its
+            # compressed size (on real footage the same choice as reading every row, for a quarter of the cost)
+            if _abs_size(temp) < _abs_size(vert):
                 best, coding = temp, TEMPORAL
         data.append(np.ascontiguousarray(best).tobytes())
         codings.append(coding)

@@ -178,6 +178,33 @@ def test_live_hls_is_published_while_it_is_still_being_written(broker, tmp_path)
     assert any(x[3][HEADER_KIND] == b"eos" for x in got[("hls", "video")])
 
 
+def test_live_source_that_goes_silent_sends_heartbeats_then_fails_clearly(broker):
+    """A UDP MPEG-TS feed that stops: the stream's clock keeps moving by heartbeats until the read
+    timeout, then the run fails naming the source; everything that arrived was published."""
+    port = free_port_pair()
+    writer = subprocess.Popen([ffmpeg(), "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                               "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3",
+                               "-c:v", "libx264", "-g", "25", "-c:a", "aac", "-f", "mpegts",
+                               f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    try:
+        stats, records = run_publish(broker, [f"udp://127.0.0.1:{port}"], ["udp"], "udp", heartbeat_s=0.5,
+                                     read_timeout_s=2.0)
+    finally:
+        writer.kill()
+        writer.wait()
+    s = stats[0]
+    assert s.error is not None and f"udp://127.0.0.1:{port}: no data for 2 s: the source stopped" in s.error
+    assert s.frames > 0 and s.heartbeats >= 2
+    got = decoded(records)[("udp", "video")]
+    assert [x[0] for x in got] == list(range(len(got)))  # heartbeats take their place in the sequence
+    beats = [x[2].to_pylist()[0] for x in got if x[1] == "control"]
+    assert len(beats) == s.heartbeats and all(b["kind"] == "heartbeat" for b in beats)
+    last_frame = max(max(x[2].column("pts_s").to_pylist()) for x in got if x[1] == "video_segment")
+    times = [b["media_time_s"] for b in beats]
+    assert times == sorted(times) and times[0] > last_frame  # the clock moves on past the last frame
+    assert times[-1] - times[0] >= 0.4 * (len(times) - 1)     # about one per --heartbeat
+
+
 def test_broker_killed_and_restarted_mid_publish_loses_and_duplicates_nothing(tmp_path):
     from avwatch.stack import Stack
 
@@ -265,6 +292,10 @@ def test_unknown_option_and_bad_values(broker):
     assert r.returncode == 2 and "--size must look like 320x180" in r.stderr
     r = cli("a.mp4", "b.mp4", "--stream-id", "one", "--bootstrap", broker.bootstrap)
     assert r.returncode == 2 and "--stream-id was given 1 time(s) for 2 source(s)" in r.stderr
+    r = cli("a.mp4", "--heartbeat", "0", "--bootstrap", broker.bootstrap)
+    assert r.returncode == 2 and "--heartbeat must be a positive number of seconds, got 0" in r.stderr
+    r = cli("a.mp4", "--read-timeout", "-1", "--bootstrap", broker.bootstrap)
+    assert r.returncode == 2 and "--read-timeout must be a positive number of seconds, got -1" in r.stderr
 
 
 def test_unreachable_broker_is_named(tmp_path, av_clip):
