@@ -76,6 +76,15 @@ logger.state.level=WARN
 """
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id (a URL-safe base64 UUID). Like Kafka's own Uuid.randomUuid, never one that
+    starts with '-' (1 in 64 would): the storage tool would read it as an option and refuse to start."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass(frozen=True)
 class Stack:
     """One local broker: where its state lives and which ports it binds on 127.0.0.1."""
@@ -246,7 +255,7 @@ class Stack:
     def _format_storage(self, java: str, classpath: str) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         proc = subprocess.run([java, "-cp", classpath, "-Dlog4j2.configurationFile=none",
                                "kafka.tools.StorageTool", "format", "-t", cluster_id,
                                "-c", str(self.properties)], capture_output=True, text=True)

@@ -31,7 +31,7 @@ ALL = ["converter", "detectors", "e2e", "e2e_edge", "spark", "scaling", "latency
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
-    p.add_argument("--streams", type=int, default=20, help="streams for the streams-per-core run (default 20)")
+    p.add_argument("--streams", type=int, default=40, help="streams for the streams-per-core run (default 40, the target)")
     p.add_argument("--streams-seconds", type=float, default=180.0, help="its duration (default 180)")
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.md/.json")
     args = p.parse_args(argv)

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                    help="records larger than this go to the dead-letter table")
     p.add_argument("--features", action="store_true", help="also write the frame_features table")
+    p.add_argument("--events-writer", choices=["driver", "spark"], default="driver",
+                   help="who merges each batch's events into anomaly_events: the driver with delta-rs (default; "
+                        "local paths, s3://, gs://, abfss://) or Spark's Delta MERGE (any Hadoop filesystem)")
     p.add_argument("--run-id", help="id recorded with every row (default: a new one per start)")
     p.add_argument("--master", help="Spark master when not launched by spark-submit (default local[*])")
     p.add_argument("--timeout", type=float, help="stop after this many seconds (soak tests, benchmarks)")
@@ -144,7 +147,7 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
                                       GroupStateTimeout.ProcessingTimeTimeout))
     checkpoint = args.checkpoint or str(Path(args.sink) / "_checkpoints" / "stream")
     sink = BatchSink(spark, args.sink, app_id(checkpoint), bootstrap, args.alerts_topic, run_id,
-                     keep_features=args.features)
+                     keep_features=args.features, events_writer=args.events_writer)
     writer = (output.writeStream.foreachBatch(sink.write_batch)
               .option("checkpointLocation", checkpoint).queryName("avwatch-stream"))
     if args.until_idle:

@@ -115,3 +115,15 @@ def test_second_resolution_needs_no_network(tmp_path):
     result = avwatch("jars", "--set", "spark", "--csv", env=env)
     assert result.returncode == 0, result.stderr
     assert "spark-sql-kafka-0-10_2.13-4.2.0.jar" in result.stdout and "delta-spark" in result.stdout
+
+
+def test_cluster_ids_never_start_with_a_dash():
+    """The storage tool reads an id that starts with '-' as an option; 1 random id in 64 would."""
+    import base64
+
+    from avwatch.stack import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert all(len(base64.urlsafe_b64decode(i + "==")) == 16 for i in ids)  # a whole UUID, URL-safe base64
