@@ -6,8 +6,9 @@
   anchor   one numpy `frame.mean()` pass over the same frames (what touching every pixel once costs)
   FFmpeg   `ffmpeg -threads 1 -i CLIP -vf scale=W:H,blackdetect,freezedetect,blockdetect,blurdetect -an`
            minus `-vf scale=W:H` alone, per frame: the cost of its detection filters at the same size
-Audio: every audio detector's block_features per second of 5.1 audio. Target: the whole video feature
-set under 1 ms per 320x180 frame.
+Audio: every audio detector's block_features per second of 5.1 audio. Block grid: the converter's
+full-size blockiness features per 720p and 1080p frame, against one numpy mean over the same plane.
+Target: the whole video feature set under 1 ms per 320x180 frame.
 """
 from __future__ import annotations
 
@@ -30,6 +31,26 @@ def _best(fn, reps: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - t)
     return best
+
+
+def block_grid_cost() -> dict:
+    """blockiness.block_grid_features per full-size luma plane (in the converter, before any scaling)."""
+    import av
+    import numpy as np
+
+    from detectors.blockiness import block_grid_features
+    from schemas.records import BLOCK_REGIONS
+
+    out = {}
+    for height in (1080, 720):
+        with av.open(str(bench_clip(height))) as c:
+            planes = [f.to_ndarray(format="gray") for _, f in zip(range(50), c.decode(video=0))]
+        n = len(planes)
+        ours = _best(lambda: [block_grid_features(y, BLOCK_REGIONS) for y in planes]) / n * 1e6
+        anchor = _best(lambda: [np.mean(y) for y in planes]) / n * 1e6
+        out[f"{height}p"] = {"frames": n, "block_grid_us": round(ours, 1), "anchor_numpy_mean_us": round(anchor, 1),
+                             "vs_anchor": round(ours / anchor, 2)}
+    return out
 
 
 def segments(clip, width: int, seconds: float = 8.0):
@@ -85,4 +106,5 @@ def run() -> dict:
             options = config.get(name).options
             arow[f"{name}_us_per_s"] = round(_best(lambda: [fn(b, options) for b in blocks]) / seconds * 1e6)
     result["audio"] = arow
+    result["block_grid"] = block_grid_cost()
     return result

@@ -88,8 +88,8 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
     machine while it catches up, minus the replay that feeds it (measured in this process)."""
     from detectors.analyzer import StreamAnalyzer
     from detectors.config import DetectorConfig
-    from detectors.features import SegmentInput
-    from jobs.stream_stages import features_from_ipc, stage1_rows
+    from detectors.features import Features, SegmentInput
+    from jobs.stream_stages import stage1_rows
 
     clip = convert_once(bench_clip(720))
     topics = ("bench.svl.video", "bench.svl.audio")
@@ -127,7 +127,7 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
             analyzers[sid] = (analyzer, analyzer.initial_state())
         analyzer, state = analyzers[sid]
         analyzer.add(state, SegmentInput(sid, out["kind"], out["sequence"], out["t"], json.loads(out["source"]),
-                                         features=features_from_ipc(out["features"]) if out["features"] else None,
+                                         features=Features.from_ipc(out["features"]) if out["features"] else None,
                                          control=out["control"]))
     local_cpu = time.process_time() - t0
     return {"frames": frames, "local_cpu_s": round(local_cpu, 2), "local_frames_per_cpu_s": round(frames / local_cpu, 1),

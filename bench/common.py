@@ -12,7 +12,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from tests.media import ffmpeg  # noqa: F401  (the anchors' FFmpeg command line, as the tests find it)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = ROOT / ".cache" / "bench"
@@ -62,13 +63,6 @@ def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float, su
     before, t0 = child_cpu(), time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return time.monotonic() - t0, child_cpu() - before, proc
-
-
-def ffmpeg() -> str:
-    exe = shutil.which("ffmpeg")
-    if exe is None:
-        raise SystemExit("ffmpeg is not installed: run `make system-deps` (scripts/install-system-deps.sh)")
-    return exe
 
 
 def machine() -> dict:

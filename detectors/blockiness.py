@@ -134,43 +134,6 @@ def block_grid_features(luma: np.ndarray, regions: tuple[int, int] = (3, 3)) -> 
     inner_mean = (inner_v / count_v + inner_h / count_h) / 2 / 255
     ratio = ((grid_mean + _EPS) / (inner_mean + _EPS)).ravel().astype(np.float32)
     return ratio, inner_mean.ravel().astype(np.float32)
-    nbx, nby = (w - 1) // GRID, (h - 1) // GRID  # whole blocks whose right/bottom grid line exists
-    grid_v = np.zeros((ry, rx))
-    inner_v = np.zeros((ry, rx))
-    # Steps across vertical grid lines: |Y[:, x] - Y[:, x-1]| on every 4th row, profiles per row band.
-    row_step, inner_rows = _sampling(h)
-    rows = y[::row_step]
-    gx = cv2.absdiff(rows[:, 1:GRID * nbx + 1], rows[:, :GRID * nbx])  # gx[:, i] = step between i and i+1
-    row_edges = np.linspace(0, gx.shape[0], ry + 1).astype(int)
-    for i in range(ry):
-        profile = _column_sums(gx[row_edges[i]:row_edges[i + 1]]).reshape(nbx, GRID)
-        grid_v[i] = _band_sums(profile[:, GRID - 1], rx)
-        inner_v[i] = _band_sums(profile[:, [o - 1 for o in _INNER]].mean(axis=1), rx)
-    # Steps across horizontal grid lines: whole rows 8k-1 vs 8k (strided views, no copy).
-    grid_h = np.zeros((ry, rx))
-    inner_h = np.zeros((ry, rx))
-    col_edges = np.linspace(0, w, rx + 1).astype(int)
-    step = GRID * _LINE_STEP
-    gy_grid = cv2.absdiff(y[GRID - 1:GRID * nby - 1:step], y[GRID:GRID * nby:step])
-    gy_inner = [cv2.absdiff(y[o - 1:GRID * nby - 1:step], y[o:GRID * nby:step]) for o in inner_rows]
-    band_rows = np.linspace(0, gy_grid.shape[0], ry + 1).astype(int)
-    for i in range(ry):
-        g = _column_sums(gy_grid[band_rows[i]:band_rows[i + 1]])
-        n = sum(_column_sums(gi[band_rows[i]:band_rows[i + 1]]) for gi in gy_inner) / len(inner_rows)
-        grid_h[i] = np.add.reduceat(g, col_edges[:-1])
-        inner_h[i] = np.add.reduceat(n, col_edges[:-1])
-    # Counts of steps per region, to turn sums into means.
-    n_rows_v = np.diff(row_edges)[:, None]
-    n_cols_v = np.diff(np.linspace(0, nbx, rx + 1).astype(int))[None, :]
-    n_rows_h = np.diff(band_rows)[:, None]
-    n_cols_h = np.diff(col_edges)[None, :]
-    count_v = np.maximum(n_rows_v * n_cols_v, 1)
-    count_h = np.maximum(n_rows_h * n_cols_h, 1)
-    grid_mean = (grid_v / count_v + grid_h / count_h) / 2 / 255
-    inner_mean = (inner_v / count_v + inner_h / count_h) / 2 / 255
-    activity[:] = inner_mean.ravel()
-    ratio[:] = ((grid_mean + _EPS) / (inner_mean + _EPS)).ravel()
-    return ratio, activity
 
 
 def frame_features(frames, options) -> dict:

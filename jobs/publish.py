@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_container
-from avwatch.convert.segments import Segment, Segmenter
+from avwatch.convert.segments import Segment, Segmenter, check_segment_seconds
 from avwatch.errors import AvwatchError
 from avwatch.native_threads import use_one_native_thread
 from jobs.entry import detector_config
@@ -61,6 +61,12 @@ class PublishOptions:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     max_loops: int | None = None      # with loop: stop after this many passes (tests, soak runs)
     edge_features: object = None      # a DetectorConfig: run stage 1 here and send features, not pixels
+
+    def __post_init__(self):
+        check_segment_seconds(self.segment_s)
+        for flag, value in (("--heartbeat", self.heartbeat_s), ("--read-timeout", self.read_timeout_s)):
+            if not value > 0:
+                raise AvwatchError(f"{flag} must be a positive number of seconds, got {value:g}")
 
 
 @dataclass
@@ -352,11 +358,6 @@ def main_from_args(args) -> int:
         send_timeout_s=args.send_timeout, open_retries=args.open_retries, read_timeout_s=args.read_timeout,
         decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]),
         edge_features=detector_config(args) if args.edge_features else None)
-    if options.segment_s < 0.1 or options.segment_s > 10:
-        raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {options.segment_s}")
-    for flag, value in (("--heartbeat", options.heartbeat_s), ("--read-timeout", options.read_timeout_s)):
-        if not value > 0:
-            raise AvwatchError(f"{flag} must be a positive number of seconds, got {value:g}")
     stats = publish(sources, ids, options, progress=sys.stderr.isatty() and not args.no_progress)
     failed = False
     for s in stats:

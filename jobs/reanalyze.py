@@ -145,7 +145,7 @@ def _features_to_stage1(batches):
     import pyarrow as pa
 
     from detectors.features import Features
-    from jobs.stream_stages import STAGE1_SCHEMA, features_to_ipc
+    from jobs.stream_stages import STAGE1_SCHEMA
     from schemas.records import FRAME_FEATURE_COLUMNS
 
     for batch in batches:
@@ -158,7 +158,7 @@ def _features_to_stage1(batches):
             epoch = first_time - timedelta(seconds=float(feats["t"][0]))
             source = {"has_video": True, "has_audio": False, "epoch": epoch.isoformat(), "live": False}
             out.append({"stream_id": stream_id, "kind": "video", "sequence": 0, "t": float(feats["t"][0]),
-                        "source": json.dumps(source), "features": features_to_ipc(feats),
+                        "source": json.dumps(source), "features": feats.to_ipc(),
                         "event_time": first_time})
         yield pa.RecordBatch.from_pylist(out, schema=STAGE1_SCHEMA)
 
@@ -187,6 +187,7 @@ def reanalyze(spark, args, config) -> dict:
         stage1 = _features_source(spark, sink, start, end, streams).repartition("stream_id").mapInArrow(
             _features_to_stage1, arrow_to_spark(STAGE1_SCHEMA))
     else:
+        from jobs.stream import DEFAULT_MAX_RECORD_BYTES as max_bytes
         from jobs.stream import resolve_bootstrap
 
         bootstrap = resolve_bootstrap(args)
@@ -197,11 +198,10 @@ def reanalyze(spark, args, config) -> dict:
                .option("endingTimestamp", str(int(end.timestamp() * 1000)))
                .option("startingOffsetsByTimestampStrategy", "latest")  # partitions without data in range
                .option("failOnDataLoss", "false")
-               .option("kafka.max.partition.fetch.bytes", str(17 << 20)).load()
+               .option("kafka.max.partition.fetch.bytes", str(max_bytes + (1 << 20))).load()
                .select("key", "value", "topic", "partition", "offset", "timestamp"))
         if streams:
             raw = raw.where(F.col("key").cast("string").isin(streams))
-        max_bytes = 12 * 1024 * 1024
         stage1 = raw.mapInArrow(lambda b: stage1_batches(b, config, kinds_by_topic, max_bytes),
                                 arrow_to_spark(STAGE1_SCHEMA))
     stage1 = stage1.where(F.col("stream_id").isNotNull()).cache()

@@ -74,13 +74,13 @@ def frame_feature_rows(feats, stream_id: str, epoch, run_id: str) -> dict[str, l
 def explode_features(batches, run_id: str):
     """mapInArrow body: frame-feature blobs (one per video segment) -> one FRAME_FEATURES row per frame."""
     from jobs.spark_schemas import spark_arrow_schema
-    from jobs.stream_stages import features_from_ipc
+    from detectors.features import Features
 
     target = spark_arrow_schema(FRAME_FEATURES.schema)
     for batch in batches:
         columns = {name: [] for name in FRAME_FEATURES.schema.names}
         for row in batch.to_pylist():
-            part = frame_feature_rows(features_from_ipc(row["features"]), row["stream_id"], row["epoch"], run_id)
+            part = frame_feature_rows(Features.from_ipc(row["features"]), row["stream_id"], row["epoch"], run_id)
             for name, values in part.items():
                 columns[name] += values
         yield pa.RecordBatch.from_pydict(columns, schema=FRAME_FEATURES.schema).cast(target)
@@ -159,24 +159,22 @@ class BatchSink:
 
     # -- Delta -----------------------------------------------------------------------------------
 
-    def _txn(self, batch_id: int):
-        return {"txnAppId": self.app_id, "txnVersion": str(batch_id)}
-
     def _merge_events(self, events: list[dict], batch_id: int) -> None:
         now = datetime.now(timezone.utc)
         for row in events:
             row["detected_at"] = row.get("detected_at") or now
+        source = pa.Table.from_pylist(events, schema=ANOMALY_EVENT.schema)
         if self.events_writer == "driver":
-            self._merge_events_delta_rs(events, batch_id)
+            self._merge_events_delta_rs(source, batch_id)
         else:
-            self._merge_events_spark(events, batch_id)
+            self._merge_events_spark(source, batch_id)
 
-    def _merge_events_delta_rs(self, events: list[dict], batch_id: int) -> None:
+    def _merge_events_delta_rs(self, source: pa.Table, batch_id: int) -> None:
         from deltalake import CommitProperties, DeltaTable, Transaction
         from deltalake.exceptions import CommitFailedError
 
         path = self.path(EVENTS)
-        source = pa.Table.from_pylist(events, schema=ANOMALY_EVENT.schema).replace_schema_metadata(None)
+        source = source.replace_schema_metadata(None)
         if not self._events_table_ready:
             DeltaTable.create(path, schema=source.schema, mode="ignore")
             self._events_table_ready = True
@@ -196,14 +194,13 @@ class BatchSink:
                     raise
                 log.warning("events commit of batch %d lost a race with another writer; retrying", batch_id)
 
-    def _merge_events_spark(self, events: list[dict], batch_id: int) -> None:
+    def _merge_events_spark(self, source: pa.Table, batch_id: int) -> None:
         from delta.tables import DeltaTable
 
         from jobs.spark_schemas import struct_type
 
         schema = struct_type(ANOMALY_EVENT)
-        source = self.spark.createDataFrame(pa.Table.from_pylist(events, schema=ANOMALY_EVENT.schema).to_pandas(),
-                                            schema=schema)
+        source = self.spark.createDataFrame(source.to_pandas(), schema=schema)
         path = self.path(EVENTS)
         if not self._events_table_ready:  # once per run: creating it reads the Delta log each time
             DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema).execute()

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
     p.add_argument("--state-partitions", type=int, default=None,
                    help="partitions of the per-stream state (fixed by the first run of a checkpoint; default: "
-                        "spark.sql.shuffle.partitions, 4 unless set)")
+                        "spark.sql.shuffle.partitions, 2 unless set)")
     p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                    help="records larger than this go to the dead-letter table")
     p.add_argument("--features", action="store_true", help="also write the frame_features table")

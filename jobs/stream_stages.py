@@ -55,14 +55,6 @@ STAGE2_SCHEMA = pa.schema(
 EVENT_COLUMNS = [f.name for f in ANOMALY_EVENT.schema]
 
 
-def features_to_ipc(features: Features) -> bytes:
-    return features.to_ipc()
-
-
-def features_from_ipc(payload: bytes) -> Features:
-    return Features.from_ipc(payload)
-
-
 def _dead(row: dict, reason: str) -> dict:
     value = row.get("value")
     return {"reason": reason, "topic": row.get("topic"), "partition": row.get("partition"),
@@ -97,7 +89,7 @@ def stage1_rows(rows: list[dict], config: DetectorConfig, kinds_by_topic: dict[s
         if record_type.name == "feature_segment":  # computed at the edge: pass the blob on as it came
             blob = table.column("features")[0].as_py()
         else:
-            blob = features_to_ipc(item.features) if item.features is not None else None
+            blob = item.features.to_ipc() if item.features is not None else None
         out.append({"stream_id": item.stream_id, "kind": item.kind, "sequence": item.sequence, "t": item.t,
                     "control": item.control, "source": json.dumps(item.source, sort_keys=True),
                     "features": blob,
@@ -150,7 +142,7 @@ class Stage2:
             if publish_id:
                 state["publish_id"] = publish_id
             state["live"] = bool(source.get("live"))
-            feats = features_from_ipc(row["features"]) if row.get("features") is not None else None
+            feats = Features.from_ipc(row["features"]) if row.get("features") is not None else None
             item = SegmentInput(stream_id, row["kind"], int(row["sequence"]), float(row["t"]), source,
                                 features=feats, control=row.get("control"))
             outcome = self.analyzer.add(state["analyzer"], item)

@@ -173,7 +173,7 @@ def test_silence_stage1_counts_quiet_samples_at_block_edges():
 @pytest.mark.parametrize("rate,channels", [(48000, 2), (44100, 1), (48000, 6), (44100, 2)])
 def test_silence_gaps_are_exact_to_the_sample(rate, channels):
     x = tone_bursts(9.0, rate, channels)
-    gaps = [(1234, 2.5), (4.0, 4.7), (6.05, 9.0)]  # 1234 is a sample index; the last runs to the end
+    # gaps at samples 1234..2.5 s, 4.0..4.7 s and 6.05 s..the end
     x[1234:int(2.5 * rate)] = 0.0
     x[int(4.0 * rate):int(4.7 * rate)] = 0.0          # 0.7 s: shorter than d = 1
     x[int(6.05 * rate):] = 0.0

@@ -292,6 +292,8 @@ def test_unknown_option_and_bad_values(broker):
     assert r.returncode == 2 and "--size must look like 320x180" in r.stderr
     r = cli("a.mp4", "b.mp4", "--stream-id", "one", "--bootstrap", broker.bootstrap)
     assert r.returncode == 2 and "--stream-id was given 1 time(s) for 2 source(s)" in r.stderr
+    r = cli("a.mp4", "--segment", "20", "--bootstrap", broker.bootstrap)
+    assert r.returncode == 2 and "--segment must be between 0.1 and 10 seconds, got 20" in r.stderr
     r = cli("a.mp4", "--heartbeat", "0", "--bootstrap", broker.bootstrap)
     assert r.returncode == 2 and "--heartbeat must be a positive number of seconds, got 0" in r.stderr
     r = cli("a.mp4", "--read-timeout", "-1", "--bootstrap", broker.bootstrap)

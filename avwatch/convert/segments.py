@@ -51,6 +51,13 @@ def new_publish_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:8]
 
 
+def check_segment_seconds(value: float) -> None:
+    if not (0.1 <= value <= 10.0):
+        from avwatch.errors import AvwatchError
+
+        raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {value:g}")
+
+
 @dataclass
 class Segmenter:
     """Turns one source's decoded items into segments; call add() per item, then finish()."""
@@ -70,10 +77,7 @@ class Segmenter:
     _source: str = ""
 
     def __post_init__(self):
-        if not (0.1 <= self.segment_s <= 10.0):
-            from avwatch.errors import AvwatchError
-
-            raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {self.segment_s}")
+        check_segment_seconds(self.segment_s)
         self._source = source_json(self.info, self.epoch, self.publish_id)
 
     def refresh_source(self) -> None:
