@@ -30,6 +30,11 @@ def _add_port(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="broker port on 127.0.0.1 (default 9092; the controller uses port+1)")
 
 
+def _add_kafka_config(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help=f"Kafka client properties (security.protocol, sasl.*, ssl.*) {what} (docs/operations.md)")
+
+
 # -- stack -----------------------------------------------------------------------------------------
 
 
@@ -42,7 +47,9 @@ def cmd_stack(args) -> int:
     elif args.action == "down":
         stack.down(purge=args.purge)
     else:
-        info = stack.status()
+        from avwatch.kafka_config import client_properties
+
+        info = stack.status(client_properties(args))
         if args.json:
             print(json.dumps(info, indent=2))
         elif not info["running"]:
@@ -50,6 +57,8 @@ def cmd_stack(args) -> int:
             return 3
         else:
             print(f"Kafka broker: up at {info['bootstrap']} (pid {info['pid']}, state: {info['state']})")
+            if info.get("secure_bootstrap"):
+                print(f"SASL_SSL listener: {info['secure_bootstrap']}")
             topics = info.get("topics", {})
             if not topics:
                 print("topics: none")
@@ -99,13 +108,15 @@ def cmd_analyze(args) -> int:
         return analyze_via_kafka(args, _config(args), _stream_ids(args, args.media))
     from avwatch.convert.decode import DecodeOptions
     from avwatch.local import analyze_source
-    from avwatch.sink import write_events_replacing
+    from avwatch.events_table import table_version
+    from avwatch.sink import EVENTS, table_path, write_events_replacing
 
     config = _config(args)
     ids = _stream_ids(args, args.media)
     decode = DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1])
     rows, failed = [], 0
     for media, sid in zip(args.media, ids):
+        read_version = table_version(str(table_path(args.sink, EVENTS)))  # what another writer adds meanwhile stays
         try:
             result = analyze_source(media, config, stream_id=sid, decode=decode, segment_s=args.segment)
         except AvwatchError as exc:
@@ -122,7 +133,7 @@ def cmd_analyze(args) -> int:
         print(f"{sid}: {', '.join(what)}{note}, {len(result.rows)} event(s)"
               + (f", {result.decode_errors} decode error(s)" if result.decode_errors else ""))
         rows += result.rows
-        write_events_replacing(args.sink, result.rows, [sid])
+        write_events_replacing(args.sink, result.rows, [sid], read_version=read_version)
     print(f"events table: {args.sink}/anomaly_events")
     return 1 if failed else 0
 
@@ -181,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="with status: machine-readable output")
     _add_state(p)
     _add_port(p)
+    _add_kafka_config(p, "with status: list the topics as this client (on the SASL_SSL listener if it has one)")
     p.set_defaults(func=cmd_stack)
 
     p = sub.add_parser("jars", help="resolve the JVM jars into the cache and print their paths")
@@ -207,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", type=float, default=1.0, metavar="SECONDS", help="segment length (default 1)")
     _add_state(p)
     _add_port(p)
+    p.add_argument("--bootstrap", metavar="HOST:PORT",
+                   help="use this Kafka cluster instead of starting the local stack (non-local path)")
+    _add_kafka_config(p, "for the converter and the streaming job (non-local path)")
     p.add_argument("--master", help="Spark master for the non-local path (default local[*])")
     p.set_defaults(func=cmd_analyze)
 

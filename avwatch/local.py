@@ -67,7 +67,8 @@ def analyze_source(uri: str, config: DetectorConfig, stream_id: str | None = Non
         outcome = analyzer.add(state, item)
         epoch = state["epoch"] or FILE_EPOCH
         for version, event in outcome.events:
-            result.rows.append(event_row(stream_id, version, event, epoch, run_id, detected_at))
+            result.rows.append(event_row(stream_id, version, event, epoch, run_id, detected_at,
+                                         publication=state["publication"]))
         if on_segment is not None:
             on_segment(segment)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from avwatch.errors import AvwatchError
-from schemas.records import ANOMALY_EVENT, RecordType
+from schemas.records import RecordType
 
 EVENTS = "anomaly_events"
 DEAD_LETTER = "dead_letter"
@@ -23,18 +23,15 @@ def table_path(sink: str | Path, name: str) -> Path:
     return Path(sink).expanduser().resolve() / name
 
 
-def write_events_replacing(sink: str | Path, rows: list[dict], stream_ids: list[str]) -> None:
-    """Write the events of these streams, replacing what the table held for them, in one commit."""
-    from deltalake import write_deltalake
+def write_events_replacing(sink: str | Path, rows: list[dict], stream_ids: list[str],
+                           read_version: int | None = None) -> dict:
+    """Write the events of these streams, replacing what the table held for them, in one commit (through
+    avwatch.events_table, the one writer of the table: rows merged by event_id, lost commit races retried;
+    with read_version, rows another writer committed after it are kept)."""
+    from avwatch import events_table
 
-    path = table_path(sink, EVENTS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(rows, schema=ANOMALY_EVENT.schema)
-    if not (path / "_delta_log").exists():
-        write_deltalake(str(path), table, mode="append")
-        return
-    quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sorted(set(stream_ids)))
-    write_deltalake(str(path), table, mode="overwrite", predicate=f"stream_id IN ({quoted})")
+    return events_table.replace(str(table_path(sink, EVENTS)), rows, events_table.range_predicate(streams=stream_ids),
+                                read_version=read_version)
 
 
 def read_table(sink: str | Path, name: str = EVENTS, version: int | None = None) -> pa.Table:

@@ -9,11 +9,17 @@ log live in one state folder:
 
 `up` is idempotent, `down` keeps the data unless purge=True. Every failure the user can fix (busy port,
 missing Java, broker that will not start) is an AvwatchError naming the fix.
+
+Optionally (Stack.at(..., secure=SecureListener(...))) the broker also opens a SASL_SSL listener on
+127.0.0.1: TLS with a PKCS12 or PEM keystore, SASL/PLAIN and/or SCRAM users. The plaintext listener stays
+(it is the broker's own inter-broker and readiness listener); clients that should be secured are given
+`secure_bootstrap` and a --kafka-config file (docs/operations.md, "Secure Kafka").
 """
 from __future__ import annotations
 
 import base64
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -55,6 +61,17 @@ log.retention.hours=168
 auto.create.topics.enable=true
 """
 
+# Appended to SERVER_PROPERTIES when the broker also opens a SASL_SSL listener.
+SECURE_PROPERTIES = """\
+# SASL_SSL listener on {host}:{port}: TLS (keystore below) + SASL {mechanisms}
+listener.name.sasl_ssl.sasl.enabled.mechanisms={mechanisms}
+listener.name.sasl_ssl.ssl.keystore.type={keystore_type}
+listener.name.sasl_ssl.ssl.keystore.location={keystore}
+{keystore_password}{jaas}"""
+PLAIN_JAAS = "org.apache.kafka.common.security.plain.PlainLoginModule required"
+SCRAM_JAAS = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
 LOG4J2_PROPERTIES = """\
 rootLogger.level=INFO
 rootLogger.appenderRef.file.ref=file
@@ -86,21 +103,58 @@ def new_cluster_id() -> str:
 
 
 @dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL listener on 127.0.0.1 beside the plaintext one.
+
+    keystore: the broker's key and certificate chain, PKCS12 (.p12/.pfx) or PEM (PKCS#8 key + certificates);
+    keystore_password: the PKCS12 store password, or a PEM file's key password (None: unencrypted PEM key);
+    users: (name, password) pairs the broker accepts; SCRAM users are stored when the data folder is
+    formatted (the first `up`), PLAIN users are read from server.properties at every start."""
+
+    port: int
+    keystore: Path
+    users: tuple[tuple[str, str], ...]
+    keystore_password: str | None = None
+    mechanisms: tuple[str, ...] = ("PLAIN",)
+
+    def __post_init__(self):
+        bad = [m for m in self.mechanisms if m not in SASL_MECHANISMS]
+        if bad or not self.mechanisms:
+            raise AvwatchError(f"SASL mechanism(s) {', '.join(bad) or 'none'}: the local broker offers "
+                               f"{', '.join(SASL_MECHANISMS)}")
+        if not self.users:
+            raise AvwatchError("a secure listener needs at least one (user, password)")
+        for name, password in self.users:
+            if not re.fullmatch(r"[A-Za-z0-9_.@-]+", name) or any(c in password for c in '"\\\n,=[]'):
+                raise AvwatchError(f"user {name!r}: names are letters, digits and _.@-; passwords may not contain "
+                                   f"quotes, backslashes, newlines or ,=[]")
+        if not Path(self.keystore).is_file():
+            raise AvwatchError(f"keystore {self.keystore}: no such file (a PKCS12 .p12 or a PEM key + certificate)")
+
+    @property
+    def keystore_type(self) -> str:
+        return "PEM" if Path(self.keystore).suffix.lower() in (".pem", ".crt", ".key") else "PKCS12"
+
+
+@dataclass(frozen=True)
 class Stack:
     """One local broker: where its state lives and which ports it binds on 127.0.0.1."""
 
     root: Path
     port: int = DEFAULT_PORT
+    secure: SecureListener | None = None
 
     @classmethod
-    def at(cls, state: str | os.PathLike | None = None, port: int | None = None) -> "Stack":
+    def at(cls, state: str | os.PathLike | None = None, port: int | None = None,
+           secure: SecureListener | None = None) -> "Stack":
         root = state_dir(state)
-        stack = cls(root=root, port=port or DEFAULT_PORT)
+        stack = cls(root=root, port=port or DEFAULT_PORT, secure=secure)
         # The port a broker was first set up with stays its port, unless the caller names another.
         if port is None and stack.properties.exists():
             for line in stack.properties.read_text().splitlines():
                 if line.startswith("advertised.listeners="):
-                    stack = cls(root=root, port=int(line.rsplit(":", 1)[1]))
+                    plain = re.search(r"\bPLAINTEXT://[^,]*:(\d+)", line)
+                    stack = cls(root=root, port=int(plain.group(1)), secure=secure)
         return stack
 
     @property
@@ -131,6 +185,25 @@ class Stack:
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def secure_bootstrap(self) -> str | None:
+        """HOST:PORT of the SASL_SSL listener, if this broker has one (given, or in its server.properties)."""
+        if self.secure is not None:
+            return f"{HOST}:{self.secure.port}"
+        if self.properties.exists():
+            m = re.search(r"^advertised\.listeners=.*SASL_SSL://([^,\s]+)", self.properties.read_text(), re.M)
+            if m:
+                return m.group(1)
+        return None
+
+    def bootstrap_for(self, client_config: dict | None) -> str:
+        """The listener a client with these --kafka-config properties talks to: the SASL_SSL one for
+        security.protocol=SASL_SSL (if the broker has it), else the plaintext one."""
+        protocol = (client_config or {}).get("security.protocol", "PLAINTEXT").upper()
+        if protocol == "SASL_SSL" and self.secure_bootstrap:
+            return self.secure_bootstrap
+        return self.bootstrap
+
     # -- queries ---------------------------------------------------------------------------------
 
     def pid(self) -> int | None:
@@ -153,19 +226,24 @@ class Stack:
     def accepts_connections(self) -> bool:
         return _port_open(self.port)
 
-    def topics(self) -> dict[str, dict]:
-        """Topic name -> {partitions, messages} of the running broker (internal topics left out)."""
+    def topics(self, client_config: dict | None = None) -> dict[str, dict]:
+        """Topic name -> {partitions, messages} of the running broker (internal topics left out), asked
+        with the --kafka-config properties (client_config) on the listener they fit."""
         from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000,
-                                 client_id="avwatch-status")
+        from avwatch.kafka_config import python_client_args
+
+        bootstrap = self.bootstrap_for(client_config)
+        security = python_client_args(client_config)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
+                                 client_id="avwatch-status", **security)
         try:
             names = sorted(t for t in admin.list_topics() if not t.startswith("__"))
         finally:
             admin.close()
         if not names:
             return {}
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id="avwatch-status")
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="avwatch-status", **security)
         try:
             result = {}
             for name in names:
@@ -187,7 +265,7 @@ class Stack:
                 self._wait_ready(timeout_s)
             echo(f"Kafka broker already up at {self.bootstrap} (state: {self.root})")
             return self.bootstrap
-        for port in (self.port, self.controller_port):
+        for port in (self.port, self.controller_port) + ((self.secure.port,) if self.secure else ()):
             if _port_open(port):
                 raise AvwatchError(
                     f"port {HOST}:{port} is already in use by another process, so the local Kafka broker "
@@ -235,30 +313,67 @@ class Stack:
             shutil.rmtree(self.kafka_dir)
             echo(f"removed broker data under {self.kafka_dir}")
 
-    def status(self) -> dict:
+    def status(self, client_config: dict | None = None) -> dict:
         pid = self.pid()
         info = {"state": str(self.root), "bootstrap": self.bootstrap, "running": pid is not None,
                 "pid": pid, "log": str(self.log_file)}
+        if self.secure_bootstrap:
+            info["secure_bootstrap"] = self.secure_bootstrap
         if pid is not None and self.accepts_connections():
-            info["topics"] = self.topics()
+            info["topics"] = self.topics(client_config)
         return info
 
     # -- internals -------------------------------------------------------------------------------
 
     def _configure(self) -> None:
         self.kafka_dir.mkdir(parents=True, exist_ok=True)
-        if not self.properties.exists():
-            self.properties.write_text(SERVER_PROPERTIES.format(
+        # Written once, kept after; with a secure listener rewritten at every `up` (its users, keystore or
+        # port may have changed) -- the same node and data folder, so the formatted data stays valid.
+        if not self.properties.exists() or self.secure is not None:
+            text = SERVER_PROPERTIES.format(
                 host=HOST, port=self.port, controller_port=self.controller_port,
-                data_dir=self.data_dir, max_bytes=MAX_MESSAGE_BYTES))
+                data_dir=self.data_dir, max_bytes=MAX_MESSAGE_BYTES)
+            if self.secure is not None:
+                text = self._with_secure_listener(text)
+            self.properties.write_text(text)
+            if self.secure is not None:
+                self.properties.chmod(0o600)  # it holds the PLAIN users' passwords
+
+    def _with_secure_listener(self, text: str) -> str:
+        sec = self.secure
+        listener = f"SASL_SSL://{HOST}:{sec.port}"
+        text = (text.replace(f"CONTROLLER://{HOST}:{self.controller_port}\n",
+                             f"CONTROLLER://{HOST}:{self.controller_port},{listener}\n")
+                .replace(f"advertised.listeners=PLAINTEXT://{HOST}:{self.port}\n",
+                         f"advertised.listeners=PLAINTEXT://{HOST}:{self.port},{listener}\n")
+                .replace("CONTROLLER:PLAINTEXT\n", "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL\n"))
+        jaas = ""
+        if "PLAIN" in sec.mechanisms:
+            users = " ".join(f'user_{name}="{password}"' for name, password in sec.users)
+            jaas += f"listener.name.sasl_ssl.plain.sasl.jaas.config={PLAIN_JAAS} {users};\n"
+        for mechanism in sec.mechanisms:
+            if mechanism.startswith("SCRAM-"):
+                jaas += f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config={SCRAM_JAAS}\n"
+        password = ""
+        if sec.keystore_password is not None:
+            key = "ssl.keystore.password" if sec.keystore_type == "PKCS12" else "ssl.key.password"
+            password = f"listener.name.sasl_ssl.{key}={sec.keystore_password}\n"
+        return text + SECURE_PROPERTIES.format(
+            host=HOST, port=sec.port, mechanisms=",".join(sec.mechanisms), keystore_type=sec.keystore_type,
+            keystore=Path(sec.keystore).resolve(), keystore_password=password, jaas=jaas)
 
     def _format_storage(self, java: str, classpath: str) -> None:
         if (self.data_dir / "meta.properties").exists():
             return
         cluster_id = new_cluster_id()
+        scram = []  # SCRAM credentials live in the cluster metadata: stored when the data folder is formatted
+        for mechanism in (self.secure.mechanisms if self.secure else ()):
+            if mechanism.startswith("SCRAM-"):
+                for name, password in self.secure.users:
+                    scram += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         proc = subprocess.run([java, "-cp", classpath, "-Dlog4j2.configurationFile=none",
                                "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                               "-c", str(self.properties)], capture_output=True, text=True)
+                               "-c", str(self.properties), *scram], capture_output=True, text=True)
         if proc.returncode != 0:
             raise AvwatchError(f"could not format the Kafka data folder {self.data_dir}:\n"
                                f"{(proc.stdout + proc.stderr).strip()[-2000:]}")

@@ -10,11 +10,20 @@ that it is skipped (counted in `lost`). A segment that arrives after being skipp
 and reported to the caller, which logs it (the job writes it to the dead-letter table): never silently
 dropped.
 
-All state is one plain dict (pickled by the Spark job between micro-batches). It holds feature rows
-only for segments waiting on a gap, never pixels.
+The analyzer meets a stream wherever it is: the first segment it sees of a kind sets where that kind
+starts (a job started at the latest offsets, a beginning deleted by retention, a dead-lettered first
+segment). Detectors then start cold, and the first event of each says so in its details (`cold_start`).
+
+All state is one plain dict (pickled by the Spark job between micro-batches), with a layout version. It
+holds feature rows only for segments waiting on a gap, never pixels. `reconcile` brings a state saved
+under another configuration up to this one: detectors added or changed start fresh (and cold), removed
+ones are dropped, so a restart with a new configuration keeps every stream running.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from detectors.base import AUDIO, VIDEO, Event
@@ -22,6 +31,13 @@ from detectors.config import DetectorConfig
 from detectors.features import Features
 
 KINDS = (VIDEO, AUDIO)
+STATE_VERSION = 2   # 1: "next" started at 0 and detectors were not versioned in the state
+
+
+def detector_key(det) -> str:
+    """What a detector's saved state depends on: its version and its options."""
+    options = json.dumps(det.options.as_dict(), sort_keys=True, default=str)
+    return f"{det.version}:{hashlib.sha256(options.encode()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -42,10 +58,17 @@ class StreamAnalyzer:
     def __init__(self, config: DetectorConfig, lateness_s: float = 30.0):
         self.config = config
         self.lateness_s = float(lateness_s)
+        # A kind first seen past segment 0 waits this long (media s) for earlier segments delivered out of
+        # order before it starts there.
+        self.join_wait_s = min(self.lateness_s, 3.0)
 
     def initial_state(self) -> dict:
         return {
-            "next": {VIDEO: 0, AUDIO: 0},
+            "version": STATE_VERSION,
+            "next": {VIDEO: None, AUDIO: None},   # None: the first segment seen sets it
+            "joined": {},                         # kind -> {"sequence", "t"} when it was not 0
+            "cold": {},                           # detector -> why it started without history
+            "publication": None,                  # the converter's publish_id
             "pending": {VIDEO: {}, AUDIO: {}},    # seq -> (t, payload)
             "released_t": {VIDEO: None, AUDIO: None},
             "eos": {VIDEO: False, AUDIO: False},
@@ -55,7 +78,40 @@ class StreamAnalyzer:
             "finished": False,
             "counts": {"segments": 0, "duplicates": 0, "late": 0, "lost": 0},
             "detectors": {d.name: d.initial_state() for d in self.config.detectors},
+            "detector_keys": {d.name: detector_key(d) for d in self.config.detectors},
         }
+
+    def reconcile(self, state: dict) -> dict:
+        """Bring a saved state to this configuration and layout (see the module docstring)."""
+        if state.get("version") is None:  # layout 1
+            state["version"] = STATE_VERSION
+            state.setdefault("joined", {})
+            state.setdefault("cold", {})
+            state.setdefault("publication", None)
+            state["detector_keys"] = {d.name: detector_key(d) for d in self.config.detectors
+                                      if d.name in state["detectors"]}
+        elif state["version"] != STATE_VERSION:
+            raise ValueError(f"stream state layout {state['version']} is newer than this build's "
+                             f"({STATE_VERSION}): run the newer avwatch on this checkpoint")
+        keys = state["detector_keys"]
+        finished = state.setdefault("finished_detectors", [])
+        for det in self.config.detectors:
+            key = detector_key(det)
+            if keys.get(det.name) != key or det.name not in state["detectors"]:
+                why = "added to the job" if det.name not in state["detectors"] else \
+                    f"changed (version/options {keys.get(det.name)} -> {key})"
+                state["detectors"][det.name] = det.initial_state()
+                keys[det.name] = key
+                state["cold"][det.name] = {"reason": f"detector {why} while the stream ran",
+                                           "from_s": round(float(state["media_end"]), 3)}
+                if det.name in finished:
+                    finished.remove(det.name)
+        configured = set(self.config.names)
+        for name in [n for n in state["detectors"] if n not in configured]:
+            del state["detectors"][name]
+            keys.pop(name, None)
+            state["cold"].pop(name, None)
+        return state
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -77,7 +133,7 @@ class StreamAnalyzer:
 
     def start_at(self, state: dict, kind: str, sequence: int) -> None:
         """Begin a kind at this sequence number instead of 0 (re-analysis of a time range mid-stream)."""
-        if state["next"][kind] == 0 and not state["pending"][kind]:
+        if not state["next"][kind] and not state["pending"][kind]:
             state["next"][kind] = int(sequence)
 
     def clock(self, state: dict, media_time_s: float) -> Outcome:
@@ -85,9 +141,17 @@ class StreamAnalyzer:
         detectors the stream's clock reached media_time_s, as a heartbeat would."""
         out = Outcome()
         for det in self.config.detectors:
-            for ev in det.heartbeat(state["detectors"][det.name], float(media_time_s)):
-                out.events.append((det.version, ev))
+            self._emit(state, det, det.heartbeat(state["detectors"][det.name], float(media_time_s)), out)
         return out
+
+    @staticmethod
+    def _emit(state: dict, det, events, out: Outcome) -> None:
+        """Collect a detector's events; the first after a cold start says so in its details."""
+        for ev in events:
+            cold = state["cold"].pop(det.name, None)
+            if cold is not None:
+                ev = dataclasses.replace(ev, details={**ev.details, "cold_start": cold})
+            out.events.append((det.version, ev))
 
     def _add(self, state: dict, kind: str, seq: int, t: float, payload, source: dict | None) -> Outcome:
         if kind not in KINDS:
@@ -95,8 +159,18 @@ class StreamAnalyzer:
         if source is not None:
             self._learn_source(state, source)
         out = Outcome()
+        if state["next"][kind] is None:  # where this kind starts is not known yet
+            if seq not in state["pending"][kind]:
+                state["pending"][kind][seq] = (float(t), payload)
+                state["counts"]["segments"] += 1
+            else:
+                state["counts"]["duplicates"] += 1
+            if self._choose_start(state, kind):
+                out.extend(self._release(state, kind))
+            return out
         if seq < state["next"][kind] or seq in state["pending"][kind]:
-            if seq < state["next"][kind] and seq in state.setdefault("skipped", {}).get(kind, []):
+            before_join = seq < state["joined"].get(kind, {}).get("sequence", 0)
+            if seq < state["next"][kind] and (before_join or seq in state.setdefault("skipped", {}).get(kind, [])):
                 state["counts"]["late"] += 1
                 out.late.append((kind, seq))
             else:
@@ -107,12 +181,44 @@ class StreamAnalyzer:
         out.extend(self._release(state, kind))
         return out
 
+    def _choose_start(self, state: dict, kind: str, force: bool = False) -> bool:
+        """Start `kind` at its lowest waiting segment once that is 0, an end of stream waits, or the
+        waiting segments span join_wait_s; mark the detectors cold when it is not 0."""
+        pending = state["pending"][kind]
+        if not pending:
+            return False
+        times = [t for t, _ in pending.values()]
+        first = min(pending)
+        if not (force or first == 0 or max(times) - min(times) >= self.join_wait_s or len(pending) > 64
+                or any(what == "eos" for _, (what, _body) in pending.values())):
+            return False
+        state["next"][kind] = first
+        if first > 0:
+            t0 = round(float(pending[first][0]), 3)
+            state["joined"][kind] = {"sequence": int(first), "t": t0}
+            for det in self.config.detectors:
+                if kind in det.inputs:
+                    state["cold"].setdefault(det.name, {
+                        "reason": f"the {kind} of this stream was first seen at segment {first} (joined mid-stream: "
+                                  f"earlier segments expired, were skipped or dead-lettered)", "from_s": t0})
+        return True
+
+    def drop_pending(self, state: dict, kind: str) -> None:
+        """Give up every segment waiting on `kind` (after one of them made a detector fail)."""
+        pending = state["pending"][kind]
+        if pending:
+            state["counts"]["lost"] += len(pending)
+            state["next"][kind] = max(pending) + 1
+            pending.clear()
+
     def _learn_source(self, state: dict, source: dict) -> None:
         if state["kinds"] is None:
             kinds = [k for k, flag in ((VIDEO, source.get("has_video")), (AUDIO, source.get("has_audio"))) if flag]
             state["kinds"] = kinds or list(KINDS)
         if state["epoch"] is None and source.get("epoch"):
             state["epoch"] = source["epoch"]
+        if state["publication"] is None and source.get("publish_id"):
+            state["publication"] = source["publish_id"]
 
     # -- ordering --------------------------------------------------------------------------------
 
@@ -149,12 +255,10 @@ class StreamAnalyzer:
                 state["media_end"] = max(state["media_end"], float(body["t"][-1]))
             for det in self.config.detectors:
                 if kind in det.inputs and len(body):
-                    for ev in det.process(state["detectors"][det.name], kind, body):
-                        out.events.append((det.version, ev))
+                    self._emit(state, det, det.process(state["detectors"][det.name], kind, body), out)
         elif what == "heartbeat":
             for det in self.config.detectors:
-                for ev in det.heartbeat(state["detectors"][det.name], float(body)):
-                    out.events.append((det.version, ev))
+                self._emit(state, det, det.heartbeat(state["detectors"][det.name], float(body)), out)
         elif what == "eos":
             state["eos"][kind] = True
             state["media_end"] = max(state["media_end"], float(body))
@@ -172,8 +276,7 @@ class StreamAnalyzer:
             needed = [k for k in det.inputs if k in kinds]
             if all(state["eos"][k] for k in needed):
                 done.append(det.name)
-                for ev in det.finish(state["detectors"][det.name], state["media_end"]):
-                    out.events.append((det.version, ev))
+                self._emit(state, det, det.finish(state["detectors"][det.name], state["media_end"]), out)
         state["finished"] = all(state["eos"][k] for k in kinds)
         return out
 
@@ -183,8 +286,12 @@ class StreamAnalyzer:
         for kind in KINDS:
             # release whatever is waiting, gaps and all
             pending = state["pending"][kind]
+            if state["next"][kind] is None:
+                self._choose_start(state, kind, force=True)
             for seq in sorted(pending):
                 t, payload = pending.pop(seq)
+                if state["next"][kind] is not None and seq > state["next"][kind]:
+                    state["counts"]["lost"] += seq - state["next"][kind]
                 state["next"][kind] = seq + 1
                 out.extend(self._dispatch(state, kind, t, payload))
             state["eos"][kind] = True

@@ -1,8 +1,10 @@
 """Detector events -> rows of the anomaly_event record (schemas/records.py), with deterministic ids.
 
-The event id depends only on what was detected (stream, detector, check, start to the millisecond), so
-a replayed micro-batch or a re-run over the same media produces the same ids: the table sink can then
-be idempotent and the alerts topic deduplicated by key.
+The event id depends only on what was detected (publication, stream, detector, check, start to the
+millisecond), so a replayed micro-batch or a re-run over the same publication produces the same ids:
+the table sink can then be idempotent and the alerts topic deduplicated by key. The publication (the
+converter's publish_id) is part of it because a stream id is reused when a converter restarts: the
+second publication's events must not overwrite the first's.
 """
 from __future__ import annotations
 
@@ -14,8 +16,10 @@ from detectors.base import Event
 DEFAULT_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
 
 
-def event_id(stream_id: str, detector: str, check: str, start_s: float) -> str:
+def event_id(stream_id: str, detector: str, check: str, start_s: float, publication: str | None = None) -> str:
     key = f"{stream_id}\x1f{detector}\x1f{check}\x1f{int(round(start_s * 1000))}"
+    if publication:
+        key += f"\x1f{publication}"
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
@@ -29,11 +33,11 @@ def parse_epoch(epoch: str | datetime | None) -> datetime:
 
 
 def event_row(stream_id: str, version: str, event: Event, epoch: str | datetime | None, run_id: str,
-              detected_at: datetime | None = None) -> dict:
+              detected_at: datetime | None = None, publication: str | None = None) -> dict:
     """One anomaly_event row (a dict with the schema's fields)."""
     base = parse_epoch(epoch)
     return {
-        "event_id": event_id(stream_id, event.detector, event.check, event.start_s),
+        "event_id": event_id(stream_id, event.detector, event.check, event.start_s, publication),
         "stream_id": stream_id,
         "detector": event.detector,
         "detector_version": version,

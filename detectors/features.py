@@ -219,7 +219,12 @@ def decode_thumb(jpeg: bytes, height: int, width: int) -> np.ndarray:
 
 def video_features(table: pa.Table, config) -> Features:
     """Stage 1 of every enabled video detector over one video segment table."""
-    frames, src, flags = decode_video(table)
+    frames, _src, flags = decode_video(table)
+    return compose_video(frames, flags, config)
+
+
+def compose_video(frames: VideoFrames, flags: dict, config) -> Features:
+    """The shared per-frame measures plus every enabled video detector's own columns."""
     out = Features(t=frames.t, frame_index=flags["frame_index"].astype(np.int64),
                    keyframe=flags["keyframe"].astype(bool), decode_error=flags["decode_error"].astype(bool),
                    pts_missing=flags["pts_missing"].astype(bool),
@@ -261,6 +266,10 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
 def audio_features(table: pa.Table, config) -> Features:
     """Stage 1 of every enabled audio detector over one audio segment table."""
     blocks, _src = decode_audio(table)
+    return compose_audio(blocks, config)
+
+
+def compose_audio(blocks: AudioBlocks, config) -> Features:
     out = Features(t=blocks.t, n=blocks.n, rate=np.full(len(blocks.t), blocks.rate, np.int32))
     for module, options in config.audio_modules():
         fn = getattr(module, "block_features", None)
@@ -268,6 +277,75 @@ def audio_features(table: pa.Table, config) -> Features:
             for name, values in fn(blocks, options).items():
                 out[name] = values
     return out
+
+
+# -- features computed elsewhere (the converter's --edge-features) are checked before use -------------
+
+_EXPECTED: dict[tuple[str, str], dict[str, tuple[str, tuple]]] = {}
+_KIND_GROUPS = ("f", "iu", "b", "OS")  # dtype kinds that may stand for each other
+
+
+def expected_columns(config, kind: str) -> dict[str, tuple[str, tuple]]:
+    """Column name -> (dtype kind, trailing shape) of this config's stage 1 for `kind`, found by running
+    it once on a tiny synthetic segment (so the list is derived from the detectors, never written twice)."""
+    key = (config.fingerprint(), kind)
+    if key not in _EXPECTED:
+        rng = np.random.default_rng(0)
+        if kind == "video":
+            n, h, w = 2, 36, 64
+            luma = rng.integers(16, 235, (n, h, w), dtype=np.uint8)
+            thumbs = rng.integers(0, 255, (n, 9, 16, 3), dtype=np.uint8)
+            ok, jpeg = cv2.imencode(".jpg", thumbs[0][:, :, ::-1])
+            cells = np.full((n, DIFF_CELLS[0] * DIFF_CELLS[1]), 0.01, np.float32)
+            frames = VideoFrames(t=np.array([0.0, 0.04]), luma=luma, prev_luma=luma[0], thumbs=thumbs,
+                                 full_range=False, frame_dur=0.04, block_ratio=np.ones((n, 9), np.float32),
+                                 block_activity=np.full((n, 9), 0.1, np.float32),
+                                 luma_mean=np.full(n, 0.5, np.float32), luma_std=np.full(n, 0.2, np.float32),
+                                 diff_prev=np.full(n, 0.01, np.float32), diff_cells=cells)
+            flags = {"frame_index": np.arange(n), "keyframe": np.ones(n, bool), "decode_error": np.zeros(n, bool),
+                     "pts_missing": np.zeros(n, bool), "thumb_jpeg": np.array([jpeg.tobytes()] * n, dtype=object)}
+            feats = compose_video(frames, flags, config)
+        else:
+            rate, block = 48000, 480
+            raw = rng.integers(-3000, 3000, (block * 5, 2), dtype=np.int16)
+            blocks = AudioBlocks(t=np.arange(5) * AUDIO_BLOCK_S, n=np.full(5, block, np.int64), block=block,
+                                 rate=rate, samples=raw.astype(np.float32) / 32768.0, raw=raw, context=0,
+                                 layout="stereo")
+            feats = compose_audio(blocks, config)
+        _EXPECTED[key] = {name: (v.dtype.kind, v.shape[1:]) for name, v in feats.items()}
+    return _EXPECTED[key]
+
+
+def check_features(feats: Features, config, kind: str) -> None:
+    """Raise ValueError unless `feats` has every column this config's detectors read for `kind`, each of
+    the right type and shape, all of one length, with finite times."""
+    t = feats.get("t")
+    if not isinstance(t, np.ndarray) or t.ndim != 1 or t.dtype.kind not in "fiu":
+        raise ValueError("features have no 1-D numeric column 't'")
+    if not np.isfinite(t.astype(np.float64)).all():
+        raise ValueError("features column 't' has a non-finite time")
+    n = len(t)
+    for name, values in feats.items():
+        if values.shape[:1] != (n,):
+            raise ValueError(f"features column {name!r} has {values.shape[0] if values.ndim else 0} rows, "
+                             f"'t' has {n}")
+    if kind == "audio" and "rate" in feats and n and not ((feats["rate"] >= 1000) & (feats["rate"] <= 768_000)).all():
+        raise ValueError("features column 'rate' must hold sample rates from 1000 to 768000")
+    missing = []
+    for name, (dtype_kind, trailing) in expected_columns(config, kind).items():
+        values = feats.get(name)
+        if values is None:
+            missing.append(name)
+            continue
+        group = next(g for g in _KIND_GROUPS if dtype_kind in g)
+        if values.dtype.kind not in group or values.ndim != 1 + len(trailing):
+            raise ValueError(f"features column {name!r} is {values.dtype}{list(values.shape[1:])}, "
+                             f"expected kind {dtype_kind!r} with {len(trailing) + 1} dimension(s)")
+        if kind == "video" and values.shape[1:] != trailing:  # audio widths follow the channel count
+            raise ValueError(f"features column {name!r} has shape {values.shape[1:]}, expected {trailing}")
+    if missing:
+        raise ValueError(f"features lack column(s) {', '.join(missing)} that this job's detectors read "
+                         f"(the edge converter runs other detectors: publish with the job's --detectors/--config)")
 
 
 # -- one segment record -> stage-2 input -----------------------------------------------------------
@@ -298,9 +376,16 @@ def stage1(record_name: str, table: pa.Table, config, kind: str | None = None) -
     if record_name == "audio_segment":
         feats = audio_features(table, config) if config.needs("audio") else Features()
         return SegmentInput(stream_id, "audio", seq, float(table.column("pts_s")[0].as_py()), src, features=feats)
-    if record_name == "feature_segment":  # stage 1 already ran at the edge (the converter)
-        return SegmentInput(stream_id, table.column("kind")[0].as_py(), seq, float(table.column("t")[0].as_py()),
-                            src, features=Features.from_ipc(table.column("features")[0].as_py()))
+    if record_name == "feature_segment":  # stage 1 already ran at the edge (the converter): check it first
+        from schemas.ipc_guard import check_stream
+
+        kind = table.column("kind")[0].as_py()
+        blob = table.column("features")[0].as_py()
+        check_stream(blob)
+        feats = Features.from_ipc(blob)
+        if config.needs(kind):
+            check_features(feats, config, kind)
+        return SegmentInput(stream_id, kind, seq, float(table.column("t")[0].as_py()), src, features=feats)
     if record_name == "control":
         if kind not in ("video", "audio"):
             raise ValueError("a control record needs the kind of the topic it came on")

@@ -20,15 +20,21 @@ def topics_for(sink: str) -> tuple[str, str]:
 
 
 def analyze_via_kafka(args, config, stream_ids: list[str], spark=None, echo=print) -> int:
+    from avwatch.kafka_config import client_properties
     from avwatch.sink import read_events
     from avwatch.stack import Stack
     from jobs.publish import PublishOptions, publish
     from jobs.stream import build_parser, run
 
-    stack = Stack.at(args.state, args.port)
-    stack.up(echo=lambda *_: None)
+    client_config = client_properties(args)
+    bootstrap = getattr(args, "bootstrap", None) or client_config.get("bootstrap.servers")
+    if not bootstrap:  # the embedded default: the local stack, started if needed
+        stack = Stack.at(args.state, args.port)
+        stack.up(echo=lambda *_: None)
+        bootstrap = stack.bootstrap_for(client_config)
     video_topic, audio_topic = topics_for(args.sink)
-    options = PublishOptions(bootstrap=stack.bootstrap, video_topic=video_topic, audio_topic=audio_topic,
+    options = PublishOptions(bootstrap=bootstrap, video_topic=video_topic, audio_topic=audio_topic,
+                             client_config=client_config,
                              segment_s=args.segment, decode=DecodeOptions(fps=args.fps, width=args.size[0],
                                                                           height=args.size[1]))
     stats = publish(args.media, stream_ids, options)
@@ -39,11 +45,13 @@ def analyze_via_kafka(args, config, stream_ids: list[str], spark=None, echo=prin
     published = [s.stream_id for s in stats if not s.error]
     if not published:
         raise AvwatchError("nothing was published, so there is nothing to analyse")
-    job_args = ["--bootstrap", stack.bootstrap, "--video-topic", video_topic, "--audio-topic", audio_topic,
+    job_args = ["--bootstrap", bootstrap, "--video-topic", video_topic, "--audio-topic", audio_topic,
                 "--sink", str(args.sink), "--checkpoint", str(Path(args.sink) / "_checkpoints" / "analyze"),
                 "--until-idle", "--features", "--alerts-topic", ""]
     if getattr(args, "master", None):
         job_args += ["--master", args.master]
+    if getattr(args, "kafka_config", None):
+        job_args += ["--kafka-config", str(args.kafka_config)]
     summary = run(build_parser().parse_args(job_args), config=config, spark=spark)
     events = read_events(args.sink) if (Path(args.sink) / "anomaly_events").exists() else None
     for s in stats:

@@ -31,6 +31,7 @@ class ProgressLogger(StreamingQueryListener):
         super().__init__()
         self.batches = 0
         self.last: dict | None = None
+        self.state_rows_max = 0
 
     def onQueryStarted(self, event):
         log.info(json.dumps({"query": "started", "id": str(event.id), "name": event.name}))
@@ -50,6 +51,7 @@ class ProgressLogger(StreamingQueryListener):
                 "late_rows_dropped": dropped, "lag": lag,
                 "state_rows": sum(op.numRowsTotal for op in p.stateOperators)}
         self.last = line
+        self.state_rows_max = max(self.state_rows_max, line["state_rows"])
         log.info(json.dumps(line))
 
     def onQueryIdle(self, event):

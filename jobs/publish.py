@@ -49,6 +49,8 @@ class PublishOptions:
     video_topic: str = "avwatch.video"
     audio_topic: str = "avwatch.audio"
     partitions: int = 4
+    replication: int = 1
+    client_config: dict | None = None  # the --kafka-config properties (avwatch.kafka_config)
     compression: str = "zstd"
     segment_s: float = 1.0
     realtime: bool = False
@@ -314,9 +316,10 @@ def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
             progress: bool = False) -> list[SourceStats]:
     """Publish every source concurrently; returns per-source statistics (errors inside)."""
     use_one_native_thread()
-    create_topics(options.bootstrap, [options.video_topic, options.audio_topic], options.partitions)
+    create_topics(options.bootstrap, [options.video_topic, options.audio_topic], options.partitions,
+                  options.replication, client_config=options.client_config)
     timeout_ms = int(options.send_timeout_s * 1000)
-    prod = producer(options.bootstrap, delivery_timeout_ms=max(timeout_ms, 30000 + 20 + 1),
+    prod = producer(options.bootstrap, options.client_config, delivery_timeout_ms=max(timeout_ms, 30000 + 20 + 1),
                     request_timeout_ms=30000, max_block_ms=timeout_ms)
     stats = [SourceStats(sid, uri) for uri, sid in zip(sources, stream_ids)]
     budget = InflightBudget()
@@ -350,10 +353,15 @@ def main_from_args(args) -> int:
     ids = args.stream_id or [default_stream_id(s) for s in sources]
     if len(set(ids)) != len(ids):
         raise AvwatchError(f"two sources would share a stream id ({', '.join(ids)}); give --stream-id for each")
-    bootstrap = args.bootstrap or Stack.at(args.state, args.port).bootstrap
+    from avwatch.kafka_config import client_properties
+
+    client_config = client_properties(args)
+    bootstrap = (args.bootstrap or client_config.get("bootstrap.servers")
+                 or Stack.at(args.state, args.port).bootstrap_for(client_config))
     options = PublishOptions(
         bootstrap=bootstrap, video_topic=args.video_topic, audio_topic=args.audio_topic,
-        partitions=args.partitions, compression=args.compression, segment_s=args.segment,
+        partitions=args.partitions, replication=args.topic_replication, client_config=client_config,
+        compression=args.compression, segment_s=args.segment,
         realtime=args.realtime, loop=args.loop, epoch=args.epoch, heartbeat_s=args.heartbeat,
         send_timeout_s=args.send_timeout, open_retries=args.open_retries, read_timeout_s=args.read_timeout,
         decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]),

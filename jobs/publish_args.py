@@ -24,6 +24,9 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
                    "(default: the file's base name without extension)")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap (default: the local stack's)")
     p.add_argument("--port", type=int, help="local stack broker port (when --bootstrap is not given)")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client properties (security.protocol, sasl.*, ssl.*; docs/operations.md); its "
+                        "bootstrap.servers is used when --bootstrap is not given")
     p.add_argument("--fps", type=float, help="analysed frames per second (default: every frame, up to 30)")
     p.add_argument("--size", type=_size, default=(320, None), metavar="WxH",
                    help="analysis size of the luma plane (default 320 wide, aspect kept)")
@@ -35,7 +38,10 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
                    help="Arrow buffer compression (default zstd: best for pixels)")
     p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
     p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
-    p.add_argument("--partitions", type=int, default=4, help="partitions of topics created here (default 4)")
+    p.add_argument("--topic-partitions", "--partitions", dest="partitions", type=int, default=4,
+                   help="partitions of topics created here (default 4)")
+    p.add_argument("--topic-replication", type=int, default=1,
+                   help="replication factor of topics created here (default 1: the single-node local stack)")
     p.add_argument("--epoch", default=None, metavar="ISO|now",
                    help="absolute time of media time 0 (default: now, the publish start)")
     p.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",

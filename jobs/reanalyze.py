@@ -8,12 +8,17 @@
    - `kafka` source: the converter's records, located by timestamp (Kafka's offsetsForTimes through
      Spark's startingTimestamp/endingTimestamp), then stage 1 exactly as in the stream job.
    `--source auto` (default) takes features when they suffice and cover the range.
+   From features, each stream's rows of the range are rebuilt, in time order, into consecutive
+   segments of FEATURE_SEGMENT_FRAMES frames numbered 0, 1, 2, ... (a whole stream, however many Arrow
+   batches Spark reads it in).
 2. Stage 2 per stream with the same code as the stream job (groupBy(stream_id).applyInPandas, the
    whole range as one window, in sequence order).
-3. In one Delta transaction (overwrite with replaceWhere), the events of exactly these streams and
-   detectors whose start lies in the range are replaced by the new ones. The run id is derived from the
-   range, streams and detector configuration; a second run whose events equal what the table holds for
-   that range writes nothing.
+3. In one Delta transaction, through avwatch.events_table (the one writer of anomaly_events, delta-rs
+   on the driver), the events of exactly these streams and detectors whose start lies in the range are
+   replaced by the new ones; events the stream job commits while this runs (after the table version
+   read at the start) are kept, and lost commit races are retried with backoff. The run id is derived
+   from the range, streams and detector configuration; a second run whose events equal what the table
+   holds for that range writes nothing.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local stack's)")
     p.add_argument("--state", help="local stack state folder")
     p.add_argument("--port", type=int, help="local stack broker port")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client properties (security.protocol, sasl.*, ssl.*) for the Kafka source")
     p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
     p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
     p.add_argument("--master", help="Spark master when not launched by spark-submit (default local[*])")
@@ -83,8 +90,7 @@ def run_id_for(start: datetime, end: datetime, streams: list[str] | None, config
     return "reanalyze-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def _sql_list(values) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in sorted(set(values)))
+FEATURE_SEGMENT_FRAMES = 250  # frames per segment rebuilt from the frame_features table
 
 
 def _ts(value: datetime) -> str:
@@ -140,34 +146,38 @@ def _features_source(spark, sink: str, start, end, streams):
     return df
 
 
-def _features_to_stage1(batches):
-    """mapInArrow body: frame_features rows (grouped per stream) -> STAGE1 rows, one per stream."""
+def _features_to_stage1(key, table):
+    """applyInArrow body: one stream's frame_features rows of the range -> STAGE1 rows: consecutive video
+    segments of FEATURE_SEGMENT_FRAMES frames in time order, with sequence numbers 0, 1, 2, ..."""
     import pyarrow as pa
 
     from detectors.features import Features
     from jobs.stream_stages import STAGE1_SCHEMA
     from schemas.records import FRAME_FEATURE_COLUMNS
 
-    for batch in batches:
-        table = pa.Table.from_batches([batch])
-        out = []
-        for stream_id in sorted(set(table.column("stream_id").to_pylist())):
-            rows = table.filter(pa.compute.equal(table.column("stream_id"), stream_id)).sort_by("t")
-            feats = Features.from_arrow(rows.select(["t", "frame_index"] + FRAME_FEATURE_COLUMNS))
-            first_time = rows.column("event_time")[0].as_py()
-            epoch = first_time - timedelta(seconds=float(feats["t"][0]))
-            source = {"has_video": True, "has_audio": False, "epoch": epoch.isoformat(), "live": False}
-            out.append({"stream_id": stream_id, "kind": "video", "sequence": 0, "t": float(feats["t"][0]),
-                        "source": json.dumps(source), "features": feats.to_ipc(),
-                        "event_time": first_time})
-        yield pa.RecordBatch.from_pylist(out, schema=STAGE1_SCHEMA)
+    stream_id = key[0].as_py() if hasattr(key[0], "as_py") else key[0]
+    if table.num_rows == 0:
+        return STAGE1_SCHEMA.empty_table()
+    table = table.sort_by([("event_time", "ascending"), ("frame_index", "ascending")])
+    first_time = table.column("event_time")[0].as_py()
+    epoch = first_time - timedelta(seconds=float(table.column("t")[0].as_py()))
+    source = json.dumps({"has_video": True, "has_audio": False, "epoch": epoch.isoformat(), "live": False},
+                        sort_keys=True)
+    out = []
+    for sequence, offset in enumerate(range(0, table.num_rows, FEATURE_SEGMENT_FRAMES)):
+        part = table.slice(offset, FEATURE_SEGMENT_FRAMES)
+        feats = Features.from_arrow(part.select(["t", "frame_index"] + FRAME_FEATURE_COLUMNS))
+        out.append({"stream_id": stream_id, "kind": "video", "sequence": sequence, "t": float(feats["t"][0]),
+                    "source": source, "features": feats.to_ipc(), "event_time": part.column("event_time")[0].as_py()})
+    return pa.Table.from_pylist(out, schema=STAGE1_SCHEMA)
 
 
 def reanalyze(spark, args, config) -> dict:
     from pyspark.sql import functions as F
 
+    from avwatch import events_table
     from avwatch.sink import EVENTS, FRAME_FEATURES as FEATURES_TABLE
-    from jobs.spark_schemas import arrow_to_spark, struct_type
+    from jobs.spark_schemas import arrow_to_spark
     from jobs.stream_stages import STAGE1_SCHEMA, STAGE2_SCHEMA, stage1_batches
     from schemas.records import ANOMALY_EVENT
 
@@ -182,17 +192,21 @@ def reanalyze(spark, args, config) -> dict:
         raise AvwatchError("--source features can only re-run video detectors (audio features are not stored); "
                            "use --source kafka or choose video detectors with --detectors")
     run_id = run_id_for(start, end, streams, config)
+    path = f"{sink}/{EVENTS}"
+    read_version = events_table.table_version(path)  # what the stream job commits after this is kept
 
     if source == "features":
-        stage1 = _features_source(spark, sink, start, end, streams).repartition("stream_id").mapInArrow(
+        stage1 = _features_source(spark, sink, start, end, streams).groupBy("stream_id").applyInArrow(
             _features_to_stage1, arrow_to_spark(STAGE1_SCHEMA))
     else:
+        from avwatch.kafka_config import client_properties
+        from jobs.kafka_io import spark_kafka_options
         from jobs.stream import DEFAULT_MAX_RECORD_BYTES as max_bytes
         from jobs.stream import resolve_bootstrap
 
         bootstrap = resolve_bootstrap(args)
         kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
-        raw = (spark.read.format("kafka").option("kafka.bootstrap.servers", bootstrap)
+        raw = (spark.read.format("kafka").options(**spark_kafka_options(bootstrap, client_properties(args)))
                .option("subscribe", f"{args.video_topic},{args.audio_topic}")
                .option("startingTimestamp", str(int(start.timestamp() * 1000)))
                .option("endingTimestamp", str(int(end.timestamp() * 1000)))
@@ -211,22 +225,16 @@ def reanalyze(spark, args, config) -> dict:
               .where((F.col("start_time") >= F.lit(_ts(start)).cast("timestamp")) &
                      (F.col("start_time") < F.lit(_ts(end)).cast("timestamp")))
               .select(*ANOMALY_EVENT.schema.names))
-    new_rows = [r.asDict() for r in events.collect()]
+    new_rows = events_table.dedupe_events([r.asDict() for r in events.collect()])
     stage1.unpersist()
     summary = {"run_id": run_id, "source": source, "from": start.isoformat(), "to": end.isoformat(),
                "streams": target_streams, "detectors": config.names, "events": len(new_rows), "written": False,
-               "detector_versions": {d.name: d.version for d in config.detectors}}
+               "detector_versions": {d.name: d.version for d in config.detectors}, "read_version": read_version}
     if not target_streams:
         log.info("no data for the range: nothing to re-analyse")
         return summary
-    predicate = (f"stream_id IN ({_sql_list(target_streams)}) AND detector IN ({_sql_list(config.names)}) "
-                 f"AND start_time >= '{_ts(start)}' AND start_time < '{_ts(end)}'")
-    path = f"{sink}/{EVENTS}"
-    from delta.tables import DeltaTable
-
-    schema = struct_type(ANOMALY_EVENT)
-    DeltaTable.createIfNotExists(spark).location(path).addColumns(schema).execute()
-    old_rows = [r.asDict() for r in spark.read.format("delta").load(path).where(predicate).collect()]
+    predicate = events_table.range_predicate(target_streams, config.names, start, end)
+    old_rows = events_table.select(path, predicate, read_version)
     content = lambda rows: sorted(json.dumps([r[c] for c in CONTENT], default=str) for r in rows)  # noqa: E731
     summary["replaced"] = len(old_rows)
     if content(old_rows) == content(new_rows):
@@ -234,15 +242,11 @@ def reanalyze(spark, args, config) -> dict:
         return summary
     if args.dry_run:
         return summary
-    import pyarrow as pa
-
-    table = pa.Table.from_pylist(new_rows, schema=ANOMALY_EVENT.schema)
-    df = spark.createDataFrame(table.to_pandas(), schema=schema) if new_rows else spark.createDataFrame([], schema)
     # one transaction: delete what the predicate matches, insert the new rows (which all satisfy it)
-    (df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-     .option("userMetadata", json.dumps({"avwatch": "reanalyze", "run_id": run_id,
-                                         "detector_versions": summary["detector_versions"]}))
-     .save(path))
+    out = events_table.replace(path, new_rows, predicate, read_version=read_version,
+                               metadata={"avwatch": "reanalyze", "run_id": run_id,
+                                         "detector_versions": summary["detector_versions"]})
+    summary.update(version=out["version"], kept=out["kept"])
     summary["written"] = True
     return summary
 

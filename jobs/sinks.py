@@ -1,15 +1,19 @@
-"""foreachBatch sink of the streaming job: alerts topic, then the Delta tables, exactly once.
+"""foreachBatch sink of the streaming job: the Delta tables exactly once, then the alerts once per batch.
 
 Per micro-batch, in this order:
-1. alerts: one JSON message per event on the alerts topic, key = event_id (at-least-once: a replayed
-   batch sends again; consumers deduplicate by key);
-2. anomaly_events: MERGE on event_id (an event reported twice, e.g. a stall first while ongoing, then
-   final, updates its row), recording (app id, batch id) in the same commit so a replayed batch is a
-   no-op. The events are a handful of rows already on the driver, so by default the driver merges them
-   with delta-rs (~35 ms of CPU) instead of planning a Spark MERGE (~3 CPU-s, measured: the largest
-   fixed cost of a micro-batch); `--events-writer spark` keeps Spark's Delta MERGE for filesystems
-   delta-rs does not reach (e.g. hdfs://);
-3. dead_letter and frame_features: appends with the same txnAppId/txnVersion.
+1. anomaly_events: through avwatch.events_table (the one writer of that table): MERGE on event_id (an
+   event reported twice, e.g. a stall first while ongoing, then final, updates its row), recording
+   (app id, batch id) in the same commit so a replayed batch is a no-op; lost commit races (a
+   re-analysis replacing a range) are retried with backoff. The events are a handful of rows already on
+   the driver, so the driver merges them with delta-rs (~35 ms of CPU; a Spark MERGE costs ~3 CPU-s);
+2. dead_letter and frame_features: appends with txnAppId/txnVersion;
+3. alerts: unless `<sink>/_alerts_sent` records this batch for this app id, one JSON message per event
+   on the alerts topic (key = event_id), flushed, retried with backoff for up to --alert-retry-s (the
+   producer is idempotent, so its own retries never duplicate), then the batch is recorded there as an
+   app transaction (an empty commit). A replayed batch sends nothing again; an outage longer than the
+   budget fails the batch (the query stops with the error, a restart replays it and sends its alerts).
+   Narrow window: a crash after the alerts were acknowledged and before the record is committed sends
+   that batch's alerts once more at the replay (same keys: consumers can deduplicate by event_id).
 Events are few per batch, so they are gathered on the driver, deduplicated (last report of an event
 wins) and sent from there; frame features stay distributed.
 """
@@ -17,18 +21,27 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from avwatch.errors import AvwatchError
+from avwatch.events_table import dedupe_events, merge_batch
 from avwatch.sink import DEAD_LETTER as DEAD_LETTER_TABLE
 from avwatch.sink import EVENTS, FRAME_FEATURES as FEATURES_TABLE
 from schemas.records import ANOMALY_EVENT, DEAD_LETTER, FRAME_FEATURE_COLUMNS, FRAME_FEATURES
 
 log = logging.getLogger("avwatch.sink")
 
-EVENTS_WRITERS = ("driver", "spark")
-COMMIT_ATTEMPTS = 5  # a concurrent writer (re-analysis) can win a commit race: reload and try again
+ALERTS_SENT = "_alerts_sent"     # Delta table whose app transactions record the batches whose alerts were sent
+ALERTS_SENT_SCHEMA = pa.schema([("batch_id", pa.int64())])  # never holds rows: only app transactions
+DEFAULT_ALERT_RETRY_S = 300.0    # how long a batch's alerts are retried before the batch fails
+__all__ = ["BatchSink", "alert_json", "dedupe_events", "explode_features", "frame_feature_rows"]
+
+
+class AlertsNotDelivered(AvwatchError):
+    """A batch's alerts could not be delivered within the retry budget: the batch fails."""
 
 
 def alert_json(row: dict) -> bytes:
@@ -40,17 +53,6 @@ def alert_json(row: dict) -> bytes:
         out[key] = value.isoformat() if hasattr(value, "isoformat") else value
     out["details"] = json.loads(row["details"]) if row.get("details") else {}
     return json.dumps(out, ensure_ascii=False, sort_keys=True).encode("utf-8")
-
-
-def dedupe_events(rows: list[dict]) -> list[dict]:
-    """One row per event_id: the last report wins (a closed event replaces its ongoing report)."""
-    latest: dict[str, dict] = {}
-    for row in rows:
-        prev = latest.get(row["event_id"])
-        if prev is None or (row["end_s"], not json.loads(row["details"]).get("ongoing", False)) >= \
-                (prev["end_s"], not json.loads(prev["details"]).get("ongoing", False)):
-            latest[row["event_id"]] = row
-    return sorted(latest.values(), key=lambda r: (r["stream_id"], r["start_s"], r["detector"]))
 
 
 def frame_feature_rows(feats, stream_id: str, epoch, run_id: str) -> dict[str, list]:
@@ -90,18 +92,20 @@ class BatchSink:
     """Writes one micro-batch of stage-2 output rows to the alerts topic and the Delta tables."""
 
     def __init__(self, spark, sink: str, app_id: str, bootstrap: str, alerts_topic: str | None, run_id: str,
-                 keep_features: bool = False, events_writer: str = "driver"):
+                 keep_features: bool = False, alert_retry_s: float = DEFAULT_ALERT_RETRY_S,
+                 client_config: dict | None = None):
         self.spark = spark
         self.sink = str(sink).rstrip("/")
         self.app_id = app_id
         self.bootstrap = bootstrap
+        self.client_config = client_config  # the --kafka-config properties, for the alerts producer
         self.alerts_topic = alerts_topic or None
         self.run_id = run_id
         self.keep_features = keep_features
-        if events_writer not in EVENTS_WRITERS:
-            raise ValueError(f"events_writer must be one of {', '.join(EVENTS_WRITERS)}, not {events_writer!r}")
-        self.events_writer = events_writer
-        self._events_table_ready = False
+        if not alert_retry_s > 0:
+            raise ValueError(f"alert_retry_s must be > 0, not {alert_retry_s!r}")
+        self.alert_retry_s = float(alert_retry_s)
+        self._alerts_table_ready = False
         self.totals = {"events": 0, "dead_letters": 0, "feature_segments": 0, "alerts": 0}
         self._producer = None
 
@@ -123,12 +127,16 @@ class BatchSink:
             dead = [r for r in small if r["row_type"] == "dead_letter"]
             if events:
                 events = dedupe_events(events)
-                self._send_alerts(events)
-                self._merge_events(events, batch_id)
+                now = datetime.now(timezone.utc)
+                for row in events:
+                    row["detected_at"] = row.get("detected_at") or now
+                merge_batch(self.path(EVENTS), events, self.app_id + "-events", batch_id)
             if dead:
                 self._append_dead_letters(dead, batch_id)
             n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id) \
                 if keep_features else 0
+            if events and self.alerts_topic:
+                self._alert_once(events, batch_id)
             self.totals["events"] += len(events)
             self.totals["dead_letters"] += len(dead)
             self.totals["feature_segments"] += n_feat
@@ -145,76 +153,116 @@ class BatchSink:
 
     # -- alerts ----------------------------------------------------------------------------------
 
-    def _send_alerts(self, events: list[dict]) -> None:
-        if not self.alerts_topic:
+    def _alerts_table(self):
+        from deltalake import DeltaTable
+
+        path = self.path(ALERTS_SENT)
+        if not self._alerts_table_ready:
+            if "://" not in path:
+                from pathlib import Path
+
+                Path(path).mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(path, schema=ALERTS_SENT_SCHEMA, mode="ignore")
+            self._alerts_table_ready = True
+        return DeltaTable(path)
+
+    def alerts_sent_upto(self) -> int | None:
+        """The last batch id whose alerts this job (app id) recorded as sent, None if none."""
+        return self._alerts_table().transaction_version(self.app_id + "-alerts")
+
+    def _record_alerts_sent(self, batch_id: int) -> None:
+        """An empty commit to <sink>/_alerts_sent carrying the app transaction (app id-alerts, batch id)."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
+
+        for attempt in range(1, 6):
+            table = self._alerts_table()
+            try:
+                write_deltalake(table, ALERTS_SENT_SCHEMA.empty_table(), mode="append",
+                                commit_properties=CommitProperties(
+                                    app_transactions=[Transaction(self.app_id + "-alerts", batch_id)]))
+                return
+            except CommitFailedError:  # another job's record won the race: ours is independent, retry
+                if attempt == 5:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+
+    def _alert_once(self, events: list[dict], batch_id: int) -> None:
+        done = self.alerts_sent_upto()
+        if done is not None and done >= batch_id:
+            log.info("alerts of batch %d were sent before (a replayed batch): not sent again", batch_id)
             return
+        self._send_alerts(events, batch_id)
+        self._record_alerts_sent(batch_id)
+
+    def _alerts_producer(self):
         from jobs.kafka_io import producer
 
         if self._producer is None:
-            self._producer = producer(self.bootstrap, client_id="avwatch-alerts", linger_ms=0)
-        for row in events:
-            self._producer.send(self.alerts_topic, key=row["event_id"].encode(), value=alert_json(row))
-        self._producer.flush(timeout=60)
+            budget_ms = int(self.alert_retry_s * 1000)
+            # The producer retries a record itself (idempotent: no duplicates) until delivery_timeout_ms;
+            # reconnecting every <= 2 s notices a broker that is back quickly.
+            extra = dict(delivery_timeout_ms=max(budget_ms, 1000), max_block_ms=min(max(budget_ms, 1000), 60000),
+                         request_timeout_ms=min(30000, max(budget_ms, 1000) - 1))
+            if "reconnect.backoff.max.ms" not in (self.client_config or {}):
+                extra["reconnect_backoff_max_ms"] = 2000
+            self._producer = producer(self.bootstrap, self.client_config, client_id="avwatch-alerts", linger_ms=0,
+                                      **extra)
+        return self._producer
+
+    def _drop_producer(self) -> None:
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=0)
+            except Exception:  # noqa: BLE001 - it is being discarded
+                pass
+            self._producer = None
+
+    def _send_alerts(self, events: list[dict], batch_id: int) -> None:
+        """Send and flush one message per event; retry what failed with backoff for up to alert_retry_s,
+        then raise AlertsNotDelivered (the batch fails, nothing vanishes)."""
+        from kafka.errors import KafkaError, KafkaTimeoutError
+
+        deadline = time.monotonic() + self.alert_retry_s
+        pending, attempt, delay, last = list(events), 0, 0.5, None
+        while True:
+            attempt += 1
+            retriable = True
+            try:
+                prod = self._alerts_producer()
+                futures = [(row, prod.send(self.alerts_topic, key=row["event_id"].encode(), value=alert_json(row)))
+                           for row in pending]
+                prod.flush(timeout=max(1.0, deadline - time.monotonic()))
+                failed = []
+                for row, fut in futures:
+                    exc = fut.exception if fut.is_done else KafkaTimeoutError("not acknowledged in time")
+                    if exc is not None:
+                        failed.append(row)
+                        last = exc
+                        retriable = retriable and getattr(exc, "retriable", True) is not False
+                if not failed:
+                    break
+                pending = failed
+            except (KafkaError, AvwatchError, OSError) as exc:  # no broker at all, metadata or flush timeout
+                last = exc
+                retriable = getattr(exc, "retriable", True) is not False or isinstance(exc, KafkaTimeoutError)
+                self._drop_producer()  # its unacknowledged records are resent by the next attempt
+            left = deadline - time.monotonic()
+            if not retriable or left <= 0:
+                raise AlertsNotDelivered(
+                    f"{len(pending)} of {len(events)} alert(s) of batch {batch_id} not delivered to topic "
+                    f"{self.alerts_topic!r} at {self.bootstrap} after {attempt} attempt(s) in "
+                    f"{self.alert_retry_s:g} s (--alert-retry-s): {type(last).__name__}: {last}. The events are "
+                    f"in anomaly_events; the batch fails and a restart of the job replays it and sends them")
+            wait = min(delay, left)
+            log.warning("alerts of batch %d: %d of %d not delivered (%s: %s); retrying in %.1f s (%.0f s of "
+                        "--alert-retry-s left)", batch_id, len(pending), len(events), type(last).__name__, last,
+                        wait, left)
+            time.sleep(wait)
+            delay = min(delay * 2, 15.0)
         self.totals["alerts"] += len(events)
 
     # -- Delta -----------------------------------------------------------------------------------
-
-    def _merge_events(self, events: list[dict], batch_id: int) -> None:
-        now = datetime.now(timezone.utc)
-        for row in events:
-            row["detected_at"] = row.get("detected_at") or now
-        source = pa.Table.from_pylist(events, schema=ANOMALY_EVENT.schema)
-        if self.events_writer == "driver":
-            self._merge_events_delta_rs(source, batch_id)
-        else:
-            self._merge_events_spark(source, batch_id)
-
-    def _merge_events_delta_rs(self, source: pa.Table, batch_id: int) -> None:
-        from deltalake import CommitProperties, DeltaTable, Transaction
-        from deltalake.exceptions import CommitFailedError
-
-        path = self.path(EVENTS)
-        source = source.replace_schema_metadata(None)
-        if not self._events_table_ready:
-            DeltaTable.create(path, schema=source.schema, mode="ignore")
-            self._events_table_ready = True
-        app = self.app_id + "-events"
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            table = DeltaTable(path)
-            done = table.transaction_version(app)
-            if done is not None and done >= batch_id:
-                return  # this batch was committed before a restart: replaying it changes nothing
-            try:
-                (table.merge(source, "t.event_id = s.event_id", source_alias="s", target_alias="t",
-                             commit_properties=CommitProperties(app_transactions=[Transaction(app, batch_id)]))
-                 .when_matched_update_all().when_not_matched_insert_all().execute())
-                return
-            except CommitFailedError:
-                if attempt == COMMIT_ATTEMPTS:
-                    raise
-                log.warning("events commit of batch %d lost a race with another writer; retrying", batch_id)
-
-    def _merge_events_spark(self, source: pa.Table, batch_id: int) -> None:
-        from delta.tables import DeltaTable
-
-        from jobs.spark_schemas import struct_type
-
-        schema = struct_type(ANOMALY_EVENT)
-        source = self.spark.createDataFrame(source.to_pandas(), schema=schema)
-        path = self.path(EVENTS)
-        if not self._events_table_ready:  # once per run: creating it reads the Delta log each time
-            DeltaTable.createIfNotExists(self.spark).location(path).addColumns(schema).execute()
-            self._events_table_ready = True
-        conf = self.spark.conf
-        conf.set("spark.databricks.delta.write.txnAppId", self.app_id + "-events")
-        conf.set("spark.databricks.delta.write.txnVersion", str(batch_id))
-        try:
-            (DeltaTable.forPath(self.spark, path).alias("t")
-             .merge(source.alias("s"), "t.event_id = s.event_id")
-             .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
-        finally:
-            conf.unset("spark.databricks.delta.write.txnAppId")
-            conf.unset("spark.databricks.delta.write.txnVersion")
 
     def _append_dead_letters(self, dead: list[dict], batch_id: int) -> None:
         from jobs.spark_schemas import struct_type

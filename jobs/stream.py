@@ -5,9 +5,9 @@
       ▼ stage 1, stateless (mapInArrow): decode each Arrow segment, compute its stage-1 features
       ▼ stage 2, stateful per stream (applyInPandasWithState): reorder by sequence number, run every
       │   detector's state machine; a processing-time timeout per stream drives stall detection
-      ▼ foreachBatch: alerts topic (at-least-once, key = event_id), then in Delta (exactly-once):
-          anomaly_events (MERGE on event_id), dead_letter, frame_features (append), each with
-          txnAppId/txnVersion so a replayed micro-batch is skipped
+      ▼ foreachBatch (jobs/sinks.py): in Delta (exactly-once): anomaly_events (MERGE on event_id),
+          dead_letter, frame_features (append), each with an app transaction so a replayed micro-batch
+          is skipped; then the alerts topic (key = event_id), once per batch (recorded in _alerts_sent)
 
 Run it with ./spark-submit.sh stream [...] on a cluster or locally, or `python -m jobs.stream`.
 """
@@ -17,9 +17,9 @@ import argparse
 import logging
 import sys
 import uuid
-from pathlib import Path
 
 from avwatch.errors import AvwatchError
+from avwatch.locations import join_uri
 from jobs.publish_args import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
 
 log = logging.getLogger("avwatch.stream")
@@ -33,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default: the local stack's)")
     p.add_argument("--state", help="local stack state folder (to find its broker when --bootstrap is not given)")
     p.add_argument("--port", type=int, help="local stack broker port")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="Kafka client properties (security.protocol, sasl.*, ssl.*) for every Kafka client of the "
+                        "job: the source, the alerts producer, topic creation (docs/operations.md)")
+    p.add_argument("--topic-partitions", type=int, default=4, help="partitions of topics created here (default 4)")
+    p.add_argument("--topic-replication", type=int, default=1,
+                   help="replication factor of topics created here (default 1: the single-node local stack)")
     p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
     p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
     p.add_argument("--alerts-topic", default=DEFAULT_ALERTS_TOPIC, help="'' disables alerts")
@@ -54,9 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                    help="records larger than this go to the dead-letter table")
     p.add_argument("--features", action="store_true", help="also write the frame_features table")
-    p.add_argument("--events-writer", choices=["driver", "spark"], default="driver",
-                   help="who merges each batch's events into anomaly_events: the driver with delta-rs (default; "
-                        "local paths, s3://, gs://, abfss://) or Spark's Delta MERGE (any Hadoop filesystem)")
+    p.add_argument("--alert-retry-s", type=float, default=300.0, metavar="SECONDS",
+                   help="how long a batch's alerts are retried (with backoff) while the alerts topic's broker is "
+                        "unreachable before the batch fails (default 300)")
+    p.add_argument("--idle-state-ttl", type=float, default=3600.0, metavar="SECONDS",
+                   help="a live stream without records this long (processing time) is closed: its open defects "
+                        "are ended and its state removed")
+    p.add_argument("--ended-state-ttl", type=float, default=300.0, metavar="SECONDS",
+                   help="how long an ended stream's small tombstone is kept to recognise stragglers")
     p.add_argument("--run-id", help="id recorded with every row (default: a new one per start)")
     p.add_argument("--master", help="Spark master when not launched by spark-submit (default local[*])")
     p.add_argument("--timeout", type=float, help="stop after this many seconds (soak tests, benchmarks)")
@@ -64,43 +75,51 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_bootstrap(args) -> str:
+    """--bootstrap, else the --kafka-config file's bootstrap.servers, else the local stack's broker."""
     if args.bootstrap:
         return args.bootstrap
+    from avwatch.kafka_config import client_properties
+
+    if client_properties(args).get("bootstrap.servers"):
+        return client_properties(args)["bootstrap.servers"]
     from avwatch.stack import Stack
 
-    return Stack.at(args.state, args.port).bootstrap
+    return Stack.at(args.state, args.port).bootstrap_for(client_properties(args))
 
 
-def app_id(checkpoint: str) -> str:
-    """A stable id for this checkpoint (Delta's txnAppId): the same across restarts, new per checkpoint."""
-    path = Path(checkpoint) / "avwatch_app_id"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = f"avwatch-stream-{uuid.uuid4().hex}"
-    path.write_text(value + "\n")
-    return value
+def app_id(spark, checkpoint: str) -> str:
+    """A stable id for this checkpoint (Delta's txnAppId): the same across restarts, new per checkpoint.
+    It is kept in the checkpoint, on the checkpoint's own filesystem (HDFS, S3, ...), so a driver restarted
+    on another host finds it."""
+    from jobs.checkpoint_files import read_text, write_text_once
+
+    location = join_uri(checkpoint, "avwatch_app_id")
+    value = read_text(spark, location)
+    if value:
+        return value.strip()
+    return write_text_once(spark, location, f"avwatch-stream-{uuid.uuid4().hex}\n").strip()
 
 
 def build_query(spark, args, config, bootstrap: str, run_id: str):
     """Wire the streaming query (not started): returns (DataStreamWriter, the sink writer object)."""
     import pandas as pd
-    from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from jobs.sinks import BatchSink
     from jobs.spark_schemas import arrow_to_spark
-    from jobs.stream_stages import (STAGE1_SCHEMA, STAGE2_SCHEMA, Stage2, dump_state, load_state,
-                                    stage1_batches)
+    from jobs.stream_stages import STAGE1_SCHEMA, STAGE2_SCHEMA, Stage2, dump_state, stage1_batches
 
     kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
+    from avwatch.kafka_config import client_properties
+    from jobs.kafka_io import spark_kafka_options
+
     reader = (spark.readStream.format("kafka")
-              .option("kafka.bootstrap.servers", bootstrap)
+              .options(**spark_kafka_options(bootstrap, client_properties(args)))
               .option("subscribe", f"{args.video_topic},{args.audio_topic}")
               .option("startingOffsets", args.starting_offsets)
               .option("failOnDataLoss", "false")
               .option("kafka.max.partition.fetch.bytes", str(args.max_record_bytes + (1 << 20)))
-              .option("fetch.max.bytes", str(64 << 20)))
+              .option("kafka.fetch.max.bytes", str(64 << 20)))
     if args.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
     raw = (reader.load()
@@ -114,7 +133,8 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
 
     features = raw.mapInArrow(stage1, arrow_to_spark(STAGE1_SCHEMA))
 
-    stage2 = Stage2(config, run_id, args.lateness, keep_features=args.features)
+    stage2 = Stage2(config, run_id, args.lateness, keep_features=args.features,
+                    idle_ttl_s=args.idle_state_ttl, ended_ttl_s=args.ended_state_ttl)
     out_columns = STAGE2_SCHEMA.names
     # A finite run (--until-idle) reads what is there: no processing-time stalls (timeouts far away).
     idle_ms = int((args.stall_timeout if not args.until_idle else 365 * 86400) * 1000)
@@ -122,10 +142,8 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
     def stateful(key, pdf_iter, group_state):
         stream_id = key[0]
         if group_state.hasTimedOut:
-            state = load_state(group_state.get[0])
-            rows = stage2.on_idle(stream_id, state, args.stall_timeout)
-            group_state.update((dump_state(state),))
-            group_state.setTimeoutDuration(idle_ms)
+            state = stage2.load(group_state.get[0])
+            rows, state = stage2.on_timeout(stream_id, state, args.stall_timeout)
         else:
             rows_in = []
             for pdf in pdf_iter:
@@ -134,27 +152,32 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
                 for k, v in list(r.items()):
                     if isinstance(v, float) and v != v:
                         r[k] = None
-            state = load_state(group_state.get[0]) if group_state.exists else None
+            state = stage2.load(group_state.get[0]) if group_state.exists else None
             rows, state = stage2.process(stream_id, rows_in, state)
-            if stream_id is not None and state is not None:
+        if stream_id is not None:
+            if state is None:
+                if group_state.exists:
+                    group_state.remove()  # the stream ended or vanished: nothing of it stays in state
+            else:
                 group_state.update((dump_state(state),))
-                group_state.setTimeoutDuration(idle_ms)
+                group_state.setTimeoutDuration(
+                    idle_ms if args.until_idle else int(stage2.timeout_s(state, args.stall_timeout) * 1000))
         if rows:
             yield pd.DataFrame([{c: r.get(c) for c in out_columns} for r in rows], columns=out_columns)
 
     output = (features.groupBy("stream_id")
               .applyInPandasWithState(stateful, arrow_to_spark(STAGE2_SCHEMA), "state binary", "append",
                                       GroupStateTimeout.ProcessingTimeTimeout))
-    checkpoint = args.checkpoint or str(Path(args.sink) / "_checkpoints" / "stream")
-    sink = BatchSink(spark, args.sink, app_id(checkpoint), bootstrap, args.alerts_topic, run_id,
-                     keep_features=args.features, events_writer=args.events_writer)
+    checkpoint = args.checkpoint or join_uri(args.sink, "_checkpoints", "stream")
+    sink = BatchSink(spark, args.sink, app_id(spark, checkpoint), bootstrap, args.alerts_topic, run_id,
+                     keep_features=args.features, alert_retry_s=args.alert_retry_s,
+                     client_config=client_properties(args))
     writer = (output.writeStream.foreachBatch(sink.write_batch)
               .option("checkpointLocation", checkpoint).queryName("avwatch-stream"))
     if args.until_idle:
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=f"{args.trigger} seconds")
-    del F
     return writer, sink
 
 
@@ -177,9 +200,12 @@ def run(args, config=None, spark=None) -> dict:
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
     if args.state_partitions:
         spark.conf.set("spark.sql.shuffle.partitions", str(args.state_partitions))
+    from avwatch.kafka_config import client_properties
     from jobs.kafka_io import create_topics
 
-    create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []))
+    create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []),
+                  partitions=args.topic_partitions, replication=args.topic_replication,
+                  client_config=client_properties(args))
     listener = ProgressLogger()
     spark.streams.addListener(listener)
     sink = None
@@ -198,7 +224,8 @@ def run(args, config=None, spark=None) -> dict:
             query.stop()
         if query.exception() is not None:
             raise AvwatchError(f"the streaming query failed: {query.exception()}")
-        return {"run_id": run_id, "batches": listener.batches, **sink.totals}
+        return {"run_id": run_id, "batches": listener.batches, **sink.totals,
+                "state_rows": (listener.last or {}).get("state_rows", 0), "state_rows_max": listener.state_rows_max}
     finally:
         spark.streams.removeListener(listener)
         if sink is not None:

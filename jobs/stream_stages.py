@@ -21,6 +21,7 @@ from detectors.config import DetectorConfig
 from detectors.events import event_row
 from detectors.features import Features, SegmentInput, stage1
 from schemas import MAX_DEAD_LETTER_BYTES, RecordError, decode
+from schemas.bounds import check_record
 from schemas.records import ANOMALY_EVENT
 
 # One stage-1 output row. `reason` set means a dead letter (and the raw record travels with it).
@@ -55,6 +56,10 @@ STAGE2_SCHEMA = pa.schema(
 EVENT_COLUMNS = [f.name for f in ANOMALY_EVENT.schema]
 
 
+def _clip(text: str, limit: int = 2000) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
+
+
 def _dead(row: dict, reason: str) -> dict:
     value = row.get("value")
     return {"reason": reason, "topic": row.get("topic"), "partition": row.get("partition"),
@@ -77,14 +82,13 @@ def stage1_rows(rows: list[dict], config: DetectorConfig, kinds_by_topic: dict[s
             continue
         try:
             record_type, table = decode(value)
-            if table.num_rows == 0:
-                raise RecordError(f"empty {record_type.name} record")
+            check_record(record_type.name, table)
             stream_id = table.column("stream_id")[0].as_py()
             if stream_id.encode("utf-8") != bytes(key):
                 raise RecordError(f"key {bytes(key)[:80]!r} does not match the record's stream id {stream_id!r}")
             item: SegmentInput = stage1(record_type.name, table, config, kind=kinds_by_topic.get(row["topic"]))
-        except (RecordError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            out.append(_dead(row, f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - any failure on one record is that record's, never the job's
+            out.append(_dead(row, f"{type(exc).__name__}: {_clip(str(exc))}"))
             continue
         if record_type.name == "feature_segment":  # computed at the edge: pass the blob on as it came
             blob = table.column("features")[0].as_py()
@@ -107,56 +111,143 @@ def stage1_batches(batches, config: DetectorConfig, kinds_by_topic: dict[str, st
                                          schema=STAGE1_SCHEMA)
 
 
-class Stage2:
-    """The stateful per-stream step, shared by the streaming job and re-analysis."""
+STATE_LAYOUT = 2  # the job's per-stream state around the analyzer's (1: no layout key, no tombstones)
+SUPERSEDED_KEPT = 8
 
-    def __init__(self, config: DetectorConfig, run_id: str, lateness_s: float, keep_features: bool):
+
+class Stage2:
+    """The stateful per-stream step, shared by the streaming job and re-analysis.
+
+    Per stream the job keeps {"layout", "analyzer": the analyzer's state, "live", "last_arrival" (wall
+    clock s), "first_offsets": where the current publication began on each topic-partition, "superseded":
+    recent earlier publications}. When a stream ends, its state shrinks to a tombstone ("analyzer": None,
+    "ended": its publication) that recognises stragglers; the tombstone is removed after `ended_ttl_s`, and
+    a live stream silent for `idle_ttl_s` is closed and removed (see on_timeout).
+    """
+
+    def __init__(self, config: DetectorConfig, run_id: str, lateness_s: float, keep_features: bool,
+                 idle_ttl_s: float = 3600.0, ended_ttl_s: float = 300.0):
         self.config = config
         self.analyzer = StreamAnalyzer(config, lateness_s=lateness_s)
         self.run_id = run_id
         self.keep_features = keep_features
+        self.idle_ttl_s = float(idle_ttl_s)
+        self.ended_ttl_s = float(ended_ttl_s)
 
-    def new_state(self) -> dict:
-        return {"analyzer": self.analyzer.initial_state(), "publish_id": None, "last_arrival": None}
+    def new_state(self, superseded: list | None = None) -> dict:
+        return {"layout": STATE_LAYOUT, "analyzer": self.analyzer.initial_state(), "live": False,
+                "last_arrival": None, "ended": None, "first_offsets": {}, "superseded": superseded or []}
 
-    def process(self, stream_id: str | None, rows: list[dict], state: dict | None) -> tuple[list[dict], dict | None]:
-        """Feed one stream's stage-1 rows (any order); returns (output rows, new state or None when done)."""
+    def load(self, blob: bytes) -> dict:
+        """A saved state, brought to this layout and this job's detector configuration."""
+        state = pickle.loads(blob)
+        if state.get("layout") is None:  # layout 1: {"analyzer", "publish_id", "live", "last_arrival"}
+            analyzer = state["analyzer"]
+            analyzer.setdefault("publication", state.get("publish_id"))
+            state = {**self.new_state(), "analyzer": analyzer, "live": bool(state.get("live")),
+                     "last_arrival": state.get("last_arrival")}
+        elif state["layout"] != STATE_LAYOUT:
+            raise ValueError(f"stream state layout {state['layout']} is not this build's ({STATE_LAYOUT})")
+        if state["analyzer"] is not None:
+            self.analyzer.reconcile(state["analyzer"])
+        return state
+
+    @staticmethod
+    def publication(state: dict) -> str | None:
+        return state["analyzer"]["publication"] if state["analyzer"] is not None else state["ended"]
+
+    def process(self, stream_id: str | None, rows: list[dict], state: dict | None,
+                now: float | None = None) -> tuple[list[dict], dict | None]:
+        """Feed one stream's stage-1 rows (any order); returns (output rows, new state). Never raises for a
+        bad row: a row that makes a detector fail is dead-lettered and the stream goes on."""
         out: list[dict] = []
         if stream_id is None:  # records without a usable key never reach a stream's state
             return [{"row_type": "dead_letter", **self._dead_fields(r)} for r in rows], state
         state = state or self.new_state()
-        now = datetime.now(timezone.utc)
-        for row in sorted(rows, key=lambda r: (r.get("reason") is None, r.get("kind") or "", r.get("sequence") or 0)):
+        for row in _in_publication_order(rows):
             if row.get("reason") is not None:
                 out.append({"row_type": "dead_letter", "stream_id": stream_id, **self._dead_fields(row)})
                 continue
             source = json.loads(row["source"])
             publish_id = source.get("publish_id")
-            if publish_id and state["publish_id"] and publish_id != state["publish_id"]:
-                if publish_id < state["publish_id"]:
-                    out.append({"row_type": "dead_letter", "stream_id": stream_id,
-                                **self._dead_fields(row, "segment of an earlier publication of this stream")})
+            current = self.publication(state)
+            if publish_id and current and publish_id != current:
+                if publish_id in state["superseded"] or self._before_current(state, row):
+                    out.append({"row_type": "dead_letter", "stream_id": stream_id, **self._dead_fields(
+                        row, f"segment of an earlier publication of this stream ({publish_id}; the stream "
+                             f"now carries {current})")})
                     continue
-                out += self._events(stream_id, self.analyzer.close(state["analyzer"]).events, state)
-                state = self.new_state()
-            if publish_id:
-                state["publish_id"] = publish_id
+                if state["analyzer"] is not None:  # a new publication closes the previous one
+                    out += self._events(stream_id, self.analyzer.close(state["analyzer"]).events, state)
+                state = self.new_state((state["superseded"] + [current])[-SUPERSEDED_KEPT:])
+            if state["analyzer"] is None:
+                out.append({"row_type": "dead_letter", "stream_id": stream_id, **self._dead_fields(
+                    row, f"late {row['kind']} segment {row['sequence']}: arrived after the end of its stream")})
+                continue
+            where = f"{row.get('topic')}/{row.get('partition')}"
+            if row.get("offset") is not None and where not in state["first_offsets"]:
+                state["first_offsets"][where] = int(row["offset"])
             state["live"] = bool(source.get("live"))
+            out += self._analyse(stream_id, row, source, state)
+        state["last_arrival"] = time.time() if now is None else now
+        if state["analyzer"] is not None and state["analyzer"].get("finished"):
+            state = {**state, "analyzer": None, "ended": self.publication(state) or ""}  # the tombstone
+        return out, state
+
+    def _analyse(self, stream_id: str, row: dict, source: dict, state: dict) -> list[dict]:
+        out = []
+        kind = row["kind"]
+        snapshot = pickle.dumps(state["analyzer"], protocol=5)
+        try:
             feats = Features.from_ipc(row["features"]) if row.get("features") is not None else None
-            item = SegmentInput(stream_id, row["kind"], int(row["sequence"]), float(row["t"]), source,
+            item = SegmentInput(stream_id, kind, int(row["sequence"]), float(row["t"]), source,
                                 features=feats, control=row.get("control"))
             outcome = self.analyzer.add(state["analyzer"], item)
-            out += self._events(stream_id, outcome.events, state)
-            for kind, seq in outcome.late:
-                out.append({"row_type": "dead_letter", "stream_id": stream_id,
-                            **self._dead_fields(row, f"late {kind} segment {seq}: arrived after the stream moved "
-                                                     f"on (allowed lateness {self.analyzer.lateness_s:g} s)")})
-            if self.keep_features and feats is not None and row["kind"] == "video" and len(feats):
-                out.append({"row_type": "features", "stream_id": stream_id, "features": row["features"],
-                            "t": float(row["t"]), "epoch": state["analyzer"].get("epoch")})
-        state["last_arrival"] = time.time()
-        del now
-        return out, state
+        except Exception as exc:  # noqa: BLE001 - a segment that breaks a detector is dead-lettered
+            state["analyzer"] = pickle.loads(snapshot)
+            if kind in ("video", "audio"):
+                self.analyzer.drop_pending(state["analyzer"], kind)  # one of them may be what failed
+            return [{"row_type": "dead_letter", "stream_id": stream_id, **self._dead_fields(
+                row, f"analysis failed on {kind} segment {row.get('sequence')}: {type(exc).__name__}: "
+                     f"{str(exc)[:1000]}")}]
+        out += self._events(stream_id, outcome.events, state)
+        for late_kind, seq in outcome.late:
+            out.append({"row_type": "dead_letter", "stream_id": stream_id,
+                        **self._dead_fields(row, f"late {late_kind} segment {seq}: arrived after the stream moved "
+                                                 f"on (allowed lateness {self.analyzer.lateness_s:g} s)")})
+        if self.keep_features and feats is not None and kind == "video" and len(feats):
+            out.append({"row_type": "features", "stream_id": stream_id, "features": row["features"],
+                        "t": float(row["t"]), "epoch": state["analyzer"].get("epoch")})
+        return out
+
+    @staticmethod
+    def _before_current(state: dict, row: dict) -> bool:
+        """Kafka keeps one stream's records in order on a partition: a record of another publication that
+        sits before the current publication's first record there is older (no host's clock is trusted)."""
+        first = state["first_offsets"].get(f"{row.get('topic')}/{row.get('partition')}")
+        return first is not None and row.get("offset") is not None and int(row["offset"]) < first
+
+    def on_timeout(self, stream_id: str, state: dict, idle_s: float,
+                   now: float | None = None) -> tuple[list[dict], dict | None]:
+        """No records for this stream for a while (processing time). Returns (rows, state or None to remove):
+        a tombstone past ended_ttl_s and a live stream silent past idle_ttl_s are removed (the latter's
+        detectors finished first, so its open defects are closed); otherwise a live stream's clock moves on
+        by idle_s (stall detection)."""
+        now = time.time() if now is None else now
+        last = state.get("last_arrival")
+        silent = 0.0 if last is None else now - last
+        if state["analyzer"] is None:
+            return [], (None if silent >= self.ended_ttl_s else state)
+        if silent >= self.idle_ttl_s:
+            rows = self._events(stream_id, self.analyzer.close(state["analyzer"]).events, state)
+            return rows, None
+        return self.on_idle(stream_id, state, idle_s), state
+
+    def timeout_s(self, state: dict, stall_timeout_s: float) -> float:
+        """When on_timeout should next run for this state."""
+        if state["analyzer"] is None:
+            return self.ended_ttl_s
+        return min(stall_timeout_s, self.idle_ttl_s)
 
     def on_idle(self, stream_id: str, state: dict, idle_s: float) -> list[dict]:
         """No records for this stream for idle_s of processing time: advance its clock (stall detection).
@@ -164,14 +255,16 @@ class Stage2:
         Only for live sources: a file is published as fast as it decodes, so the time between its records
         says nothing about the media (and a finite run never waits on the wall clock)."""
         st = state["analyzer"]
-        if st.get("finished") or not state.get("live"):
+        if st is None or st.get("finished") or not state.get("live"):
             return []
         media_now = st["media_end"] + idle_s
         return self._events(stream_id, self.analyzer.clock(st, media_now).events, state)
 
     def _events(self, stream_id: str, events, state: dict) -> list[dict]:
-        epoch = state["analyzer"].get("epoch")
-        return [{"row_type": "event", **event_row(stream_id, version, ev, epoch, self.run_id)} for version, ev in events]
+        st = state["analyzer"]
+        epoch, publication = st.get("epoch"), st.get("publication")
+        return [{"row_type": "event", **event_row(stream_id, version, ev, epoch, self.run_id,
+                                                  publication=publication)} for version, ev in events]
 
     @staticmethod
     def _dead_fields(row: dict, reason: str | None = None) -> dict:
@@ -181,9 +274,32 @@ class Stage2:
                 "run_id": None, "detected_at": datetime.now(timezone.utc)}
 
 
+def _in_publication_order(rows: list[dict]) -> list[dict]:
+    """Dead letters first, then each publication's rows (publications in the order Kafka holds them),
+    each publication's by kind and sequence."""
+    first_offset: dict = {}
+    for r in rows:
+        if r.get("reason") is None:
+            pub = _publish_id(r)
+            off = r.get("offset")
+            off = -1 if off is None else int(off)
+            first_offset[pub] = min(first_offset.get(pub, off), off)
+    return sorted(rows, key=lambda r: (r.get("reason") is None,
+                                       first_offset.get(_publish_id(r), -1) if r.get("reason") is None else -1,
+                                       r.get("kind") or "", r.get("sequence") or 0))
+
+
+def _publish_id(row: dict) -> str:
+    try:
+        return json.loads(row["source"]).get("publish_id") or ""
+    except (TypeError, ValueError, AttributeError):
+        return ""
+
+
 def dump_state(state: dict) -> bytes:
     return pickle.dumps(state, protocol=5)
 
 
 def load_state(blob: bytes) -> dict:
+    """The raw saved state (Stage2.load also migrates and reconciles it)."""
     return pickle.loads(blob)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from schemas.ipc_guard import GuardError, check_stream
 from schemas.records import ALL, META_NAME, META_VERSION, RecordType
 
 COMPRESSIONS = ("zstd", "lz4", "none")
@@ -73,6 +74,10 @@ def decode(payload: bytes | memoryview | None, expect: RecordType | None = None)
     if payload is None or len(payload) == 0:
         raise RecordError("empty payload")
     try:
+        check_stream(payload)  # declared sizes and counts within bounds before Arrow allocates from them
+    except GuardError as exc:
+        raise RecordError(str(exc)) from None
+    try:
         reader = pa.ipc.open_stream(pa.py_buffer(payload))
         schema = reader.schema
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
@@ -82,7 +87,7 @@ def decode(payload: bytes | memoryview | None, expect: RecordType | None = None)
         raise RecordError(f"expected a {expect.name} record, got {record_type.name}")
     try:
         table = reader.read_all()
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, MemoryError) as exc:
         raise RecordError(f"truncated or corrupt {record_type.name} payload: {exc}") from None
     # An IPC stream cut exactly between messages still parses: require its end-of-stream marker.
     if not _has_eos_marker(payload):

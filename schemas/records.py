@@ -129,7 +129,7 @@ DEAD_LETTER = _record("dead_letter", 1, [
     pa.field("partition", pa.int32()),
     pa.field("offset", pa.int64()),
     pa.field("key", pa.binary()),
-    pa.field("value", pa.binary()),                            # the raw bytes (the first MAX_DEAD_LETTER_BYTES)
+    pa.field("value", pa.binary()),                            # the first MAX_DEAD_LETTER_BYTES of the raw bytes
     pa.field("value_size", pa.int64()),
     pa.field("reason", pa.string(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
@@ -174,7 +174,9 @@ FRAME_FEATURES = _record("frame_features", 1, [
 # Columns of FRAME_FEATURES that are stage-1 features (the rest say where and when the frame was).
 FRAME_FEATURE_COLUMNS = [f.name for f in FRAME_FEATURES.schema][6:]
 
-MAX_DEAD_LETTER_BYTES = 1 << 20
+# A dead letter keeps an excerpt of the record (its topic, partition and offset locate the whole while Kafka
+# retains it): a burst of bad records must not carry megabytes each to the driver (spark.driver.maxResultSize).
+MAX_DEAD_LETTER_BYTES = 4096
 
 ALL = {r.name: r for r in (VIDEO_SEGMENT, AUDIO_SEGMENT, FEATURE_SEGMENT, CONTROL, ANOMALY_EVENT, DEAD_LETTER,
                            FRAME_FEATURES)}

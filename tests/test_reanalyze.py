@@ -138,3 +138,82 @@ def test_airflow_dag_parses_and_submits_the_reanalyze_job_without_airflow_instal
     # the job accepts exactly the arguments the DAG passes
     args = [a if "{{" not in a else "2026-01-01T00:00:00+00:00" for a in task["application_args"]]
     reanalyze_parser().parse_args(args)
+
+
+def _concurrent_row(k: int, when) -> dict:
+    from datetime import timedelta
+
+    return {"event_id": f"concurrent-{k}", "stream_id": "feed", "detector": "black", "detector_version": "1",
+            "start_s": 0.01 * k, "end_s": 0.01 * k + 0.5, "start_time": when + timedelta(seconds=0.01 * k),
+            "end_time": when + timedelta(seconds=0.01 * k + 0.5), "score": 1.0, "threshold": 0.5,
+            "severity": "major", "details": "{}", "evidence": None, "run_id": "concurrent-writer",
+            "detected_at": None}
+
+
+@pytest.mark.spark
+@pytest.mark.kafka
+def test_features_source_through_spark_submit_analyses_whole_streams_while_the_stream_job_writes(streamed,
+                                                                                                  tmp_path):
+    """`--source features` as a user runs it (a fresh spark-submit process) on a stream read in many
+    Arrow batches of 16 rows: the events late in the stream are found and the early ones kept; a writer
+    merging batches into the same table meanwhile (as the stream job does) loses nothing."""
+    import shutil
+    import subprocess
+    import threading
+    from datetime import datetime, timedelta, timezone
+
+    from avwatch import events_table
+
+    sink = tmp_path / "sink"
+    shutil.copytree(streamed["sink"], sink)                 # this test's own copy of the streamed tables
+    chosen = ("black", "colorbars", "solid_color", "freeze")
+    key = lambda r: (r["detector"], r["start_s"], r["end_s"])  # noqa: E731
+    before = sorted(key(r) for r in events(sink) if r["detector"] in chosen)
+    frames = DeltaTable(str(sink / "frame_features")).to_pyarrow_table()
+    assert frames.num_rows > 10 * 16                         # a stream of many Arrow batches
+    late = max(r[1] for r in before)
+    assert late > frames.num_rows / 25 * 0.7                 # an event in the last third of the stream
+    config = tmp_path / "black.toml"
+    config.write_text("[options.black]\nmin_duration_s = 0.5\npicture_threshold = 0.98\n")
+
+    table = str(sink / "anomaly_events")
+    when = datetime.now(timezone.utc) - timedelta(minutes=10)
+    committed: dict[str, int] = {}
+    stop = threading.Event()
+
+    def stream_writer():  # the stream job's writes: batches merged by event id, app transaction per batch
+        k = 0
+        while not stop.is_set():
+            row = _concurrent_row(k, when)
+            version = events_table.merge_batch(table, [row], "concurrent-events", k)
+            committed[row["event_id"]] = version
+            k += 1
+            stop.wait(0.3)
+
+    writer = threading.Thread(target=stream_writer)
+    writer.start()
+    try:
+        result = subprocess.run(
+            [str(ROOT / "spark-submit.sh"), "reanalyze", "--master", "local[2]",
+             "--conf", "spark.sql.execution.arrow.maxRecordsPerBatch=16", "--conf", "spark.ui.enabled=false",
+             "--", "--sink", str(sink), "--since", "1h", "--source", "features", "--detectors", ",".join(chosen),
+             "--config", str(config)], capture_output=True, text=True, timeout=600)
+    finally:
+        stop.set()
+        writer.join()
+    assert result.returncode == 0, "\n".join(line for line in result.stderr.splitlines()
+                                             if " INFO " not in line and " WARN " not in line)[-4000:] + result.stdout[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["written"] and summary["source"] == "features" and summary["streams"] == ["feed"]
+
+    after = events(sink)
+    mine = [r for r in after if r["detector"] in chosen and r["run_id"] != "concurrent-writer"]
+    assert sorted(map(key, mine)) == before                  # every event found again, the late one too
+    assert all(r["run_id"] == summary["run_id"] for r in mine)
+    assert [r["threshold"] for r in mine if r["detector"] == "black"] == [0.98]
+    present = {r["event_id"] for r in after}
+    read_version = summary["read_version"]
+    assert any(v > read_version for v in committed.values())  # the writer committed while it ran
+    for event_id, version in committed.items():
+        # written after the re-analysis read the table: kept; before: inside the replaced range, replaced
+        assert (event_id in present) == (version > read_version), (event_id, version, read_version)

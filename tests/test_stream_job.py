@@ -224,9 +224,7 @@ def test_spark_submit_on_a_standalone_cluster(broker, clips, local_events, tmp_p
         result = subprocess.run([str(root / "spark-submit.sh"), "stream", "--master", f"spark://127.0.0.1:{port}",
                                  "--conf", "spark.ui.enabled=false", "--executor-memory", "1g", "--",
                                  "--bootstrap", broker.bootstrap, "--video-topic", topics[0], "--audio-topic",
-                                 topics[1], "--sink", str(sink), "--until-idle", "--alerts-topic", "",
-                                 # the cluster path keeps Spark's own Delta MERGE (filesystems delta-rs lacks)
-                                 "--events-writer", "spark"],
+                                 topics[1], "--sink", str(sink), "--until-idle", "--alerts-topic", ""],
                                 capture_output=True, text=True, timeout=600, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"spark://127.0.0.1:{port}" in (tmp_path / "master.log").read_text() or True

@@ -1,0 +1,298 @@
+"""The job's reliability rules on their pure parts (no Kafka, no Spark): hostile records are refused
+before anything is allocated from them, no record makes stage 1 or stage 2 raise, streams are analysed
+from wherever they are met, publications are told apart, state survives configuration changes, and a
+stream's state ends with it."""
+from __future__ import annotations
+
+import json
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from avwatch.locations import join_uri, local_path
+from avwatch.samples import read_rgb_frames, real_clip, sine, write_clip
+from detectors.config import DetectorConfig
+from jobs.stream_stages import Stage2, stage1_rows
+from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, RecordError, decode, encode
+from schemas.bounds import check_record
+from schemas.ipc_guard import MAX_DECODED_BYTES
+from tests.pipeline_fixture import segments_of
+
+TOPICS = {"v": "video", "a": "audio"}
+RECORD = {"video": VIDEO_SEGMENT, "audio": AUDIO_SEGMENT}
+MAX_BYTES = 12 << 20
+BLACK = (3.0, 4.6)     # media seconds of the injected black picture
+CONFIG = DetectorConfig.build(["black", "silence", "freeze"])
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    frames = read_rgb_frames(real_clip("bikes"), limit=150, size=(160, 90))
+    for i in range(int(BLACK[0] * 25), int(BLACK[1] * 25)):
+        frames[i] = np.zeros_like(frames[i])
+    audio = sine(6.0, amplitude=0.1)
+    audio[int(1.0 * 48000):int(2.5 * 48000)] = 0.0
+    return write_clip(tmp_path_factory.mktemp("rel") / "clip.mkv", frames, 25, audio=audio)
+
+
+def kafka_rows(segments, start_offset: int = 0) -> list[dict]:
+    """Segments as the Kafka rows stage 1 receives (offsets in send order per topic)."""
+    rows, offsets = [], {"v": start_offset, "a": start_offset}
+    for s in segments:
+        kind = s.kind.split(":")[-1]
+        record = CONTROL if s.kind.startswith("control") else RECORD[kind]
+        topic = "v" if kind == "video" else "a"
+        rows.append({"key": s.stream_id.encode(), "value": encode(record, s.table), "topic": topic,
+                     "partition": 0, "offset": offsets[topic], "timestamp": None})
+        offsets[topic] += 1
+    return rows
+
+
+def run_stage2(stage2: Stage2, stream_id: str, rows: list[dict], batch: int = 4, state=None):
+    """Stage 1 then stage 2 in micro-batches of `batch` Kafka rows, state pickled between them as the job
+    does; returns (output rows, final state)."""
+    out = []
+    for i in range(0, len(rows), batch):
+        features = stage1_rows(rows[i:i + batch], stage2.config, TOPICS, MAX_BYTES)
+        got, state = stage2.process(stream_id, features, state)
+        out += got
+        state = stage2.load(pickle.dumps(state))
+    return out, state
+
+
+def events(out, detector=None) -> list[dict]:
+    return [r for r in out if r["row_type"] == "event" and (detector is None or r["detector"] == detector)]
+
+
+def dead(out) -> list[dict]:
+    return [r for r in out if r["row_type"] == "dead_letter"]
+
+
+# -- records refused before use -----------------------------------------------------------------------
+
+
+def audio_table(**overrides) -> pa.Table:
+    row = {"stream_id": "s", "sequence": 0, "pts_s": 0.0, "sample_rate": 48000, "channels": 2, "layout": "stereo",
+           "sample_format": "s16", "n_samples": 10, "context_samples": 0, "samples": bytes(40), "source": "{}"}
+    row.update(overrides)
+    return pa.Table.from_pylist([row], schema=AUDIO_SEGMENT.schema)
+
+
+def test_a_compression_bomb_is_refused_before_arrow_allocates_it():
+    bomb = encode(AUDIO_SEGMENT, audio_table(samples=bytes(MAX_DECODED_BYTES + (1 << 20))))
+    assert len(bomb) < 100_000  # a few kB on the wire ...
+    with pytest.raises(RecordError, match="compression bomb"):
+        decode(bomb)              # ... refused from its declared size, nothing decompressed
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"source": "[]"}, "source must be a JSON object, got list"),
+    ({"source": '{"live": "yes"}'}, "source.live must be bool"),
+    ({"source": '{"epoch": "yesterday"}'}, "source.epoch is not an ISO 8601 time"),
+    ({"sample_rate": 10}, "sample_rate must be between"),
+    ({"channels": 0}, "channels must be between"),
+    ({"n_samples": 11}, "samples has 40 bytes"),
+    ({"sample_format": "f32"}, "unsupported audio sample format"),
+    ({"stream_id": ""}, "stream_id must be 1 to"),
+])
+def test_hostile_audio_values_are_refused_with_the_field_named(overrides, message):
+    _, table = decode(encode(AUDIO_SEGMENT, audio_table(**overrides)))
+    with pytest.raises(RecordError, match=message):
+        check_record("audio_segment", table)
+
+
+def test_hostile_video_values_are_refused(clip):
+    video = next(s for s in segments_of(clip, "v") if s.kind == "video")
+    table = video.table
+    wide = table.set_column(table.schema.get_field_index("width"), "width",
+                            pa.array([100_000] * table.num_rows, pa.int32()))
+    with pytest.raises(RecordError, match="width must be between"):
+        check_record("video_segment", wide)
+    short = table.set_column(table.schema.get_field_index("height"), "height",
+                             pa.array([table.column("height")[0].as_py() - 1] * table.num_rows, pa.int32()))
+    with pytest.raises(RecordError, match="luma plane is not"):
+        check_record("video_segment", short)
+
+
+def test_stage1_never_raises_and_dead_letters_every_mutation_it_cannot_read(clip):
+    """1,000 mutated real records (bit flips, truncation, splices, foreign bytes): each comes back as a
+    dead letter with a reason and a bounded excerpt, or as a segment whose features are well formed."""
+    good = kafka_rows(segments_of(clip, "fz"))
+    rng = random.Random(11)
+    rows = []
+    for i in range(1000):
+        base = bytearray(rng.choice(good)["value"])
+        how = i % 5
+        if how == 0:
+            for _ in range(rng.randint(1, 8)):
+                base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
+        elif how == 1:
+            base = base[:rng.randrange(len(base))]
+        elif how == 2:
+            other = rng.choice(good)["value"]
+            cut = rng.randrange(min(len(base), len(other)))
+            base = base[:cut] + other[cut:]
+        elif how == 3:
+            base = bytearray(rng.randbytes(rng.randint(0, 5000)))
+        else:
+            pos = rng.randrange(max(1, min(len(base), 600)))  # the metadata: sizes, counts, types
+            base[pos] = rng.randrange(256)
+        rows.append({"key": b"fz", "value": bytes(base), "topic": rng.choice("va"), "partition": 0,
+                     "offset": i, "timestamp": None})
+    out = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
+    assert len(out) == len(rows)
+    bad = [r for r in out if r.get("reason")]
+    assert all(r["reason"].strip() and len(r["value"]) <= 4096 for r in bad)
+    accepted = {r["offset"] for r in out if not r.get("reason")}
+    assert len(accepted) < len(rows) / 2     # most mutations break the record ...
+    for row in rows:                         # ... and those accepted really are valid records
+        if row["offset"] in accepted:
+            record_type, table = decode(row["value"])
+            check_record(record_type.name, table)
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False)
+    got, _ = stage2.process("fz", out, None)  # what passed stage 1 is analysed without an exception
+    assert len(dead(got)) >= len(bad)
+
+
+# -- streams met mid-way -------------------------------------------------------------------------------
+
+
+def test_a_stream_met_mid_way_is_analysed_from_the_first_segment_seen(clip):
+    segments = [s for s in segments_of(clip, "mid") if s.sequence >= 2]  # the first 2 s expired
+    out, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "mid", kafka_rows(segments))
+    black = events(out, "black")
+    assert len(black) == 1 and abs(black[0]["start_s"] - BLACK[0]) < 0.05 and abs(black[0]["end_s"] - BLACK[1]) < 0.05
+    cold = json.loads(black[0]["details"])["cold_start"]
+    assert "first seen at segment 2" in cold["reason"] and cold["from_s"] == pytest.approx(2.0, abs=0.05)
+    assert not dead(out)
+
+
+def test_a_dead_lettered_first_segment_does_not_stall_the_stream(clip):
+    rows = kafka_rows(segments_of(clip, "dl"))
+    first_video = next(r for r in rows if r["topic"] == "v")
+    first_video["value"] = first_video["value"][:100]   # segment 0 is unreadable
+    out, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "dl", rows)
+    assert [d["offset"] for d in dead(out)] == [0]
+    assert len(events(out, "black")) == 1 and len(events(out, "silence")) == 1
+
+
+def test_segments_from_before_the_join_are_dead_lettered_as_late(clip):
+    segments = segments_of(clip, "lj")
+    video = [s for s in segments if s.kind == "video"]
+    rest = [s for s in segments if s.kind != "video"]
+    rows = kafka_rows([s for s in video if s.sequence >= 1] + rest + [video[0]])
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False)
+    out, _ = run_stage2(stage2, "lj", rows[:len(rows) - 1], batch=100)
+    out2, _ = stage2.process("lj", stage1_rows(rows[-1:], CONFIG, TOPICS, MAX_BYTES), _)
+    assert [d["reason"][:20] for d in dead(out2)] == ["late video segment 0"]
+
+
+# -- publications, configuration changes ---------------------------------------------------------------
+
+
+def test_a_republished_stream_keeps_the_first_publications_events(clip):
+    first = segments_of(clip, "re")
+    second = segments_of(clip, "re")
+    pub = lambda segs: json.loads(segs[0].table.column("source")[0].as_py())["publish_id"]  # noqa: E731
+    assert pub(first) != pub(second)
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False)
+    rows1 = kafka_rows(first)
+    rows2 = kafka_rows(second, start_offset=1000)
+    out, state = run_stage2(stage2, "re", rows1)
+    out2, state = run_stage2(stage2, "re", rows2, state=state)
+    ids1 = {r["event_id"] for r in events(out)}
+    ids2 = {r["event_id"] for r in events(out2)}
+    assert ids1 and len(ids1) == len(ids2) and not ids1 & ids2
+    # a straggler of the first publication (before the second's first record on its partition) is refused
+    late, _ = stage2.process("re", stage1_rows([rows1[5]], CONFIG, TOPICS, MAX_BYTES), state)
+    assert "earlier publication" in dead(late)[0]["reason"]
+
+
+def test_adding_and_removing_detectors_across_a_restart_keeps_the_stream_running(clip):
+    rows = kafka_rows(segments_of(clip, "cfg"))
+    half = len(rows) // 2
+    before = Stage2(DetectorConfig.build(["silence", "freeze"]), "t", 5.0, keep_features=False)
+    out, state = run_stage2(before, "cfg", rows[:half])
+    after = Stage2(DetectorConfig.build(["black", "silence"]), "t", 5.0, keep_features=False)
+    state = after.load(pickle.dumps(state))            # the restarted job reads the old state
+    assert set(state["analyzer"]["detectors"]) == {"black", "silence"}
+    out2, _ = run_stage2(after, "cfg", rows[half:], state=state)
+    black = events(out2, "black")
+    assert len(black) == 1 and "added to the job" in json.loads(black[0]["details"])["cold_start"]["reason"]
+    assert not dead(out2) and not events(out2, "freeze")
+
+    changed = Stage2(DetectorConfig.build(["black", "silence"], {"black": {"min_duration_s": 0.5}}), "t", 5.0, False)
+    state = changed.load(pickle.dumps(state))
+    assert "changed" in state["analyzer"]["cold"]["black"]["reason"]
+
+
+def test_a_layout_1_state_is_migrated(clip):
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False)
+    analyzer = stage2.analyzer.initial_state()
+    for key in ("version", "joined", "cold", "publication", "detector_keys"):
+        del analyzer[key]
+    analyzer["next"] = {"video": 0, "audio": 0}
+    old = {"analyzer": analyzer, "publish_id": "p1", "last_arrival": None, "live": False}
+    state = stage2.load(pickle.dumps(old))
+    assert state["analyzer"]["publication"] == "p1" and state["layout"] == 2
+    out, _ = run_stage2(stage2, "m", kafka_rows(segments_of(clip, "m")), state=state)
+    assert len(events(out, "black")) == 1
+
+
+def test_a_segment_that_breaks_a_detector_is_dead_lettered_and_the_stream_goes_on(clip):
+    rows = kafka_rows(segments_of(clip, "brk"))
+    features = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
+    from detectors.features import Features
+
+    victim = next(r for r in features if r["kind"] == "video" and r["sequence"] == 1)
+    broken = Features.from_ipc(victim["features"])
+    del broken["black_frac"]                         # what a buggy edge converter could send
+    victim["features"] = broken.to_ipc()
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False)
+    out, state = stage2.process("brk", features, None)
+    reasons = [d["reason"] for d in dead(out)]
+    assert len(reasons) == 1 and reasons[0].startswith("analysis failed on video segment 1: KeyError")
+    assert len(events(out, "black")) == 1 and len(events(out, "silence")) == 1
+
+
+# -- state that ends -----------------------------------------------------------------------------------
+
+
+def test_an_ended_stream_leaves_a_tombstone_that_expires(clip):
+    rows = kafka_rows(segments_of(clip, "end"))
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False, ended_ttl_s=60.0)
+    features = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
+    out, state = stage2.process("end", features[:-1], None, now=1000.0)
+    assert state["analyzer"] is not None
+    out, state = stage2.process("end", features[-1:], state, now=1000.0)
+    assert state["analyzer"] is None and len(pickle.dumps(state)) < 1000
+    late, state = stage2.process("end", stage1_rows(rows[3:4], CONFIG, TOPICS, MAX_BYTES), state, now=1001.0)
+    assert "after the end of its stream" in dead(late)[0]["reason"]
+    assert stage2.on_timeout("end", state, 10.0, now=1030.0)[1] is not None
+    assert stage2.on_timeout("end", state, 10.0, now=1061.5)[1] is None
+
+
+def test_a_vanished_live_stream_is_closed_and_removed(clip):
+    segments = [s for s in segments_of(clip, "gone") if not s.kind.startswith("control")]  # no end of stream
+    rows = kafka_rows(segments)
+    features = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
+    for r in features:
+        r["source"] = json.dumps({**json.loads(r["source"]), "live": True})
+    stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False, idle_ttl_s=120.0)
+    out, state = stage2.process("gone", features, None, now=0.0)
+    rows_t, kept = stage2.on_timeout("gone", state, 10.0, now=60.0)
+    assert kept is not None
+    closing, removed = stage2.on_timeout("gone", kept, 10.0, now=130.0)
+    assert removed is None
+    assert {r["detector"] for r in events(out + rows_t + closing)} >= {"black", "silence"}
+
+
+def test_locations_are_joined_as_uris():
+    assert join_uri("s3a://bucket/x", "_checkpoints", "stream") == "s3a://bucket/x/_checkpoints/stream"
+    assert join_uri("file:///tmp/sink/", "anomaly_events") == "file:///tmp/sink/anomaly_events"
+    assert join_uri("/data/sink", "anomaly_events") == "/data/sink/anomaly_events"
+    assert local_path("file:///tmp/a%20b") == "/tmp/a b" and local_path("s3a://b/x") is None
