@@ -1,10 +1,11 @@
 """avwatch: an audio/video quality monitor on Apache Spark.
 
-Packages, one job each (the data flow reads left to right):
-  avwatch/    the command line, the local stack (Kafka broker, jar cache), media decoding, local runner
+Packages, one job each; each imports only the ones listed above it (tests/test_layering.py):
   schemas/    versioned Arrow record definitions and their encode/decode helpers
   detectors/  pure numpy/pandas defect detectors (stage 1 per frame, stage 2 per stream over time)
+  avwatch/    the core: media decoding, the local stack (Kafka broker, jar cache), local runner, sink, report
   jobs/       everything that talks to Kafka or Spark: publish, stream, reanalyze
+  cli/        the `avwatch` command line
 """
 from pathlib import Path
 
@@ -27,9 +28,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["avwatch", "avwatch.*", "jobs", "jobs.*", "detectors", "detectors.*",
-                                    "schemas", "schemas.*"]),
-    package_data={"avwatch": ["jvm/*.xml", "jvm/*.properties"]},
+                                    "schemas", "schemas.*", "cli", "cli.*"]),
+    package_data={"avwatch": ["jvm/*.xml", "jvm/*.properties"], "jobs": ["*.properties"]},
     install_requires=pinned_requirements(),
-    entry_points={"console_scripts": ["avwatch = avwatch.cli:main"]},
+    entry_points={"console_scripts": ["avwatch = cli.main:main"]},
     license="Apache-2.0",
 )

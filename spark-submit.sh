@@ -50,7 +50,7 @@ dist="$here/build/spark-submit"
 rm -rf "$dist" && mkdir -p "$dist"
 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$dist" "$here" >/dev/null
 wheel="$(ls "$dist"/avwatch-*.whl)"
-jars="$("$PY" -m avwatch.cli jars --set spark --csv)"
+jars="$("$PY" -m cli jars --set spark --csv)"
 spark_submit="$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')"
 
 python_conf=()

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from avwatch.errors import AvwatchError
+from detectors.events import latest_reports
 from schemas.records import ANOMALY_EVENT
 
 log = logging.getLogger("avwatch.events_table")
@@ -43,14 +44,9 @@ class EventsCommitError(AvwatchError):
 
 
 def dedupe_events(rows: list[dict]) -> list[dict]:
-    """One row per event_id: the last report wins (a closed event replaces its ongoing report)."""
-    latest: dict[str, dict] = {}
-    for row in rows:
-        prev = latest.get(row["event_id"])
-        if prev is None or (row["end_s"], not json.loads(row["details"]).get("ongoing", False)) >= \
-                (prev["end_s"], not json.loads(prev["details"]).get("ongoing", False)):
-            latest[row["event_id"]] = row
-    return sorted(latest.values(), key=lambda r: (r["stream_id"], r["start_s"], r["detector"]))
+    """One row per event_id: its latest report (detectors.events.latest_reports: a closed event replaces
+    its open and ongoing reports), sorted by stream, start and detector."""
+    return sorted(latest_reports(rows), key=lambda r: (r["stream_id"], r["start_s"], r["detector"]))
 
 
 def sql_list(values) -> str:
@@ -88,7 +84,7 @@ def _open(location: str, storage_options=None):
     from deltalake.exceptions import TableNotFoundError
 
     try:
-        return DeltaTable(location, storage_options=storage_options)
+        return _evolved(DeltaTable(location, storage_options=storage_options))
     except TableNotFoundError:
         pass
     if "://" not in location:
@@ -100,6 +96,18 @@ def _open(location: str, storage_options=None):
     except Exception:  # two writers creating it at once: the other one won, which is as good
         log.debug("creating %s raced with another writer", location, exc_info=True)
     return DeltaTable(location, storage_options=storage_options)
+
+
+def _evolved(table):
+    """Add the columns a newer event schema has (e.g. `state`, v2) to a table written before it."""
+    from deltalake.schema import Field
+
+    have = {f.name for f in table.schema().fields}
+    missing = [f for f in SCHEMA if f.name not in have]
+    if missing:
+        table.alter.add_columns([Field.from_arrow(f.with_nullable(True)) for f in missing])
+        log.info("added column(s) %s to the events table", ", ".join(f.name for f in missing))
+    return table
 
 
 def table_version(location: str, storage_options=None) -> int:
@@ -115,7 +123,7 @@ def table_version(location: str, storage_options=None) -> int:
 
 def select(location: str, predicate: str, version: int | None = None, storage_options=None) -> list[dict]:
     """The rows matching an SQL predicate (the same text `replace` takes), at a version or the latest."""
-    from deltalake import DeltaTable, QueryBuilder
+    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     if version is not None and version < 0:
@@ -124,6 +132,12 @@ def select(location: str, predicate: str, version: int | None = None, storage_op
         table = DeltaTable(location, version=version, storage_options=storage_options)
     except TableNotFoundError:
         return []
+    return _query(table, predicate)
+
+
+def _query(table, predicate: str) -> list[dict]:
+    from deltalake import QueryBuilder
+
     return pa.table(QueryBuilder().register("t", table).execute(f"SELECT * FROM t WHERE {predicate}")
                     .read_all()).to_pylist()
 
@@ -183,17 +197,19 @@ def replace(location: str, rows: list[dict], predicate: str, *, read_version: in
     rows = dedupe_events(rows)
     props = CommitProperties(custom_metadata={"userMetadata": json.dumps(metadata, sort_keys=True)}) \
         if metadata else None
+    then: set[str] | None = None  # the rows the caller read (at read_version), loaded once
     for attempt in range(1, attempts + 1):
+        # one load and one query per attempt: a writer that commits every second must not starve this
         table = _open(location, storage_options)
         current = table.version()
+        matching = _query(table, predicate)
         kept: set[str] = set()
         if read_version is not None and read_version < current:
-            then = {_row_key(r) for r in select(location, predicate, read_version, storage_options)}
-            kept = {r["event_id"] for r in select(location, predicate, current, storage_options)
-                    if _row_key(r) not in then}
+            if then is None:
+                then = {_row_key(r) for r in select(location, predicate, read_version, storage_options)}
+            kept = {r["event_id"] for r in matching if _row_key(r) not in then}
         new = [r for r in rows if r["event_id"] not in kept]
         where = f"({predicate})" + (f" AND event_id NOT IN ({sql_list(kept)})" if kept else "")
-        deleted = len(select(location, where, current, storage_options))
         try:
             write_deltalake(table, to_arrow(new), mode="overwrite", predicate=where, commit_properties=props)
         except CommitFailedError as exc:
@@ -208,5 +224,6 @@ def replace(location: str, rows: list[dict], predicate: str, *, read_version: in
         if kept:
             log.info("kept %d event(s) written by another writer during this run: %s", len(kept),
                      ", ".join(sorted(kept)[:10]))
-        return {"version": table.version(), "deleted": deleted, "inserted": len(new), "kept": sorted(kept)}
+        return {"version": table.version(), "deleted": sum(1 for r in matching if r["event_id"] not in kept),
+                "inserted": len(new), "kept": sorted(kept)}
     raise AssertionError("unreachable")

@@ -86,9 +86,13 @@ def _locked(path: Path):
 
 
 def _pyspark_artifacts() -> set[str]:
-    import pyspark
+    """Artifacts of the jars pyspark ships, found without importing pyspark (the core stays free of it)."""
+    import importlib.util
 
-    jars = Path(pyspark.__file__).parent / "jars"
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise AvwatchError("pyspark is not installed: run `make install` (or pip install -r requirements.txt)")
+    jars = Path(list(spec.submodule_search_locations)[0]) / "jars"
     names = set()
     for jar in jars.glob("*.jar"):
         match = _JAR_NAME.match(jar.name)

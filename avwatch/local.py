@@ -15,7 +15,7 @@ from avwatch.convert.segments import FILE_EPOCH, Segmenter
 from avwatch.native_threads import use_one_native_thread
 from detectors.analyzer import StreamAnalyzer
 from detectors.config import DetectorConfig
-from detectors.events import event_row
+from detectors.events import event_row, latest_reports
 from detectors.features import stage1
 from schemas.records import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT
 
@@ -31,7 +31,8 @@ def default_stream_id(uri: str) -> str:
 @dataclass
 class LocalResult:
     stream_id: str
-    rows: list[dict] = field(default_factory=list)   # anomaly_event rows
+    rows: list[dict] = field(default_factory=list)   # anomaly_event rows, each event's latest state
+    reports: list[dict] = field(default_factory=list)  # every report: open, ongoing updates, closed
     frames: int = 0
     audio_s: float = 0.0
     segments: int = 0
@@ -42,14 +43,14 @@ class LocalResult:
 
 def analyze_source(uri: str, config: DetectorConfig, stream_id: str | None = None,
                    decode: DecodeOptions = DecodeOptions(), segment_s: float = 1.0, run_id: str | None = None,
-                   on_segment=None) -> LocalResult:
+                   on_segment=None, analyzer: StreamAnalyzer | None = None) -> LocalResult:
     """Decode one file and return its events as anomaly_event rows."""
     use_one_native_thread()
     stream_id = stream_id or default_stream_id(uri)
     run_id = run_id or f"local-{uuid.uuid4().hex[:12]}"
     decoder = MediaDecoder(uri, decode)
     segmenter = Segmenter(stream_id, decoder.info, segment_s=segment_s, epoch=FILE_EPOCH)
-    analyzer = StreamAnalyzer(config)
+    analyzer = analyzer or StreamAnalyzer(config)
     state = analyzer.initial_state()
     result = LocalResult(stream_id, has_video=decoder.info.has_video, has_audio=decoder.info.has_audio)
     detected_at = datetime.now(timezone.utc)
@@ -78,5 +79,7 @@ def analyze_source(uri: str, config: DetectorConfig, stream_id: str | None = Non
     for segment in segmenter.finish():
         handle(segment)
     result.decode_errors = decoder.decode_errors
+    result.reports = list(result.rows)          # every alarm state change, in order
+    result.rows = latest_reports(result.rows)   # what the table holds: each event's latest state
     result.rows.sort(key=lambda r: (r["start_s"], r["detector"]))
     return result

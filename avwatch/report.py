@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from avwatch.errors import AvwatchError
+from avwatch.errors import AvwatchError, no_table
 from avwatch.sink import EVENTS, FRAME_FEATURES, table_path
 
 SEVERITY_COLOURS = {"major": "#d7301f", "minor": "#f59e0b"}
@@ -73,8 +73,7 @@ def load(sink: str | Path) -> SinkView:
     try:
         table = DeltaTable(str(path))
     except TableNotFoundError:
-        raise AvwatchError(f"no {EVENTS} table under {Path(sink)} (looked in {path}); run `avwatch analyze "
-                           f"MEDIA --sink {sink}` or the stream job first") from None
+        raise no_table(sink, EVENTS, path) from None
     version = table.version()
     try:
         last = table.history(limit=1)
@@ -360,6 +359,7 @@ img.evidence { width: 192px; height: auto; image-rendering: pixelated; display: 
                border: 1px solid #ccc; background: #000; }
 .events td { font-size: 13px; }
 .empty { padding: 14px; background: #f6f6f6; border: 1px solid #e2e2e2; }
+.sev.open { background: #b00020; color: #fff; }
 footer { margin-top: 36px; color: #777; font-size: 12px; }
 """
 
@@ -368,6 +368,13 @@ def _sev_badge(severity) -> str:
     s = str(severity)
     cls = s if s in SEVERITY_COLOURS else "other"
     return f'<span class="sev {cls}">{esc(s)}</span>'
+
+
+def _open_badge(state) -> str:
+    """An event still going on when the table was read: its end is the time known so far."""
+    if str(state) in ("open", "ongoing"):
+        return ' <span class="sev open" title="the defect was still going on: its end is the time known so far">open</span>'
+    return ""
 
 
 def _stream_label(stream_id) -> str:
@@ -519,6 +526,6 @@ def _event_list(add, ev, anchors, numbers) -> None:
             f"<td class=\"n\">{esc(duration)}</td>"
             f"<td class=\"n\">{esc(fmt_num(r.get('score')))} <span class=\"muted\">vs</span> "
             f"{esc(fmt_num(r.get('threshold')))}</td>"
-            f"<td>{_sev_badge(r.get('severity'))}</td>"
+            f"<td>{_sev_badge(r.get('severity'))}{_open_badge(r.get('state'))}</td>"
             f"<td><ul class=\"det\">{details}</ul></td><td>{evidence}</td></tr>\n")
     add("</tbody>\n</table>\n</section>\n")

@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -226,36 +227,6 @@ class Stack:
     def accepts_connections(self) -> bool:
         return _port_open(self.port)
 
-    def topics(self, client_config: dict | None = None) -> dict[str, dict]:
-        """Topic name -> {partitions, messages} of the running broker (internal topics left out), asked
-        with the --kafka-config properties (client_config) on the listener they fit."""
-        from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
-        from avwatch.kafka_config import python_client_args
-
-        bootstrap = self.bootstrap_for(client_config)
-        security = python_client_args(client_config)
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000,
-                                 client_id="avwatch-status", **security)
-        try:
-            names = sorted(t for t in admin.list_topics() if not t.startswith("__"))
-        finally:
-            admin.close()
-        if not names:
-            return {}
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="avwatch-status", **security)
-        try:
-            result = {}
-            for name in names:
-                parts = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name) or [])]
-                begin = consumer.beginning_offsets(parts)
-                end = consumer.end_offsets(parts)
-                result[name] = {"partitions": len(parts),
-                                "messages": sum(end[p] - begin[p] for p in parts)}
-            return result
-        finally:
-            consumer.close()
-
     # -- lifecycle -------------------------------------------------------------------------------
 
     def up(self, timeout_s: float = 90.0, echo=print) -> str:
@@ -313,14 +284,13 @@ class Stack:
             shutil.rmtree(self.kafka_dir)
             echo(f"removed broker data under {self.kafka_dir}")
 
-    def status(self, client_config: dict | None = None) -> dict:
+    def status(self) -> dict:
+        """State folder, bootstrap, pid, log; the topics are jobs/stack_status.py's (they need a Kafka client)."""
         pid = self.pid()
         info = {"state": str(self.root), "bootstrap": self.bootstrap, "running": pid is not None,
                 "pid": pid, "log": str(self.log_file)}
         if self.secure_bootstrap:
             info["secure_bootstrap"] = self.secure_bootstrap
-        if pid is not None and self.accepts_connections():
-            info["topics"] = self.topics(client_config)
         return info
 
     # -- internals -------------------------------------------------------------------------------
@@ -384,7 +354,7 @@ class Stack:
             if proc is not None and proc.poll() is not None:
                 raise AvwatchError(f"the Kafka broker exited during start-up (exit {proc.returncode}); "
                                    f"see {self.log_file} and {self.kafka_dir / 'broker.out'}")
-            if self.accepts_connections() and _broker_answers(self.bootstrap):
+            if self.accepts_connections() and _broker_answers(self.port):
                 return
             time.sleep(0.5)
         raise AvwatchError(f"the Kafka broker did not accept connections on {self.bootstrap} within "
@@ -408,20 +378,30 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _broker_answers(bootstrap: str) -> bool:
-    """True once the broker serves metadata (the port opens a little before that)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
+def _broker_answers(port: int, timeout_s: float = 3.0) -> bool:
+    """True once the broker serves requests: it answers a Kafka ApiVersions request (v0, which every broker
+    version accepts). The port opens a little before that; a KRaft broker starts answering only after it
+    has caught up with the cluster metadata. Plain sockets: the core needs no Kafka client for this."""
+    correlation_id, client_id = 1, b"avwatch-ready"
+    header = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id  # ApiVersions = key 18
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout_s) as sock:
+            sock.sendall(struct.pack(">i", len(header)) + header)
+            size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+            if not 10 <= size <= 1 << 20:  # not a Kafka listener's answer to this
+                return False
+            body = _read_exactly(sock, size)
+    except (OSError, struct.error):
+        return False
+    got_id, error_code, api_count = struct.unpack(">ihi", body[:10])
+    return got_id == correlation_id and error_code == 0 and api_count > 0
 
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000,
-                                 client_id="avwatch-ready")
-    except (KafkaError, OSError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("the broker closed the connection")
+        data += chunk
+    return data

@@ -49,7 +49,7 @@ def publish_cpu(clip: Path, bootstrap: str, topic: str, stream_id: str) -> tuple
     """(lowest CPU s, its wall s) of `avwatch publish` over REPEATS runs, each to its own topics."""
     best = None
     for i in range(REPEATS):
-        wall, cpu, proc = run_timed([sys.executable, "-m", "avwatch.cli", "publish", str(clip), "--bootstrap",
+        wall, cpu, proc = run_timed([sys.executable, "-m", "cli", "publish", str(clip), "--bootstrap",
                                      bootstrap, "--video-topic", f"{topic}.r{i}.video", "--audio-topic",
                                      f"{topic}.r{i}.audio", "--stream-id", stream_id, "--no-progress"])
         assert proc.returncode == 0, proc.stderr

@@ -1,12 +1,12 @@
 """Stage-1 detector cost per frame, against a plain-numpy anchor and FFmpeg's own detection filters.
 
-  ours     each video detector's frame_features, and the whole video set (detectors.features.video_features:
+  ours     each video detector's stage1, and the whole video set (detectors.features.video_features:
            decode of the segment's planes, shared statistics, every detector, evidence thumbnails), in
            microseconds per frame at 320x180 and 640x360, one thread
   anchor   one numpy `frame.mean()` pass over the same frames (what touching every pixel once costs)
   FFmpeg   `ffmpeg -threads 1 -i CLIP -vf scale=W:H,blackdetect,freezedetect,blockdetect,blurdetect -an`
            minus `-vf scale=W:H` alone, per frame: the cost of its detection filters at the same size
-Audio: every audio detector's block_features per second of 5.1 audio. Block grid: the converter's
+Audio: every audio detector's stage1 per second of 5.1 audio. Block grid: the converter's
 full-size blockiness features per 720p and 1080p frame, against one numpy mean over the same plane.
 Target: the whole video feature set under 1 ms per 320x180 frame.
 """
@@ -19,9 +19,9 @@ import cv2
 from avwatch.convert.decode import DecodeOptions, MediaDecoder
 from avwatch.convert.segments import Segmenter
 from bench.common import bench_clip, ffmpeg, run_timed
+from detectors.base import AUDIO, VIDEO
 from detectors.config import DetectorConfig
 from detectors.features import audio_features, decode_audio, decode_video, video_features
-from detectors.registry import REGISTRY
 
 
 def _best(fn, reps: int = 3) -> float:
@@ -78,11 +78,9 @@ def run() -> dict:
         row["anchor_numpy_mean_us"] = round(_best(lambda: [[p.mean() for p in f.luma] for f in frames]) / n * 1e6, 1)
         row["whole_video_set_us"] = round(_best(lambda: [video_features(s.table, config) for s in video]) / n * 1e6, 1)
         row["decode_and_shared_us"] = round(_best(lambda: [decode_video(s.table) for s in video]) / n * 1e6, 1)
-        for name, (module, _cls) in REGISTRY.items():
-            fn = getattr(module, "frame_features", None)
-            if fn is not None:
-                options = config.get(name).options
-                row[f"{name}_us"] = round(_best(lambda: [fn(f, options) for f in frames]) / n * 1e6, 1)
+        for det in config.detectors:
+            if det.stage1_kind == VIDEO:
+                row[f"{det.name}_us"] = round(_best(lambda: [det.stage1(f) for f in frames]) / n * 1e6, 1)
         row["whole_vs_anchor"] = round(row["whole_video_set_us"] / row["anchor_numpy_mean_us"], 2)
         # FFmpeg's filter chain at the same size, minus its decode + scale
         ff_frames = int(8 * 25)
@@ -100,11 +98,9 @@ def run() -> dict:
     arow = {"audio_seconds": round(seconds, 2), "channels": blocks[0].channels,
             "whole_audio_set_us_per_s": round(_best(lambda: [audio_features(s.table, config) for s in audio])
                                               / seconds * 1e6)}
-    for name, (module, _cls) in REGISTRY.items():
-        fn = getattr(module, "block_features", None)
-        if fn is not None:
-            options = config.get(name).options
-            arow[f"{name}_us_per_s"] = round(_best(lambda: [fn(b, options) for b in blocks]) / seconds * 1e6)
+    for det in config.detectors:
+        if det.stage1_kind == AUDIO:
+            arow[f"{det.name}_us_per_s"] = round(_best(lambda: [det.stage1(b) for b in blocks]) / seconds * 1e6)
     result["audio"] = arow
     result["block_grid"] = block_grid_cost()
     return result

@@ -138,14 +138,14 @@ def convert_once(path: Path, edge: bool = False) -> ClipSegments:
 def restamp(table: pa.Table, stream_id: str, sequence: int, shift_s: float, source: str) -> pa.Table:
     """A segment table as stream `stream_id`'s segment `sequence`, `shift_s` later in media time."""
     if "features" in table.column_names:  # a feature_segment: the times live inside the features blob
-        from detectors.features import Features
+        from detectors.wire import from_ipc, to_ipc
         from schemas.codec import large_binary
 
-        feats = Features.from_ipc(table.column("features")[0].as_py())
+        feats = from_ipc(table.column("features")[0].as_py())
         feats["t"] = feats["t"] + shift_s
         return pa.table({"stream_id": [stream_id], "sequence": pa.array([sequence], pa.int64()),
                          "kind": table.column("kind"), "t": [table.column("t")[0].as_py() + shift_s],
-                         "detectors": table.column("detectors"), "features": large_binary([feats.to_ipc()]),
+                         "detectors": table.column("detectors"), "features": large_binary([to_ipc(feats)]),
                          "source": [source]}, schema=table.schema)
     n = table.num_rows
     cols = {name: table.column(name) for name in table.column_names}

@@ -14,10 +14,16 @@ The analyzer meets a stream wherever it is: the first segment it sees of a kind 
 starts (a job started at the latest offsets, a beginning deleted by retention, a dead-lettered first
 segment). Detectors then start cold, and the first event of each says so in its details (`cold_start`).
 
-All state is one plain dict (pickled by the Spark job between micro-batches), with a layout version. It
-holds feature rows only for segments waiting on a gap, never pixels. `reconcile` brings a state saved
-under another configuration up to this one: detectors added or changed start fresh (and cold), removed
-ones are dropped, so a restart with a new configuration keeps every stream running.
+The stream's state is one dict (pickled by the Spark job between micro-batches) with a layout version; it
+holds each detector's own State (a versioned dataclass, detectors/base.py) under state["detectors"][name],
+and feature rows only for segments waiting on a gap, never pixels. `reconcile` brings a state saved under
+another configuration up to this one: detectors added or changed (version, state layout or options, see
+detector_key) start fresh (and cold), removed ones are dropped, so a restart with a new configuration or a
+new state layout keeps every stream running.
+
+Events come out with an alarm state (detectors/alarms.py): OPEN as soon as a defect has lasted its
+minimum duration, ONGOING updates while it lasts, CLOSED at its end; a defect implied by another that
+is going on (black over freeze, ...) carries `details.suppressed_by`.
 """
 from __future__ import annotations
 
@@ -26,18 +32,20 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from detectors.base import AUDIO, VIDEO, Event
+from detectors import alarms
+from detectors.alarms import AlarmPolicy
+from detectors.base import AUDIO, CLOSED, VIDEO, Event, rows_end
 from detectors.config import DetectorConfig
-from detectors.features import Features
+from detectors.table import Features
 
 KINDS = (VIDEO, AUDIO)
 STATE_VERSION = 2   # 1: "next" started at 0 and detectors were not versioned in the state
 
 
 def detector_key(det) -> str:
-    """What a detector's saved state depends on: its version and its options."""
+    """What a detector's saved state depends on: its version, its state's layout version and its options."""
     options = json.dumps(det.options.as_dict(), sort_keys=True, default=str)
-    return f"{det.version}:{hashlib.sha256(options.encode()).hexdigest()[:12]}"
+    return f"{det.version}:s{det.State.VERSION}:{hashlib.sha256(options.encode()).hexdigest()[:12]}"
 
 
 @dataclass
@@ -55,9 +63,10 @@ class Outcome:
 class StreamAnalyzer:
     """Pure stage-2 driver for one stream; the state lives outside it (see initial_state)."""
 
-    def __init__(self, config: DetectorConfig, lateness_s: float = 30.0):
+    def __init__(self, config: DetectorConfig, lateness_s: float = 30.0, alarms: AlarmPolicy | None = None):
         self.config = config
         self.lateness_s = float(lateness_s)
+        self.alarms = alarms or AlarmPolicy()
         # A kind first seen past segment 0 waits this long (media s) for earlier segments delivered out of
         # order before it starts there.
         self.join_wait_s = min(self.lateness_s, 3.0)
@@ -77,8 +86,13 @@ class StreamAnalyzer:
             "media_end": 0.0,
             "finished": False,
             "counts": {"segments": 0, "duplicates": 0, "late": 0, "lost": 0},
-            "detectors": {d.name: d.initial_state() for d in self.config.detectors},
+            "skipped": {},                        # kind -> the last sequence numbers given up on a gap
+            "finished_detectors": [],             # detectors whose inputs have all ended
+            "detectors": {d.name: d.initial_state() for d in self.config.detectors},  # name -> its State
             "detector_keys": {d.name: detector_key(d) for d in self.config.detectors},
+            "seen_end": {VIDEO: None, AUDIO: None},  # where each kind's released media ends (s)
+            "alarms": alarms.new_book(),          # raised alarms and root causes (detectors/alarms.py)
+            "cold_marked": {},                    # detector -> the event carrying its cold_start
         }
 
     def reconcile(self, state: dict) -> dict:
@@ -93,8 +107,12 @@ class StreamAnalyzer:
         elif state["version"] != STATE_VERSION:
             raise ValueError(f"stream state layout {state['version']} is newer than this build's "
                              f"({STATE_VERSION}): run the newer avwatch on this checkpoint")
-        keys = state["detector_keys"]
+        state.setdefault("skipped", {})  # layout 2 as first written lacked these four
+        state.setdefault("seen_end", {VIDEO: None, AUDIO: None})
+        state.setdefault("alarms", alarms.new_book())
+        state.setdefault("cold_marked", {})
         finished = state.setdefault("finished_detectors", [])
+        keys = state["detector_keys"]
         for det in self.config.detectors:
             key = detector_key(det)
             if keys.get(det.name) != key or det.name not in state["detectors"]:
@@ -140,18 +158,33 @@ class StreamAnalyzer:
         """Time went on without media for this stream (a processing-time timeout in the job): tell the
         detectors the stream's clock reached media_time_s, as a heartbeat would."""
         out = Outcome()
-        for det in self.config.detectors:
-            self._emit(state, det, det.heartbeat(state["detectors"][det.name], float(media_time_s)), out)
+        batch = [(det, self._step(state, det, det.heartbeat(state["detectors"][det.name], float(media_time_s)),
+                                  after_processing=False)) for det in self.config.detectors]
+        self._emit(state, batch, out)
         return out
 
-    @staticmethod
-    def _emit(state: dict, det, events, out: Outcome) -> None:
-        """Collect a detector's events; the first after a cold start says so in its details."""
-        for ev in events:
-            cold = state["cold"].pop(det.name, None)
+    def _step(self, state: dict, det, events: list[Event], after_processing: bool) -> list[Event]:
+        """A detector's events of one step, with their alarm states (detectors/alarms.py)."""
+        open_now = det.open_events(state["detectors"][det.name]) if after_processing else None
+        seen = [state["seen_end"][k] for k in det.inputs if state["seen_end"].get(k) is not None]
+        return alarms.lifecycle(state["alarms"], det, events, open_now, max(seen) if seen else None, self.alarms)
+
+    def _emit(self, state: dict, batch: list[tuple], out: Outcome) -> None:
+        """Collect one step's events of every detector: root causes applied, and the first event of a
+        detector after a cold start says so in its details."""
+        by_name = {det.name: det for det, _ in batch}
+        pairs = [(det.name, ev) for det, events in batch for ev in events]
+        marked = state["cold_marked"]
+        for name, ev in alarms.route(state["alarms"], pairs, self.alarms, state["media_end"]):
+            cold = state["cold"].pop(name, None)
             if cold is not None:
-                ev = dataclasses.replace(ev, details={**ev.details, "cold_start": cold})
-            out.events.append((det.version, ev))
+                marked[name] = {"key": alarms.key_of(ev), "cold": cold}
+            mark = marked.get(name)
+            if mark is not None and mark["key"] == alarms.key_of(ev):  # every state of that first event
+                ev = dataclasses.replace(ev, details={**ev.details, "cold_start": mark["cold"]})
+                if ev.state == CLOSED:
+                    del marked[name]
+            out.events.append((by_name[name].version, ev))
 
     def _add(self, state: dict, kind: str, seq: int, t: float, payload, source: dict | None) -> Outcome:
         if kind not in KINDS:
@@ -170,7 +203,7 @@ class StreamAnalyzer:
             return out
         if seq < state["next"][kind] or seq in state["pending"][kind]:
             before_join = seq < state["joined"].get(kind, {}).get("sequence", 0)
-            if seq < state["next"][kind] and (before_join or seq in state.setdefault("skipped", {}).get(kind, [])):
+            if seq < state["next"][kind] and (before_join or seq in state["skipped"].get(kind, [])):
                 state["counts"]["late"] += 1
                 out.late.append((kind, seq))
             else:
@@ -239,7 +272,7 @@ class StreamAnalyzer:
             if ref is None or newest - ref <= self.lateness_s:
                 break
             first = min(pending)
-            skipped = state.setdefault("skipped", {}).setdefault(kind, [])
+            skipped = state["skipped"].setdefault(kind, [])
             skipped.extend(range(nxt, first))
             del skipped[:-1000]  # remember the last 1000 given up, to recognise them if they turn up
             state["counts"]["lost"] += first - nxt
@@ -253,12 +286,15 @@ class StreamAnalyzer:
         if what == "features":
             if len(body):
                 state["media_end"] = max(state["media_end"], float(body["t"][-1]))
-            for det in self.config.detectors:
-                if kind in det.inputs and len(body):
-                    self._emit(state, det, det.process(state["detectors"][det.name], kind, body), out)
+                state["seen_end"][kind] = rows_end(kind, body)
+                batch = [(det, self._step(state, det, det.process(state["detectors"][det.name], kind, body),
+                                          after_processing=True))
+                         for det in self.config.detectors if kind in det.inputs]
+                self._emit(state, batch, out)
         elif what == "heartbeat":
-            for det in self.config.detectors:
-                self._emit(state, det, det.heartbeat(state["detectors"][det.name], float(body)), out)
+            batch = [(det, self._step(state, det, det.heartbeat(state["detectors"][det.name], float(body)),
+                                      after_processing=False)) for det in self.config.detectors]
+            self._emit(state, batch, out)
         elif what == "eos":
             state["eos"][kind] = True
             state["media_end"] = max(state["media_end"], float(body))
@@ -269,14 +305,17 @@ class StreamAnalyzer:
         """Close the detectors whose inputs have all ended."""
         out = Outcome()
         kinds = state["kinds"] or list(KINDS)
-        done = state.setdefault("finished_detectors", [])
+        done = state["finished_detectors"]
+        batch = []
         for det in self.config.detectors:
             if det.name in done:
                 continue
             needed = [k for k in det.inputs if k in kinds]
             if all(state["eos"][k] for k in needed):
                 done.append(det.name)
-                self._emit(state, det, det.finish(state["detectors"][det.name], state["media_end"]), out)
+                batch.append((det, self._step(state, det, det.finish(state["detectors"][det.name],
+                                                                       state["media_end"]), after_processing=True)))
+        self._emit(state, batch, out)
         state["finished"] = all(state["eos"][k] for k in kinds)
         return out
 

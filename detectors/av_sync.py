@@ -49,12 +49,14 @@ the other: beyond that, to bound the state when a kind never comes, the oldest w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import AUDIO, MAJOR, MINOR, VIDEO, Detector, Event, Options, option
-from detectors.features import AudioBlocks, Features
+from detectors.base import AUDIO, MAJOR, MINOR, VIDEO, Detector, Event, Options, State, option
+from detectors.segments import AudioBlocks
+from detectors.table import Features
 
 # ITU-R BT.1359-1 (1998), "Relative timing of sound and vision for broadcasting", Fig. 1: thresholds of
 # detectability (sound 45 ms early / 125 ms late) and acceptability (90 ms early / 185 ms late).
@@ -142,32 +144,6 @@ class AvSyncOptions(Options):
 def preemphasis_coefficient(rate: int) -> float:
     """Pole of the first-order pre-emphasis y[n] = x[n] - a x[n-1] with its corner at PREEMPHASIS_HZ."""
     return float(np.exp(-2.0 * np.pi * PREEMPHASIS_HZ / rate))
-
-
-def block_features(blocks: AudioBlocks, options: AvSyncOptions) -> dict:
-    """Per 10 ms block: mean compressed amplitude (`av_sync_env`) and its centroid (`av_sync_pos`).
-
-    av_sync_env is the mean of |y|^0.6 over the block's samples, y the pre-emphasised mono mix of the
-    full-scale float samples (a sine of RMS r gives about r^0.6); av_sync_pos is the centroid of |y|^0.6
-    as a fraction of the block's length (0.5 for a silent block).
-    """
-    nb = len(blocks.t)
-    if nb == 0:
-        return {"av_sync_env": np.zeros(0, np.float32), "av_sync_pos": np.zeros(0, np.float32)}
-    mono = blocks.samples.mean(axis=1, dtype=np.float32)
-    body = mono[blocks.context:]
-    # the previous segment's tail (context) continues the filter; at a stream's start it starts from silence
-    if blocks.context:
-        prev = mono[blocks.context - 1:len(mono) - 1]
-    else:
-        prev = np.concatenate([np.zeros(1, np.float32), body[:-1]])
-    mag = np.abs(body - np.float32(preemphasis_coefficient(blocks.rate)) * prev) ** np.float32(COMPRESSION)
-    per = blocks.blocks_of(mag)                                   # (nb, block), the last zero-padded
-    n = blocks.n.astype(np.float64)
-    total = per.sum(axis=1, dtype=np.float64)
-    moment = per @ (np.arange(blocks.block, dtype=np.float64) + 0.5)
-    centroid = np.where(total > 0, moment / np.maximum(total, 1e-300), n / 2)
-    return {"av_sync_env": (total / n).astype(np.float32), "av_sync_pos": (centroid / n).astype(np.float32)}
 
 
 # -- stage 2: one window ---------------------------------------------------------------------------
@@ -362,37 +338,75 @@ _N_ENV = 1 + GRID[0] * GRID[1]
 _MAX_REGIONS_LISTED = 8
 
 
+def _video_buffer() -> dict:
+    # frames from the next window's start on: time, new picture?, previous new picture's time, envelopes
+    return {"t": np.zeros(0), "new": np.zeros(0, bool), "prev": np.zeros(0), "env": np.zeros((0, _N_ENV), np.float32)}
+
+
+def _audio_buffer() -> dict:
+    # audio blocks from the next window's start minus the lag range on
+    return {"t": np.zeros(0), "dur": np.zeros(0, np.float32), "env": np.zeros(0, np.float32),
+            "pos": np.zeros(0, np.float32)}
+
+
+@dataclass
+class AvSyncState(State):
+    video: dict = field(default_factory=_video_buffer)
+    audio: dict = field(default_factory=_audio_buffer)
+    v_first: float | None = None        # first frame time (s)
+    v_last: float | None = None         # last frame time seen (s)
+    v_prev: float | None = None         # last new picture's time (s)
+    frame_dur: float | None = None      # nominal frame interval (s)
+    a_first: float | None = None        # first audio time (s)
+    a_end: float | None = None          # end of the last audio block seen (s)
+    next_k: int | None = None           # the next window to evaluate is [next_k hop_s, next_k hop_s + window_s)
+    run: dict | None = None             # the open out-of-sync run
+    counts: dict = field(default_factory=lambda: {"windows": 0, "in_sync": 0, "out_of_sync": 0, "not_enough_data": 0,
+                                                  "skipped": 0})
+    reasons: dict = field(default_factory=dict)  # not-enough-data windows by reason
+    last: dict | None = None            # the last window's outcome (WindowEstimate.as_dict)
+    estimate: dict | None = None        # the last reliable window's outcome: the current offset
+
+
 class AvSync(Detector):
     name = "av_sync"
     version = "1.0"
     inputs = (VIDEO, AUDIO)
     Options = AvSyncOptions
 
-    def initial_state(self) -> dict:
-        return {
-            # frames from the next window's start on: time, new picture?, previous new picture's time, envelopes
-            "video": {"t": np.zeros(0), "new": np.zeros(0, bool), "prev": np.zeros(0),
-                      "env": np.zeros((0, _N_ENV), np.float32)},
-            # audio blocks from the next window's start minus the lag range on
-            "audio": {"t": np.zeros(0), "dur": np.zeros(0, np.float32), "env": np.zeros(0, np.float32),
-                      "pos": np.zeros(0, np.float32)},
-            "v_first": None,        # first frame time (s)
-            "v_last": None,         # last frame time seen (s)
-            "v_prev": None,         # last new picture's time (s)
-            "frame_dur": None,      # nominal frame interval (s)
-            "a_first": None,        # first audio time (s)
-            "a_end": None,          # end of the last audio block seen (s)
-            "next_k": None,         # the next window to evaluate is [next_k hop_s, next_k hop_s + window_s)
-            "run": None,            # the open out-of-sync run
-            "counts": {"windows": 0, "in_sync": 0, "out_of_sync": 0, "not_enough_data": 0, "skipped": 0},
-            "reasons": {},          # not-enough-data windows by reason
-            "last": None,           # the last window's outcome (WindowEstimate.as_dict)
-            "estimate": None,       # the last reliable window's outcome: the current offset
-        }
+    State = AvSyncState
+    stage1_kind = AUDIO
+    stage1_outputs = {"av_sync_env": pa.float32(),   # mean compressed amplitude of the block
+                      "av_sync_pos": pa.float32()}   # its centroid, fraction of the block (0.5 when silent)
+
+    def stage1(self, blocks: AudioBlocks) -> dict:
+        """Per 10 ms block: mean compressed amplitude (`av_sync_env`) and its centroid (`av_sync_pos`).
+
+        av_sync_env is the mean of |y|^0.6 over the block's samples, y the pre-emphasised mono mix of the
+        full-scale float samples (a sine of RMS r gives about r^0.6); av_sync_pos is the centroid of |y|^0.6
+        as a fraction of the block's length (0.5 for a silent block).
+        """
+        nb = len(blocks.t)
+        if nb == 0:
+            return {"av_sync_env": np.zeros(0, np.float32), "av_sync_pos": np.zeros(0, np.float32)}
+        mono = blocks.samples.mean(axis=1, dtype=np.float32)
+        body = mono[blocks.context:]
+        # the previous segment's tail (context) continues the filter; at a stream's start it starts from silence
+        if blocks.context:
+            prev = mono[blocks.context - 1:len(mono) - 1]
+        else:
+            prev = np.concatenate([np.zeros(1, np.float32), body[:-1]])
+        mag = np.abs(body - np.float32(preemphasis_coefficient(blocks.rate)) * prev) ** np.float32(COMPRESSION)
+        per = blocks.blocks_of(mag)                                   # (nb, block), the last zero-padded
+        n = blocks.n.astype(np.float64)
+        total = per.sum(axis=1, dtype=np.float64)
+        moment = per @ (np.arange(blocks.block, dtype=np.float64) + 0.5)
+        centroid = np.where(total > 0, moment / np.maximum(total, 1e-300), n / 2)
+        return {"av_sync_env": (total / n).astype(np.float32), "av_sync_pos": (centroid / n).astype(np.float32)}
 
     # -- input -------------------------------------------------------------------------------------
 
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def process(self, state: AvSyncState, kind: str, rows: Features) -> list[Event]:
         if not len(rows):
             return []
         if kind == VIDEO:
@@ -403,46 +417,46 @@ class AvSync(Detector):
             raise ValueError(f"av_sync takes {VIDEO!r} or {AUDIO!r} rows, got {kind!r}")
         return self._advance(state, final=False)
 
-    def _add_video(self, state: dict, rows: Features) -> None:
+    def _add_video(self, state: AvSyncState, rows: Features) -> None:
         t_all = np.asarray(rows["t"], np.float64)
         cells = np.asarray(rows["diff_cells"], np.float32).reshape(len(t_all), -1)
         if cells.shape[1] != _N_ENV - 1:
             raise ValueError(f"av_sync expects diff_cells of a {GRID[0]}x{GRID[1]} grid, got {cells.shape[1]} cells")
         env = np.concatenate([np.asarray(rows["diff_prev"], np.float32)[:, None], cells], axis=1)
-        if state["frame_dur"] is None:
-            state["frame_dur"] = float(rows["frame_dur"][0])
-            state["v_first"] = float(t_all[0])
+        if state.frame_dur is None:
+            state.frame_dur = float(rows["frame_dur"][0])
+            state.v_first = float(t_all[0])
         # frames whose time does not advance (repeated or backwards PTS; frame_drop reports them) are skipped
-        seen = np.maximum.accumulate(np.concatenate([[state["v_last"] if state["v_last"] is not None else -np.inf],
+        seen = np.maximum.accumulate(np.concatenate([[state.v_last if state.v_last is not None else -np.inf],
                                                      t_all]))[:-1]
         forward = t_all > seen
         t_all, cells, env = t_all[forward], cells[forward], env[forward]
         if not len(t_all):
             return
-        state["v_last"] = float(t_all[-1])
+        state.v_last = float(t_all[-1])
         # A repeated picture (frame-rate conversion, a duplicated frame) shows nothing new: it is kept only
         # to count the window's frames, and the next new picture's change spans back to the last new one.
         # NaN (the first frame) is not a repeat.
         new = ~np.all(cells <= REPEAT_DIFF, axis=1)
         idx = np.flatnonzero(new)
         t_new = t_all[idx]
-        before = np.concatenate([[state["v_prev"] if state["v_prev"] is not None else np.nan], t_new[:-1]])
+        before = np.concatenate([[state.v_prev if state.v_prev is not None else np.nan], t_new[:-1]])
         prev = np.full(len(t_all), np.nan)
         prev[idx] = before  # NaN for the first frame: no change to measure
         if len(idx):
-            state["v_prev"] = float(t_new[-1])
-        v = state["video"]
+            state.v_prev = float(t_new[-1])
+        v = state.video
         v["t"] = np.concatenate([v["t"], t_all])
         v["new"] = np.concatenate([v["new"], new])
         v["prev"] = np.concatenate([v["prev"], prev])
         v["env"] = np.concatenate([v["env"], env])
 
-    def _add_audio(self, state: dict, rows: Features) -> None:
+    def _add_audio(self, state: AvSyncState, rows: Features) -> None:
         t = np.asarray(rows["t"], np.float64)
         dur = np.asarray(rows["n"], np.float64) / np.asarray(rows["rate"], np.float64)
         # blocks that start before the audio already seen ended (a source's timestamps jumping back) are
         # skipped: the envelope's running integral needs time to advance
-        ends = np.maximum.accumulate(np.concatenate([[state["a_end"] if state["a_end"] is not None else -np.inf],
+        ends = np.maximum.accumulate(np.concatenate([[state.a_end if state.a_end is not None else -np.inf],
                                                      t + dur]))[:-1]
         forward = t >= ends - 1e-6
         if not forward.all():
@@ -450,99 +464,99 @@ class AvSync(Detector):
             t, dur = t[forward], dur[forward]
         if not len(t):
             return
-        a = state["audio"]
+        a = state.audio
         a["t"] = np.concatenate([a["t"], t])
         a["dur"] = np.concatenate([a["dur"], dur.astype(np.float32)])
         a["env"] = np.concatenate([a["env"], np.asarray(rows["av_sync_env"], np.float32)])
         a["pos"] = np.concatenate([a["pos"], np.asarray(rows["av_sync_pos"], np.float32)])
-        if state["a_first"] is None:
-            state["a_first"] = float(t[0])
-        state["a_end"] = float(t[-1] + dur[-1])
+        if state.a_first is None:
+            state.a_first = float(t[0])
+        state.a_end = float(t[-1] + dur[-1])
 
     # -- windows -----------------------------------------------------------------------------------
 
-    def _reach_s(self, state: dict) -> float:
+    def _reach_s(self, state: AvSyncState) -> float:
         """Audio a window needs beyond its ends (s): the lag range, two frame intervals and a block."""
-        return self.options.max_lag_ms / 1000.0 + 2.0 * (state["frame_dur"] or 0.04) + 0.02
+        return self.options.max_lag_ms / 1000.0 + 2.0 * (state.frame_dur or 0.04) + 0.02
 
-    def _advance(self, state: dict, final: bool) -> list[Event]:
+    def _advance(self, state: AvSyncState, final: bool) -> list[Event]:
         o = self.options
         events: list[Event] = []
-        if state["next_k"] is None:  # (once set, only _skip_lead moves it on besides the windows)
-            if state["v_first"] is None or state["a_first"] is None:
+        if state.next_k is None:  # (once set, only _skip_lead moves it on besides the windows)
+            if state.v_first is None or state.a_first is None:
                 if not final:
                     self._skip_lead(state)
                     return events
-                if state["v_first"] is None:
+                if state.v_first is None:
                     return events
             # the grid starts at the window holding the first media of either kind: fixed by the data
-            first = min(x for x in (state["v_first"], state["a_first"]) if x is not None)
-            state["next_k"] = int(np.floor(first / o.hop_s + 1e-9))
+            first = min(x for x in (state.v_first, state.a_first) if x is not None)
+            state.next_k = int(np.floor(first / o.hop_s + 1e-9))
         while True:
-            start = state["next_k"] * o.hop_s
+            start = state.next_k * o.hop_s
             end = start + o.window_s
-            ready = (state["v_last"] is not None and state["v_last"] >= end and
-                     state["a_end"] is not None and state["a_end"] >= end + self._reach_s(state))
+            ready = (state.v_last is not None and state.v_last >= end and
+                     state.a_end is not None and state.a_end >= end + self._reach_s(state))
             if not ready:
                 if not final:
                     self._skip_lead(state)
                     break
-                if state["v_last"] is None or state["v_last"] < start:  # at the end: up to the last frame
+                if state.v_last is None or state.v_last < start:  # at the end: up to the last frame
                     break
             events += self._evaluate(state, start, end)
-            state["next_k"] += 1
+            state.next_k += 1
             self._trim(state)
         return events
 
-    def _trim(self, state: dict) -> None:
+    def _trim(self, state: AvSyncState) -> None:
         """Forget the rows no later window needs."""
-        start = state["next_k"] * self.options.hop_s
-        v = state["video"]
+        start = state.next_k * self.options.hop_s
+        v = state.video
         cut = int(np.searchsorted(v["t"], start, side="left"))
         if cut:
             for key in v:
                 v[key] = v[key][cut:]
-        a = state["audio"]
+        a = state.audio
         cut = int(np.searchsorted(a["t"] + a["dur"], start - self._reach_s(state), side="left"))
         if cut:
             for key in a:
                 a[key] = a[key][cut:]
 
-    def _skip_lead(self, state: dict) -> None:
+    def _skip_lead(self, state: AvSyncState) -> None:
         """When one kind is more than max_lead_s ahead of the other, skip the windows it has left behind."""
         o = self.options
-        v_at, a_at = state["v_last"], state["a_end"]
+        v_at, a_at = state.v_last, state.a_end
         if v_at is None and a_at is None:
             return
         ahead = max(x for x in (v_at, a_at) if x is not None)
         if v_at is not None and a_at is not None:
             behind = min(v_at, a_at)
         else:  # the other kind has not started yet: measure from the first media
-            behind = min(x for x in (state["v_first"], state["a_first"]) if x is not None)
+            behind = min(x for x in (state.v_first, state.a_first) if x is not None)
         if ahead - behind <= o.max_lead_s:
             return
         k = int(np.floor((ahead - o.max_lead_s) / o.hop_s))
-        if state["next_k"] is None or k > state["next_k"]:
-            if state["next_k"] is not None:
-                state["counts"]["skipped"] += k - state["next_k"]
-            state["next_k"] = k
+        if state.next_k is None or k > state.next_k:
+            if state.next_k is not None:
+                state.counts["skipped"] += k - state.next_k
+            state.next_k = k
             self._trim(state)
 
-    def _evaluate(self, state: dict, start: float, end: float) -> list[Event]:
+    def _evaluate(self, state: AvSyncState, start: float, end: float) -> list[Event]:
         o = self.options
-        v, a = state["video"], state["audio"]
-        est = estimate_window(v["t"], v["new"], v["prev"], v["env"], state["frame_dur"] or 0.04,
+        v, a = state.video, state.audio
+        est = estimate_window(v["t"], v["new"], v["prev"], v["env"], state.frame_dur or 0.04,
                               a["t"], a["dur"].astype(np.float64), a["env"], a["pos"],
-                              (state["a_first"] if state["a_first"] is not None else np.inf,
-                               state["a_end"] if state["a_end"] is not None else -np.inf), start, end, o)
-        counts = state["counts"]
+                              (state.a_first if state.a_first is not None else np.inf,
+                               state.a_end if state.a_end is not None else -np.inf), start, end, o)
+        counts = state.counts
         counts["windows"] += 1
-        state["last"] = est.as_dict()
+        state.last = est.as_dict()
         if not est.reliable:
             counts["not_enough_data"] += 1
-            state["reasons"][est.reason] = state["reasons"].get(est.reason, 0) + 1
+            state.reasons[est.reason] = state.reasons.get(est.reason, 0) + 1
             return []
-        state["estimate"] = state["last"]
+        state.estimate = state.last
         late = est.offset_ms > o.late_threshold_ms
         early = est.offset_ms < -o.early_threshold_ms
         if not (late or early):
@@ -551,15 +565,15 @@ class AvSync(Detector):
         counts["out_of_sync"] += 1
         side = "audio_late" if late else "audio_early"
         events: list[Event] = []
-        run = state["run"]
+        run = state.run
         if run is not None and (run["side"] != side or
                                 (run["n"] and abs(est.offset_ms - run["sum"] / run["n"]) > o.agreement_ms)):
             events += self._close(state)
             run = None
         if run is None:
-            run = state["run"] = self._new_run(side, start, continued=False)
+            run = state.run = self._new_run(side, start, continued=False)
         # the last windows of a stream reach past its last frame: the evidence ends there
-        run["end"] = min(end, state["v_last"] + (state["frame_dur"] or 0.0))
+        run["end"] = min(end, state.v_last + (state.frame_dur or 0.0))
         run["n"] += 1
         run["sum"] += est.offset_ms
         run["min"] = min(run["min"], est.offset_ms)
@@ -571,7 +585,7 @@ class AvSync(Detector):
             run["regions"].append(est.region)
         if run["end"] - run["start"] >= o.max_event_s - 1e-9:
             events += self._close(state)
-            state["run"] = self._new_run(side, run["end"], continued=True)
+            state.run = self._new_run(side, run["end"], continued=True)
         return events
 
     @staticmethod
@@ -580,8 +594,8 @@ class AvSync(Detector):
                 "max": -np.inf, "conf_sum": 0.0, "conf_min": np.inf, "margin_min": np.inf, "regions": [],
                 "continued": continued}
 
-    def _close(self, state: dict) -> list[Event]:
-        run, state["run"] = state["run"], None
+    def _close(self, state: AvSyncState) -> list[Event]:
+        run, state.run = state.run, None
         o = self.options
         if run is None or run["n"] == 0:
             return []
@@ -605,5 +619,5 @@ class AvSync(Detector):
 
     # -- end ---------------------------------------------------------------------------------------
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
+    def finish(self, state: AvSyncState, end_s: float) -> list[Event]:
         return self._advance(state, final=True) + self._close(state)

@@ -18,9 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import MAJOR, VIDEO, Event, Options, RunDetector, option
-from detectors.features import Features, VideoFrames
+from detectors.base import MAJOR, VIDEO, Event, Options, Run, RunDetector, option
+from detectors.segments import VideoFrames
+from detectors.table import Features
 
 
 @dataclass(frozen=True)
@@ -58,26 +60,28 @@ def mean_chroma(thumbs: np.ndarray) -> np.ndarray:
             ).astype(np.float32)
 
 
-def frame_features(frames: VideoFrames, options: BlackOptions) -> dict:
-    level = black_level(options.pixel_threshold, frames.full_range)
-    return {"black_frac": black_fraction(frames.luma, level), "black_chroma": mean_chroma(frames.thumbs)}
-
-
 class Black(RunDetector):
     name = "black"
     version = "1.0"
     inputs = (VIDEO,)
     Options = BlackOptions
+    stage1_kind = VIDEO
+    stage1_outputs = {"black_frac": pa.float32(),     # share of black pixels, 0..1
+                      "black_chroma": pa.float32()}   # mean chroma of the thumbnail, 0..1
 
-    def frame_scores(self, rows: Features) -> np.ndarray:
+    def stage1(self, frames: VideoFrames) -> dict:
+        level = black_level(self.options.pixel_threshold, frames.full_range)
+        return {"black_frac": black_fraction(frames.luma, level), "black_chroma": mean_chroma(frames.thumbs)}
+
+    def row_scores(self, rows: Features) -> np.ndarray:
         o = self.options
         frac = rows["black_frac"].astype(np.float64)
         chroma = rows["black_chroma"] if "black_chroma" in rows else np.zeros(len(frac))
         return np.where((frac >= o.picture_threshold) & (chroma <= o.max_chroma), frac, np.nan)
 
-    def make_event(self, start: float, end: float, run: dict) -> Event:
-        mean = run["sum"] / max(run["n"], 1)
+    def make_event(self, start: float, end: float, run: Run, track: int) -> Event:
+        mean = run.sum / max(run.n, 1)
         return Event(self.name, start, end, score=mean, threshold=self.options.picture_threshold, severity=MAJOR,
                      details={"duration_s": round(end - start, 3), "mean_black_share": round(mean, 4),
-                              "frames": run["n"]},
-                     evidence=run["evidence"])
+                              "frames": run.n},
+                     evidence=run.evidence)

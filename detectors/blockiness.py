@@ -43,13 +43,15 @@ keyframe.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import MAJOR, MINOR, VIDEO, Detector, Event, Options, RunTracker, option
+from detectors.base import MAJOR, MINOR, VIDEO, Detector, Event, Options, Run, State, option
+from schemas.records import BLOCK_REGIONS
 
 GRID = 8
 # In-block offsets compared with the grid line (offset 0 = the step between pixel 8k-1 and 8k). Across
@@ -136,12 +138,6 @@ def block_grid_features(luma: np.ndarray, regions: tuple[int, int] = (3, 3)) -> 
     return ratio, inner_mean.ravel().astype(np.float32)
 
 
-def frame_features(frames, options) -> dict:
-    """The converter measured the block grid on the full-size picture; pass its per-region values on."""
-    return {"block_ratio": frames.block_ratio.astype(np.float32),
-            "block_activity": frames.block_activity.astype(np.float32)}
-
-
 @dataclass(frozen=True)
 class BlockinessOptions(Options):
     ratio_threshold: float = option(1.1, "a region is blocky when its grid/in-block gradient ratio exceeds this",
@@ -193,19 +189,37 @@ def _add_to_hist(hist: np.ndarray, ratios: np.ndarray, decay: float) -> np.ndarr
     return hist * decay + np.bincount(idx, minlength=len(_HIST_EDGES) - 1)
 
 
+@dataclass
+class BlockinessState(State):
+    baseline: list[float] | None = None   # per-region ratio baseline
+    hist: list[float] = field(default_factory=lambda: [0.0] * (len(_HIST_EDGES) - 1))  # decaying histogram of
+    #                                       clean region ratios (stream-wide)
+    learnt_s: float = 0.0                 # seconds of frames seen (warm-up)
+    n: int = 0                            # frames averaged into the baseline during warm-up
+    run: Run = field(default_factory=Run)  # the blocky run being gathered
+    last_on: float | None = None          # end time of the last blocky frame of the open run
+    end_at: float | None = None           # where the open run ends, once _ended decided it
+
+
+_REGION_VALUES = pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])
+
+
 class Blockiness(Detector):
     name = "blockiness"
     version = "2.0"
     inputs = (VIDEO,)
     Options = BlockinessOptions
+    State = BlockinessState
+    stage1_kind = VIDEO
+    stage1_outputs = {"block_ratio": _REGION_VALUES,      # grid / in-block gradient ratio per region, ~1 clean
+                      "block_activity": _REGION_VALUES}   # mean in-block gradient per region, 0..1
 
-    def initial_state(self) -> dict:
-        # baseline: per-region ratio baseline; hist: decaying histogram of clean region ratios (stream-wide);
-        # learnt_s: seconds of frames seen; last_on: end time of the last blocky frame of the open run
-        return {"baseline": None, "hist": [0.0] * (len(_HIST_EDGES) - 1), "learnt_s": 0.0, "n": 0,
-                "run": RunTracker.new(), "last_on": None}
+    def stage1(self, frames) -> dict:
+        """The converter measured the block grid on the full-size picture; pass its per-region values on."""
+        return {"block_ratio": frames.block_ratio.astype(np.float32),
+                "block_activity": frames.block_activity.astype(np.float32)}
 
-    def process(self, state: dict, kind: str, rows) -> list[Event]:
+    def process(self, state: BlockinessState, kind: str, rows) -> list[Event]:
         o = self.options
         events: list[Event] = []
         ratios, acts = rows["block_ratio"], rows["block_activity"]
@@ -214,107 +228,107 @@ class Blockiness(Detector):
             t, dur = float(rows["t"][k]), float(rows["frame_dur"][k])
             r, a = ratios[k].astype(np.float64), acts[k].astype(np.float64)
             valid = a >= o.min_activity
-            run = state["run"]
-            if state["baseline"] is None:
-                state["baseline"] = np.where(valid, r, 1.0).tolist()
-            base = np.asarray(state["baseline"])
+            run = state.run
+            if state.baseline is None:
+                state.baseline = np.where(valid, r, 1.0).tolist()
+            base = np.asarray(state.baseline)
             decay = float(np.exp(-dur / o.baseline_s))
-            if state["learnt_s"] < o.warmup_s:  # warm-up: a running mean, no decisions
-                state["n"] += 1
-                state["baseline"] = (base + np.where(valid, r - base, 0.0) / state["n"]).tolist()
-                state["hist"] = _add_to_hist(np.asarray(state["hist"]), r[valid], decay).tolist()
-                state["learnt_s"] += dur
+            if state.learnt_s < o.warmup_s:  # warm-up: a running mean, no decisions
+                state.n += 1
+                state.baseline = (base + np.where(valid, r - base, 0.0) / state.n).tolist()
+                state.hist = _add_to_hist(np.asarray(state.hist), r[valid], decay).tolist()
+                state.learnt_s += dur
                 continue
             error = bool(errors[k])
-            ref = np.maximum(base, pooled_level(np.asarray(state["hist"])))
+            ref = np.maximum(base, pooled_level(np.asarray(state.hist)))
             excess = (r - 1.0) / np.maximum(ref - 1.0, o.baseline_floor)  # blockiness above the clean level 1
             blocky_regions = valid & (excess > o.baseline_factor) & ((r > o.ratio_threshold) | error)
             blocky = int(blocky_regions.sum()) >= (1 if error else o.min_regions)
-            if run["start"] is not None and self._ended(state, t, bool(rows["keyframe"][k]), blocky):
+            if run.start is not None and self._ended(state, t, bool(rows["keyframe"][k]), blocky):
                 events += self._close(state)
-                run = state["run"]
+                run = state.run
             if blocky:
                 share = float(blocky_regions.sum()) / max(int(valid.sum()), 1)
                 peak = float(np.max(np.where(blocky_regions, r, 0.0)))
-                if run["start"] is None:
-                    RunTracker.on(run, t, peak, rows["thumb_jpeg"][k])
-                    run["extra"] = {"regions": 0, "shares": [], "errors": 0, "peak_excess": 0.0, "blocky": 0,
+                if run.start is None:
+                    run.on(t, peak, rows["thumb_jpeg"][k])
+                    run.extra = {"regions": 0, "shares": [], "errors": 0, "peak_excess": 0.0, "blocky": 0,
                                     "blocky_keyframes": 0}
                 else:
-                    RunTracker.on(run, t, peak)
-                extra = run["extra"]
+                    run.on(t, peak)
+                extra = run.extra
                 extra["regions"] |= int(np.sum(1 << np.flatnonzero(blocky_regions)))
                 extra["shares"] = _keep_median_sample(extra["shares"], share)
                 extra["errors"] += int(error)
                 extra["blocky"] += 1
                 extra["blocky_keyframes"] += int(bool(rows["keyframe"][k]))
                 extra["peak_excess"] = max(extra["peak_excess"], float(np.max(excess[blocky_regions])))
-                state["last_on"] = t + dur
+                state.last_on = t + dur
                 # lasting blockiness slowly becomes the region's normal
-                state["baseline"] = (base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)).tolist()
-            elif run["start"] is None:  # a clean frame outside any event teaches both baselines
-                state["baseline"] = (base + min(1.0, dur / o.baseline_s) * np.where(valid, r - base, 0.0)).tolist()
-                state["hist"] = _add_to_hist(np.asarray(state["hist"]), r[valid], decay).tolist()
+                state.baseline = (base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)).tolist()
+            elif run.start is None:  # a clean frame outside any event teaches both baselines
+                state.baseline = (base + min(1.0, dur / o.baseline_s) * np.where(valid, r - base, 0.0)).tolist()
+                state.hist = _add_to_hist(np.asarray(state.hist), r[valid], decay).tolist()
         return events
 
-    def _kind(self, state: dict) -> str:
+    def _kind(self, state: BlockinessState) -> str:
         """compression: the blocks survive a keyframe, so they are in the encoding itself (a starved encoder);
         corruption: they do not (damage propagated by prediction is repaired by a keyframe), or the decoder
         flagged a frame."""
-        extra = state["run"]["extra"]
+        extra = state.run.extra
         return "compression" if extra["blocky_keyframes"] and not extra["errors"] else "corruption"
 
-    def _ended(self, state: dict, t: float, keyframe: bool, blocky: bool) -> bool:
+    def _ended(self, state: BlockinessState, t: float, keyframe: bool, blocky: bool) -> bool:
         """Whether the open run ended before the frame at t (which is not part of it)."""
         o = self.options
-        last_on = state["last_on"]
+        last_on = state.last_on
         if t < last_on:
             return False
-        if self._weak(state) and not blocky and (state["run"]["extra"]["blocky_keyframes"] or
+        if self._weak(state) and not blocky and (state.run.extra["blocky_keyframes"] or
                                                   t - last_on > o.merge_gap_s - 1e-9):
             # sporadic spikes that did not grow into a defect: dropped, not held to a keyframe. Intermittent
             # blocky frames (scattered damage) merge within merge_gap_s; a spike on a keyframe (whose
             # quantisation differs from the predicted frames') must be followed by blocky frames at once.
-            state["end_at"] = last_on
+            state.end_at = last_on
             return True
         compression = self._kind(state) == "compression"
         # a keyframe repairs propagated damage: the corruption ends here; blocks on the keyframe itself are
         # a new run (compression if they last, else a sporadic spike)
         if keyframe and not compression:
-            state["end_at"] = t
+            state.end_at = t
             return True
         if blocky:
             return False
         if compression:
             return t - last_on > o.merge_gap_s - 1e-9
         if t - last_on >= o.max_hold_s - 1e-9:
-            state["end_at"] = last_on
+            state.end_at = last_on
             return True
         return False
 
-    def _weak(self, state: dict) -> bool:
+    def _weak(self, state: BlockinessState) -> bool:
         """Too few blocky frames, none strong, no decoder flag: not (yet) a defect."""
         o = self.options
-        extra = state["run"]["extra"]
+        extra = state.run.extra
         return extra["blocky"] < o.min_blocky_frames and extra["peak_excess"] < o.strong_factor and not extra["errors"]
 
-    def _close(self, state: dict, end_s: float | None = None) -> list[Event]:
+    def _close(self, state: BlockinessState, end_s: float | None = None) -> list[Event]:
         o = self.options
-        run = state["run"]
+        run = state.run
         kind = self._kind(state)
-        end = state.pop("end_at", None)
+        end, state.end_at = state.end_at, None
         if end is None:
-            end = state["last_on"] if end_s is None or kind == "compression" else min(end_s, state["last_on"])
-        extra = dict(run["extra"])
+            end = state.last_on if end_s is None or kind == "compression" else min(end_s, state.last_on)
+        extra = dict(run.extra)
         n_frames = extra["blocky"]
-        last_on = state["last_on"]
+        last_on = state.last_on
         weak = self._weak(state)
-        closed = RunTracker.off(run, end, o.min_duration_s if kind == "corruption" else o.compression_min_duration_s)
-        state["last_on"] = None
+        closed = run.off(end, o.min_duration_s if kind == "corruption" else o.compression_min_duration_s)
+        state.last_on = None
         if closed is None or weak:
             return []
         start, end, snap = closed
-        peak = snap["peak"]
+        peak = snap.peak
         regions = [i for i in range(32) if extra["regions"] >> i & 1]
         return [Event(self.name, start, end, score=round(peak, 6), threshold=o.ratio_threshold,
                       severity=MAJOR if kind == "corruption" else MINOR, check=kind,
@@ -323,10 +337,10 @@ class Blockiness(Detector):
                                "blocky_frames": n_frames, "decode_errors": extra["errors"],
                                "median_region_share": round(float(np.median(extra["shares"])), 3),
                                "held_to_keyframe": bool(end > last_on + 1e-9)},
-                      evidence=snap["evidence"])]
+                      evidence=snap.evidence)]
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        if state["run"]["start"] is None:
+    def finish(self, state: BlockinessState, end_s: float) -> list[Event]:
+        if state.run.start is None:
             return []
         return self._close(state, end_s)
 

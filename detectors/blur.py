@@ -30,14 +30,17 @@ missed; a blur slower than the baseline time constant (a gradual defocus) is fol
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import MINOR, VIDEO, Detector, Event, Options, RunTracker, option
-from detectors.features import Features, VideoFrames
+from detectors.base import rows_end, MINOR, VIDEO, Detector, Event, Options, Run, State, option
+from detectors.segments import VideoFrames
+from detectors.table import Features
 
 CELLS = (3, 3)        # sharpness grid over the analysis picture, row-major
 REBLUR = 3            # box re-blur length (pixels at analysis size)
@@ -137,11 +140,14 @@ def cut_change(luma: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     return out
 
 
-def frame_features(frames: VideoFrames, options: BlurOptions) -> dict:
-    """blur_sharpness (0..1, NaN if the frame is too flat to judge) and blur_cut (scene-cut measure)."""
-    sharp = np.array([frame_sharpness(y, options.min_activity, options.sharp_cells) for y in frames.luma],
-                     np.float32).reshape(-1)
-    return {"blur_sharpness": sharp, "blur_cut": cut_change(frames.luma, frames.prev_luma)}
+@dataclass
+class BlurState(State):
+    base: float | None = None                  # the scene's sharpness baseline (None until a judgeable frame)
+    n: int = 0                                 # frames averaged into it
+    run: Run = dataclasses.field(default_factory=Run)  # the blurred run being gathered
+    seen_end: float | None = None              # where the rows seen so far end (media s)
+
+    VERSION = 2
 
 
 class Blur(Detector):
@@ -149,62 +155,82 @@ class Blur(Detector):
     version = "1.0"
     inputs = (VIDEO,)
     Options = BlurOptions
+    State = BlurState
+    stage1_kind = VIDEO
+    stage1_outputs = {"blur_sharpness": pa.float32(),  # 0..1, NaN if the frame is too flat to judge
+                      "blur_cut": pa.float32()}        # scene-cut measure, 0..1
 
-    def initial_state(self) -> dict:
-        # base: the scene's sharpness baseline (None until a judgeable frame), n: frames averaged into it
-        return {"base": None, "n": 0, "run": RunTracker.new()}
+    def stage1(self, frames: VideoFrames) -> dict:
+        o = self.options
+        sharp = np.array([frame_sharpness(y, o.min_activity, o.sharp_cells) for y in frames.luma],
+                         np.float32).reshape(-1)
+        return {"blur_sharpness": sharp, "blur_cut": cut_change(frames.luma, frames.prev_luma)}
 
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def process(self, state: BlurState, kind: str, rows: Features) -> list[Event]:
         o = self.options
         events: list[Event] = []
-        run = state["run"]
+        run = state.run
         for k in range(len(rows)):
             t = float(rows["t"][k])
             s = float(rows["blur_sharpness"][k])
             cut = float(rows["blur_cut"][k])
-            open_run = run["start"] is not None
+            open_run = run.start is not None
             if cut == cut and cut >= o.cut_threshold and not open_run:
-                state["base"], state["n"] = None, 0  # a new scene: its own sharpness is learnt afresh
+                state.base, state.n = None, 0  # a new scene: its own sharpness is learnt afresh
             if s != s:  # too flat or dark to judge: it cannot confirm a blur
                 if open_run:
                     events += self._close(state, t)
                 continue
-            base = state["base"]
+            base = state.base
             if base is None:
-                state["base"], state["n"] = s, 1
+                state.base, state.n = s, 1
                 continue
             loss = 1.0 - s / base if base > 0 else 0.0
             if loss >= (o.recover_threshold if open_run else o.loss_threshold):
-                RunTracker.on(run, t, loss, rows["thumb_jpeg"][k])
-                run["extra"]["base"] = base
-                run["extra"]["min_s"] = min(run["extra"].get("min_s", 1.0), s)
+                run.on(t, loss, rows["thumb_jpeg"][k])
+                run.extra["base"] = base
+                run.extra["min_s"] = min(run.extra.get("min_s", 1.0), s)
                 continue
             if open_run:
                 events += self._close(state, t)
             # a frame that is not blurred teaches the baseline: running mean first, then exponential
-            state["n"] += 1
+            state.n += 1
             dur = float(rows["frame_dur"][k])
-            alpha = max(1.0 / state["n"], min(1.0, dur / o.baseline_s))
-            state["base"] = base + alpha * (s - base)
+            alpha = max(1.0 / state.n, min(1.0, dur / o.baseline_s))
+            state.base = base + alpha * (s - base)
+        if len(rows):
+            state.seen_end = rows_end(kind, rows)
         return events
 
-    def _close(self, state: dict, end_t: float) -> list[Event]:
+    def _close(self, state: BlurState, end_t: float) -> list[Event]:
         o = self.options
-        extra = dict(state["run"]["extra"])
-        closed = RunTracker.off(state["run"], end_t, o.min_duration_s)
+        extra = dict(state.run.extra)
+        closed = state.run.off(end_t, o.min_duration_s)
         if closed is None:
             return []
         start, end, run = closed
-        mean_loss = run["sum"] / max(run["n"], 1)
+        mean_loss = run.sum / max(run.n, 1)
         return [Event(self.name, start, end, score=round(mean_loss, 6), threshold=o.loss_threshold,
                       severity=MINOR, check="",
                       details={"duration_s": round(end - start, 3), "mean_loss": round(mean_loss, 4),
-                               "peak_loss": round(run["peak"], 4),
+                               "peak_loss": round(run.peak, 4),
                                "baseline_sharpness": round(extra.get("base", 0.0), 4),
-                               "min_sharpness": round(extra.get("min_s", 0.0), 4), "frames": run["n"]},
-                      evidence=run["evidence"])]
+                               "min_sharpness": round(extra.get("min_s", 0.0), 4), "frames": run.n},
+                      evidence=run.evidence)]
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        if state["run"]["start"] is None:
+    def reportable_after(self, event: Event) -> float | None:
+        return self.options.min_duration_s
+
+    def open_events(self, state: BlurState) -> list[Event]:
+        o, run = self.options, state.run
+        if run.start is None or run.n < 2 or state.seen_end is None or \
+                state.seen_end - run.start < o.min_duration_s - 1e-9:
+            return []
+        return [Event(self.name, run.start, run.start + o.min_duration_s, score=round(run.sum / run.n, 6),
+                      threshold=o.loss_threshold, severity=MINOR, details={"peak_loss": round(run.peak, 4)},
+                      evidence=run.evidence)]
+
+    def finish(self, state: BlurState, end_s: float) -> list[Event]:
+        if state.run.start is None:
             return []
         return self._close(state, end_s)

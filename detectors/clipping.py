@@ -24,9 +24,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import AUDIO, MINOR, Detector, Event, Options, option
-from detectors.features import AudioBlocks, Features
+from detectors.base import AUDIO, MINOR, Event, Options, Run, RunDetector, RunState, option
+from detectors.segments import AudioBlocks
+from detectors.table import Features
 
 INT16_MAX = 32767
 
@@ -48,158 +50,166 @@ def clip_threshold(clip_level: float) -> int:
     return max(1, int(math.ceil(clip_level * INT16_MAX - 1e-9)))
 
 
-def block_features(blocks: AudioBlocks, options: ClippingOptions) -> dict:
-    """Per 10 ms block and channel (all (nb, ch) int32):
-
-    clipping_lead / clipping_trail: signed length of the clipped run touching the block's first / last
-      sample (+ at positive full scale, - at negative, 0 none; equal to +-n when the whole block is one run);
-    clipping_inner: clipped samples in runs of >= min_run lying strictly inside the block;
-    clipping_inner_runs / clipping_inner_longest: how many such runs, and the longest (samples);
-    clipping_first / clipping_last: sample offset where the first of those inner runs starts / the last
-      ends (exclusive), -1 when there is none.
-    """
-    nb, ch, block = len(blocks.t), blocks.channels, blocks.block
-    raw = blocks.raw[blocks.context:].astype(np.int32)
-    out = {k: np.zeros((nb, ch), np.int32) for k in
-           ("clipping_lead", "clipping_trail", "clipping_inner", "clipping_inner_runs", "clipping_inner_longest",
-            "clipping_first", "clipping_last")}
-    out["clipping_first"][:] = -1
-    out["clipping_last"][:] = -1
-    if nb == 0:
-        return out
-    level = clip_threshold(options.clip_level)
-    state = (raw >= level).astype(np.int8) - (raw <= -level).astype(np.int8)  # +1, -1 or 0 per sample
-    s = blocks.blocks_of(state)                     # (nb, block, ch), zero past a short last block
-    n = blocks.n.astype(np.int64)
-    total = nb * block
-    for c in range(ch):
-        flat = s[:, :, c].reshape(-1)
-        # runs of equal state, broken at every block start
-        change = np.ones(total, bool)
-        change[1:] = flat[1:] != flat[:-1]
-        change[::block] = True
-        starts = np.flatnonzero(change)
-        lengths = np.diff(np.append(starts, total))
-        signs = flat[starts]
-        b = starts // block
-        off = starts - b * block
-        end_off = off + lengths
-        clipped = signs != 0
-        at_start = clipped & (off == 0)
-        at_end = clipped & (end_off == n[b])
-        out["clipping_lead"][b[at_start], c] = (signs[at_start] * lengths[at_start]).astype(np.int32)
-        out["clipping_trail"][b[at_end], c] = (signs[at_end] * lengths[at_end]).astype(np.int32)
-        inner = clipped & ~at_start & ~at_end & (lengths >= options.min_run)
-        if inner.any():
-            bi = b[inner]
-            np.add.at(out["clipping_inner"][:, c], bi, lengths[inner].astype(np.int32))
-            np.add.at(out["clipping_inner_runs"][:, c], bi, 1)
-            longest = np.zeros(nb, np.int64)
-            np.maximum.at(longest, bi, lengths[inner])
-            out["clipping_inner_longest"][:, c] = longest
-            first = np.full(nb, block + 1, np.int64)
-            np.minimum.at(first, bi, off[inner])
-            last = np.full(nb, -1, np.int64)
-            np.maximum.at(last, bi, end_off[inner])
-            has = first <= block
-            out["clipping_first"][has, c] = first[has]
-            out["clipping_last"][has, c] = last[has]
-    return out
+@dataclass
+class ClippingState(RunState):
+    # runs: per channel c, the clipped run at positive (track 2c) and negative (2c + 1) full scale going on
+    event: dict | None = None   # the event being gathered: start, end, runs, per-channel clipped samples, ...
+    rate: int | None = None     # the last sample rate seen
 
 
-class Clipping(Detector):
-    """Clipped runs (>= min_run samples at full scale) merged into events across channels."""
+class Clipping(RunDetector):
+    """Clipped runs (>= min_run samples at full scale) merged into events across channels.
+
+    Runs are tracked to the sample on two tracks per channel (positive and negative full scale: a run
+    that flips sign is two runs); a closed run, and each block's runs lying inside it, are gathered into
+    the event, which is complete once merge_gap_s has passed without a run."""
 
     name = "clipping"
     version = "1.0"
     inputs = (AUDIO,)
     Options = ClippingOptions
+    State = ClippingState
+    _PER_CHANNEL = pa.list_(pa.int32())
+    stage1_kind = AUDIO
+    stage1_outputs = {"clipping_lead": _PER_CHANNEL, "clipping_trail": _PER_CHANNEL, "clipping_inner": _PER_CHANNEL,
+                      "clipping_inner_runs": _PER_CHANNEL, "clipping_inner_longest": _PER_CHANNEL,
+                      "clipping_first": _PER_CHANNEL, "clipping_last": _PER_CHANNEL}
 
-    def initial_state(self) -> dict:
-        return {
-            "open": None,      # per channel: [signed length, start time] of a run still going at the last block
-            "event": None,     # the event being gathered: start, end, runs, per-channel clipped samples, ...
-            "rate": None,
-        }
+    def stage1(self, blocks: AudioBlocks) -> dict:
+        """Per 10 ms block and channel (all (nb, ch) int32):
 
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+        clipping_lead / clipping_trail: signed length of the clipped run touching the block's first / last
+          sample (+ at positive full scale, - at negative, 0 none; equal to +-n when the whole block is one run);
+        clipping_inner: clipped samples in runs of >= min_run lying strictly inside the block;
+        clipping_inner_runs / clipping_inner_longest: how many such runs, and the longest (samples);
+        clipping_first / clipping_last: sample offset where the first of those inner runs starts / the last
+          ends (exclusive), -1 when there is none.
+        """
+        nb, ch, block = len(blocks.t), blocks.channels, blocks.block
+        raw = blocks.raw[blocks.context:].astype(np.int32)
+        out = {k: np.zeros((nb, ch), np.int32) for k in
+               ("clipping_lead", "clipping_trail", "clipping_inner", "clipping_inner_runs", "clipping_inner_longest",
+                "clipping_first", "clipping_last")}
+        out["clipping_first"][:] = -1
+        out["clipping_last"][:] = -1
+        if nb == 0:
+            return out
+        level = clip_threshold(self.options.clip_level)
+        state = (raw >= level).astype(np.int8) - (raw <= -level).astype(np.int8)  # +1, -1 or 0 per sample
+        s = blocks.blocks_of(state)                     # (nb, block, ch), zero past a short last block
+        n = blocks.n.astype(np.int64)
+        total = nb * block
+        for c in range(ch):
+            flat = s[:, :, c].reshape(-1)
+            # runs of equal state, broken at every block start
+            change = np.ones(total, bool)
+            change[1:] = flat[1:] != flat[:-1]
+            change[::block] = True
+            starts = np.flatnonzero(change)
+            lengths = np.diff(np.append(starts, total))
+            signs = flat[starts]
+            b = starts // block
+            off = starts - b * block
+            end_off = off + lengths
+            clipped = signs != 0
+            at_start = clipped & (off == 0)
+            at_end = clipped & (end_off == n[b])
+            out["clipping_lead"][b[at_start], c] = (signs[at_start] * lengths[at_start]).astype(np.int32)
+            out["clipping_trail"][b[at_end], c] = (signs[at_end] * lengths[at_end]).astype(np.int32)
+            inner = clipped & ~at_start & ~at_end & (lengths >= self.options.min_run)
+            if inner.any():
+                bi = b[inner]
+                np.add.at(out["clipping_inner"][:, c], bi, lengths[inner].astype(np.int32))
+                np.add.at(out["clipping_inner_runs"][:, c], bi, 1)
+                longest = np.zeros(nb, np.int64)
+                np.maximum.at(longest, bi, lengths[inner])
+                out["clipping_inner_longest"][:, c] = longest
+                first = np.full(nb, block + 1, np.int64)
+                np.minimum.at(first, bi, off[inner])
+                last = np.full(nb, -1, np.int64)
+                np.maximum.at(last, bi, end_off[inner])
+                has = first <= block
+                out["clipping_first"][has, c] = first[has]
+                out["clipping_last"][has, c] = last[has]
+        return out
+
+    # -- runs on two tracks per channel ----------------------------------------------------------------
+
+    @staticmethod
+    def _signed(x: np.ndarray) -> np.ndarray:
+        """(nb, ch) signed run lengths -> (nb, 2 ch): the positive part, the negative part, per channel."""
+        return np.stack([np.maximum(x, 0), np.maximum(-x, 0)], axis=2).reshape(len(x), -1)
+
+    def row_scores(self, rows: Features) -> np.ndarray:
+        lead = self._signed(rows["clipping_lead"])
+        return np.where(lead >= rows["n"][:, None], 1.0, np.nan)
+
+    def row_edges(self, rows: Features) -> tuple[np.ndarray, np.ndarray]:
+        lead, trail = self._signed(rows["clipping_lead"]), self._signed(rows["clipping_trail"])
+        t, n, rate = rows["t"][:, None], rows["n"][:, None], rows["rate"][:, None]
+        return t + lead / rate, np.where(trail > 0, t + (n - trail) / rate, np.nan)
+
+    def process(self, state: ClippingState, kind: str, rows: Features) -> list[Event]:
         if kind != AUDIO or not len(rows):
             return []
-        o = self.options
-        lead, trail = rows["clipping_lead"].tolist(), rows["clipping_trail"].tolist()
-        inner, first, last = (rows["clipping_inner"].tolist(), rows["clipping_first"].tolist(),
-                              rows["clipping_last"].tolist())
-        inner_runs, inner_longest = rows["clipping_inner_runs"].tolist(), rows["clipping_inner_longest"].tolist()
-        t, n, rate = rows["t"].tolist(), rows["n"].tolist(), rows["rate"].tolist()
-        ch = len(lead[0])
-        if state["open"] is None or len(state["open"]) != ch:
-            state["open"] = [[0, 0.0] for _ in range(ch)]
-        state["rate"] = rate[-1]
-        events = []
-        for k in range(len(t)):
-            tk, nk, rk = t[k], n[k], rate[k]
-            for c in range(ch):
-                run = state["open"][c]
-                lq, tq = lead[k][c], trail[k][c]
-                if abs(lq) >= nk:  # the whole block is one run: it continues (or a new one starts here)
-                    if run[0] and (run[0] > 0) == (lq > 0):
-                        run[0] += lq
-                    else:
-                        events += self._close_run(state, c, tk)
-                        run[0], run[1] = lq, tk
-                    continue
-                if run[0] and lq and (run[0] > 0) == (lq > 0):
-                    run[0] += lq
-                    events += self._close_run(state, c, tk + abs(lq) / rk)
-                else:
-                    events += self._close_run(state, c, tk)
-                    if lq:
-                        run[0], run[1] = lq, tk
-                        events += self._close_run(state, c, tk + abs(lq) / rk)
-                if inner[k][c]:
-                    events += self._add_runs(state, c, tk + first[k][c] / rk, tk + last[k][c] / rk, inner[k][c],
-                                             inner_runs[k][c], inner_longest[k][c])
-                if tq:
-                    run[0], run[1] = tq, tk + (nk - abs(tq)) / rk
-            # a gathered event is complete once merge_gap_s has passed with no run, closed or still open
-            ev = state["event"]
-            if ev is not None:
-                now = tk + nk / rk
-                horizon = ev["end"] + o.merge_gap_s
-                if now >= horizon and all(not r[0] or r[1] >= horizon for r in state["open"]):
-                    events += self._emit(state)
-        return events
+        state.rate = int(rows["rate"][-1])
+        return super().process(state, kind, rows)
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        events = []
-        for c, run in enumerate(state["open"] or []):
-            if run[0]:
-                end = run[1] + abs(run[0]) / (state["rate"] or 1)
-                events += self._close_run(state, c, end)
-        return events + self._emit(state)
+    def open_events(self, state) -> list[Event]:
+        return []  # runs are merged into events when they close: clipping is reported at its end
 
-    # -- runs and events ----------------------------------------------------------------------------
+    def reportable_after(self, event: Event) -> float | None:
+        return None
 
-    def _close_run(self, state: dict, c: int, end: float) -> list[Event]:
-        """The open run of channel c ended at `end`; keep it if long enough."""
-        run = state["open"][c]
-        length, start = abs(run[0]), run[1]
-        run[0], run[1] = 0, 0.0
-        if length and length >= self.options.min_run:
-            return self._add_runs(state, c, start, end, length, 1, length)
+    def end_of_stream(self, state: ClippingState, end_s: float) -> float:
+        return state.seen_end if state.seen_end is not None else float(end_s)
+
+    def close_run(self, state: ClippingState, run: Run, end: float, track: int) -> list[Event]:
+        """A run on `track` ended at `end`: gather it if it is long enough."""
+        start = run.start
+        run.off(end, 0.0)
+        length = int(round((end - start) * (state.rate or 1)))
+        if length >= self.options.min_run:
+            return self._add_runs(state, track // 2, start, end, length, 1, length)
         return []
 
-    def _add_runs(self, state: dict, c: int, start: float, end: float, samples: int, runs: int,
+    def after_row(self, state: ClippingState, rows: Features, k: int) -> list[Event]:
+        """Block k's runs lying inside it, then whether the gathered event is complete: merge_gap_s has
+        passed with no run, closed or still open."""
+        events = []
+        tk, nk, rk = float(rows["t"][k]), int(rows["n"][k]), int(rows["rate"][k])
+        inner = rows["clipping_inner"][k]
+        for c in np.flatnonzero(inner).tolist():
+            events += self._add_runs(state, c, tk + int(rows["clipping_first"][k][c]) / rk,
+                                     tk + int(rows["clipping_last"][k][c]) / rk, int(inner[c]),
+                                     int(rows["clipping_inner_runs"][k][c]), int(rows["clipping_inner_longest"][k][c]))
+        ev = state.event
+        if ev is not None:
+            horizon = ev["end"] + self.options.merge_gap_s
+            if tk + nk / rk >= horizon and all(r.start is None or r.start >= horizon for r in state.runs):
+                events += self._emit(state)
+        return events
+
+    def finish(self, state: ClippingState, end_s: float) -> list[Event]:
+        return super().finish(state, end_s) + self._emit(state)
+
+    def make_event(self, start: float, end: float, run: Run, track: int) -> Event:
+        raise NotImplementedError("clipping gathers runs into events (close_run), it reports no run alone")
+
+    # -- events -------------------------------------------------------------------------------------
+
+    def _add_runs(self, state: ClippingState, c: int, start: float, end: float, samples: int, runs: int,
                   longest: int) -> list[Event]:
         """Fold `runs` clipped runs of channel c spanning [start, end) into the event being gathered."""
         events = []
-        ev = state["event"]
+        ev = state.event
         if ev is not None and start >= ev["end"] + self.options.merge_gap_s:
             events += self._emit(state)
             ev = None
         if ev is None:
-            ev = state["event"] = {"start": start, "end": end, "longest": 0,
-                                   "runs": [0] * len(state["open"]), "samples": [0] * len(state["open"])}
+            channels = len(state.runs) // 2
+            ev = state.event = {"start": start, "end": end, "longest": 0, "runs": [0] * channels,
+                                "samples": [0] * channels}
         ev["start"] = min(ev["start"], start)
         ev["end"] = max(ev["end"], end)
         ev["runs"][c] += runs
@@ -207,12 +217,12 @@ class Clipping(Detector):
         ev["samples"][c] += samples
         return events
 
-    def _emit(self, state: dict) -> list[Event]:
-        ev, state["event"] = state["event"], None
+    def _emit(self, state: ClippingState) -> list[Event]:
+        ev, state.event = state.event, None
         o = self.options
         if ev is None or max(ev["runs"]) < o.min_runs:
             return []
-        rate = state["rate"] or 1
+        rate = state.rate or 1
         duration = ev["end"] - ev["start"]
         span = max(duration * rate, 1.0) * len(ev["samples"])
         clipped = sum(ev["samples"])

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from itertools import groupby
 
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import MAJOR, VIDEO, Event, Options, RunDetector, option
-from detectors.features import Features, VideoFrames
+from detectors.base import MAJOR, VIDEO, Event, Options, Run, RunDetector, option
+from detectors.segments import VideoFrames
+from detectors.table import Features
 
 SEQUENCE = b"YCGMRB"          # the chromatic bars of every standard, in order
 _CHROMATIC = set(SEQUENCE)
@@ -131,35 +133,40 @@ def bar_features(thumbs: np.ndarray, options: ColorBarsOptions) -> dict:
     return {"colorbars_bars": bars, "colorbars_span": span, "colorbars_ratio": ratio, "colorbars_white": white}
 
 
-def frame_features(frames: VideoFrames, options: ColorBarsOptions) -> dict:
-    return bar_features(frames.thumbs, options)
-
-
 class ColorBars(RunDetector):
     name = "colorbars"
     version = "1.0"
     inputs = (VIDEO,)
     Options = ColorBarsOptions
+    stage1_kind = VIDEO
+    stage1_outputs = {"colorbars_bars": pa.int8(),       # longest in-order bar chain, 0..6
+                      "colorbars_span": pa.float32(),    # its share of the width
+                      "colorbars_ratio": pa.float32(),   # widest / narrowest bar of it
+                      "colorbars_white": pa.bool_()}     # a white/grey bar before yellow
 
     MAX_WIDTH_RATIO = 2.5  # bars of one signal have equal widths; compression and scaling blur edges only
 
-    def frame_scores(self, rows: Features) -> np.ndarray:
+    def stage1(self, frames: VideoFrames) -> dict:
+        return bar_features(frames.thumbs, self.options)
+
+    def row_scores(self, rows: Features) -> np.ndarray:
         bars, span, ratio = rows["colorbars_bars"], rows["colorbars_span"], rows["colorbars_ratio"]
         return np.array([int(bars[k]) / len(SEQUENCE) if self.is_bars(int(bars[k]), float(span[k]), float(ratio[k]))
                          else np.nan for k in range(len(bars))], np.float64)
 
-    def on_frame(self, extra: dict, rows: Features, k: int) -> None:
+    def on_row(self, run: Run, rows: Features, k: int, track: int) -> None:
+        extra = run.extra
         extra["span"] = max(extra.get("span", 0.0), float(rows["colorbars_span"][k]))
         extra["white"] = extra.get("white", 0) + int(bool(rows["colorbars_white"][k]))
 
-    def make_event(self, start: float, end: float, run: dict) -> Event:
-        n = max(run["n"], 1)
-        return Event(self.name, start, end, score=round(run["sum"] / n, 6),
+    def make_event(self, start: float, end: float, run: Run, track: int) -> Event:
+        n = max(run.n, 1)
+        return Event(self.name, start, end, score=round(run.sum / n, 6),
                      threshold=self.options.min_bars / len(SEQUENCE), severity=MAJOR,
-                     details={"duration_s": round(end - start, 3), "bars_found": int(round(run["peak"] * 6)),
-                              "span_of_width": round(run["extra"].get("span", 0.0), 3),
-                              "white_bar_first": run["extra"].get("white", 0) * 2 >= n, "frames": run["n"]},
-                     evidence=run["evidence"])
+                     details={"duration_s": round(end - start, 3), "bars_found": int(round(run.peak * 6)),
+                              "span_of_width": round(run.extra.get("span", 0.0), 3),
+                              "white_bar_first": run.extra.get("white", 0) * 2 >= n, "frames": run.n},
+                     evidence=run.evidence)
 
     def is_bars(self, bars: int, span: float, ratio: float) -> bool:
         o = self.options

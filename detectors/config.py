@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectors.base import AUDIO, VIDEO, Detector
+from detectors.base import Detector
 from detectors.registry import NAMES, REGISTRY
 
 
@@ -48,7 +49,7 @@ class DetectorConfig:
                              f"choose from {', '.join(NAMES)}")
         built = []
         for name in names:
-            _module, klass = REGISTRY[name]
+            klass = REGISTRY[name]
             built.append(klass(klass.Options.from_mapping(options.get(name))))
         return cls(tuple(built))
 
@@ -69,17 +70,6 @@ class DetectorConfig:
     def get(self, name: str) -> Detector | None:
         return next((d for d in self.detectors if d.name == name), None)
 
-    def _modules(self, kind: str):
-        for det in self.detectors:
-            if kind in det.inputs:
-                yield REGISTRY[det.name][0], det.options
-
-    def video_modules(self):
-        return list(self._modules(VIDEO))
-
-    def audio_modules(self):
-        return list(self._modules(AUDIO))
-
     def needs(self, kind: str) -> bool:
         return any(kind in d.inputs for d in self.detectors)
 
@@ -91,12 +81,26 @@ class DetectorConfig:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+class ConfigError(ValueError):
+    """A detector selection or config file that cannot be used; the message names it and the choices."""
+
+
+def from_args(names_text: str | None = None, config_path: str | Path | None = None) -> DetectorConfig:
+    """The config a command line names: comma-separated detector names (--detectors) and/or a .toml/.json
+    file (--config); either may be absent (all detectors, default options). ConfigError when unusable."""
+    try:
+        names = parse_names(names_text)
+        return DetectorConfig.from_file(config_path, names) if config_path else DetectorConfig.build(names)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def options_reference_markdown() -> str:
     """Every detector's options as markdown tables (docs/detectors.md embeds it; a test keeps it current)."""
     lines = []
     for name in NAMES:
-        module, klass = REGISTRY[name]
-        summary = (module.__doc__ or "").strip().splitlines()[0]
+        klass = REGISTRY[name]
+        summary = (sys.modules[klass.__module__].__doc__ or "").strip().splitlines()[0]
         lines += [f"### {name}", "", f"{summary} (version {klass.version}; reads {', '.join(klass.inputs)})", "",
                   "| option | default | meaning |", "|---|---|---|"]
         for option, default, help_text in klass.Options.describe():

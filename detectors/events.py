@@ -23,6 +23,21 @@ def event_id(stream_id: str, detector: str, check: str, start_s: float, publicat
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
+STATE_RANK = {"open": 0, "ongoing": 1, "closed": 2, None: 2}
+
+
+def latest_reports(rows: list[dict]) -> list[dict]:
+    """One row per event_id, its latest report: a closed event replaces its open and ongoing reports,
+    a later update an earlier one (rows: anomaly_event dicts)."""
+    latest: dict[str, dict] = {}
+    for row in rows:
+        prev = latest.get(row["event_id"])
+        if prev is None or (STATE_RANK.get(row.get("state"), 2), row["end_s"]) >= \
+                (STATE_RANK.get(prev.get("state"), 2), prev["end_s"]):
+            latest[row["event_id"]] = row
+    return list(latest.values())
+
+
 def parse_epoch(epoch: str | datetime | None) -> datetime:
     if epoch is None:
         return DEFAULT_EPOCH
@@ -53,6 +68,7 @@ def event_row(stream_id: str, version: str, event: Event, epoch: str | datetime 
         "evidence": event.evidence or None,
         "run_id": run_id,
         "detected_at": detected_at or datetime.now(timezone.utc),
+        "state": event.state,
     }
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detectors.base import MINOR, MAJOR, VIDEO, Detector, Event, Options, option
-from detectors.features import Features
+from detectors.base import MINOR, MAJOR, VIDEO, Detector, Event, Options, State, option
+from detectors.table import Features
 
 
 @dataclass(frozen=True)
@@ -22,26 +22,30 @@ class FrameDropOptions(Options):
     min_missing: int = option(1, "fewest lost frames reported in one event", min=1, max=100000)
 
 
+@dataclass
+class FrameDropState(State):
+    prev_t: float | None = None  # the latest frame time seen
+    open: dict | None = None     # the event being gathered: start, end, missing, ratio, gaps, kinds, evidence
+
+
 class FrameDrop(Detector):
     name = "frame_drop"
     version = "1.0"
     inputs = (VIDEO,)
     Options = FrameDropOptions
+    State = FrameDropState
 
-    def initial_state(self) -> dict:
-        return {"prev_t": None, "open": None}
-
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def process(self, state: FrameDropState, kind: str, rows: Features) -> list[Event]:
         o = self.options
         events = []
         for k in range(len(rows)):
             t, dur = float(rows["t"][k]), float(rows["frame_dur"][k])
-            prev = state["prev_t"]
-            state["prev_t"] = t if prev is None else max(prev, t)
+            prev = state.prev_t
+            state.prev_t = t if prev is None else max(prev, t)
             if prev is None:
                 continue
             step = t - prev
-            opened = state["open"]
+            opened = state.open
             if opened is not None and t - opened["end"] > o.merge_gap_s:
                 events += self._close(state)
                 opened = None
@@ -54,9 +58,9 @@ class FrameDrop(Detector):
         return events
 
     def _add(self, state, start, end, missing, ratio, what, thumb) -> None:
-        opened = state["open"]
+        opened = state.open
         if opened is None:
-            state["open"] = {"start": start, "end": end, "missing": missing, "ratio": ratio, "gaps": 1,
+            state.open = {"start": start, "end": end, "missing": missing, "ratio": ratio, "gaps": 1,
                              "kinds": [what], "evidence": thumb}
         else:
             opened["end"] = max(opened["end"], end)
@@ -66,8 +70,8 @@ class FrameDrop(Detector):
             if what not in opened["kinds"]:
                 opened["kinds"].append(what)
 
-    def _close(self, state: dict) -> list[Event]:
-        opened, state["open"] = state["open"], None
+    def _close(self, state: FrameDropState) -> list[Event]:
+        opened, state.open = state.open, None
         if opened is None:
             return []
         timing = [k for k in opened["kinds"] if k != "gap"]
@@ -80,5 +84,5 @@ class FrameDrop(Detector):
                                "kinds": opened["kinds"], "max_step_frames": round(opened["ratio"], 3)},
                       evidence=opened["evidence"])]
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
+    def finish(self, state: FrameDropState, end_s: float) -> list[Event]:
         return self._close(state)

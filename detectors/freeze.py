@@ -21,9 +21,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import MAJOR, VIDEO, Detector, Event, Options, option
-from detectors.features import Features, VideoFrames
+from detectors.base import rows_end, MAJOR, VIDEO, Detector, Event, Options, State, option
+from detectors.segments import VideoFrames
+from detectors.table import Features
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,21 @@ def flat_fraction(luma: np.ndarray, step: float = 2.0) -> np.ndarray:
     return out
 
 
-def frame_features(frames: VideoFrames, options: FreezeOptions) -> dict:
-    return {"flat_frac": flat_fraction(frames.luma)}
+@dataclass
+class FreezeState(State):
+    start: float | None = None         # the frozen picture's time while a still run is open
+    ref_flat: float = 0.0              # its flat_frac (a graphic when high)
+    evidence: bytes | None = None      # its thumbnail
+    max_diff: float = 0.0              # largest difference to the previous frame within the run
+    frames: int = 0                    # still frames in the run
+    repeats: int = 0                   # ... of which exact repeats
+    spike_t: float | None = None       # a single changed frame that may be a keyframe refresh
+    prev_t: float | None = None        # the previous frame: time, flat_frac, thumbnail
+    prev_flat: float = 0.0
+    prev_thumb: bytes | None = None
+    seen_end: float | None = None      # where the rows seen so far end (media s)
+
+    VERSION = 2
 
 
 class Freeze(Detector):
@@ -70,12 +85,14 @@ class Freeze(Detector):
     version = "1.0"
     inputs = (VIDEO,)
     Options = FreezeOptions
+    State = FreezeState
+    stage1_kind = VIDEO
+    stage1_outputs = {"flat_frac": pa.float32()}  # share of flat pixels (graphics are high), 0..1
 
-    def initial_state(self) -> dict:
-        return {"start": None, "ref_flat": 0.0, "evidence": None, "max_diff": 0.0, "frames": 0, "repeats": 0,
-                "spike_t": None, "prev_t": None, "prev_flat": 0.0, "prev_thumb": None}
+    def stage1(self, frames: VideoFrames) -> dict:
+        return {"flat_frac": flat_fraction(frames.luma)}
 
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def process(self, state: FreezeState, kind: str, rows: Features) -> list[Event]:
         o = self.options
         events = []
         for k in range(len(rows)):
@@ -83,44 +100,64 @@ class Freeze(Detector):
             diff = float(rows["diff_prev"][k])
             cellmax = float(rows["diff_cellmax"][k])
             still = diff == diff and diff <= o.noise  # NaN (no previous frame) is not still
-            if state["start"] is not None:
+            if state.start is not None:
                 if still:
-                    state["spike_t"] = None
-                    state["frames"] += 1
-                    state["repeats"] += diff <= o.exact_noise
-                    state["max_diff"] = max(state["max_diff"], diff)
-                elif state["spike_t"] is None and cellmax == cellmax and cellmax <= o.refresh_tolerance:
-                    state["spike_t"] = t  # maybe a keyframe refresh: decide on the next frame
-                    state["max_diff"] = max(state["max_diff"], diff)
+                    state.spike_t = None
+                    state.frames += 1
+                    state.repeats += diff <= o.exact_noise
+                    state.max_diff = max(state.max_diff, diff)
+                elif state.spike_t is None and cellmax == cellmax and cellmax <= o.refresh_tolerance:
+                    state.spike_t = t  # maybe a keyframe refresh: decide on the next frame
+                    state.max_diff = max(state.max_diff, diff)
                 else:
-                    events += self._close(state, state["spike_t"] if state["spike_t"] is not None else t)
-            elif still and state["prev_t"] is not None:
+                    events += self._close(state, state.spike_t if state.spike_t is not None else t)
+            elif still and state.prev_t is not None:
                 # the previous frame is the frozen picture: the freeze starts there
-                state.update(start=state["prev_t"], ref_flat=state["prev_flat"], evidence=state["prev_thumb"],
-                             max_diff=diff, frames=1, repeats=int(diff <= o.exact_noise), spike_t=None)
-            state["prev_t"] = t
-            state["prev_flat"] = float(rows["flat_frac"][k])
-            state["prev_thumb"] = rows["thumb_jpeg"][k]
+                state.start, state.ref_flat, state.evidence = state.prev_t, state.prev_flat, state.prev_thumb
+                state.max_diff, state.frames, state.repeats = diff, 1, int(diff <= o.exact_noise)
+                state.spike_t = None
+            state.prev_t = t
+            state.prev_flat = float(rows["flat_frac"][k])
+            state.prev_thumb = rows["thumb_jpeg"][k]
+        if len(rows):
+            state.seen_end = rows_end(kind, rows)
         return events
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        if state["start"] is None:
-            return []
-        return self._close(state, state["spike_t"] if state["spike_t"] is not None else end_s)
-
-    def _close(self, state: dict, end: float) -> list[Event]:
+    def reportable_after(self, event: Event) -> float | None:
         o = self.options
-        start, flat = state["start"], state["ref_flat"]
+        return o.graphic_min_duration_s if event.details.get("graphic") else o.min_duration_s
+
+    def open_events(self, state: FreezeState) -> list[Event]:
+        o = self.options
+        if state.start is None or state.seen_end is None or state.spike_t is not None:
+            return []
+        needed = o.graphic_min_duration_s if state.ref_flat >= o.graphic_flat_fraction else o.min_duration_s
+        if state.seen_end - state.start < needed - 1e-9 or state.repeats / max(state.frames, 1) < o.repeat_share:
+            return []
+        return [Event(self.name, state.start, state.start + needed, score=state.max_diff, threshold=o.noise,
+                      severity=MAJOR, details={"max_diff": round(state.max_diff, 6), "still_frames": state.frames,
+                                               "graphic": needed != o.min_duration_s},
+                      evidence=state.evidence)]
+
+    def finish(self, state: FreezeState, end_s: float) -> list[Event]:
+        if state.start is None:
+            return []
+        return self._close(state, state.spike_t if state.spike_t is not None else end_s)
+
+    def _close(self, state: FreezeState, end: float) -> list[Event]:
+        o = self.options
+        start, flat = state.start, state.ref_flat
         graphic = flat >= o.graphic_flat_fraction
         needed = o.graphic_min_duration_s if graphic else o.min_duration_s
         event = []
-        repeats = state["repeats"] / max(state["frames"], 1)
+        repeats = state.repeats / max(state.frames, 1)
         if end - start >= needed - 1e-9 and repeats >= o.repeat_share:
-            event = [Event(self.name, start, end, score=state["max_diff"], threshold=o.noise, severity=MAJOR,
-                           details={"duration_s": round(end - start, 3), "max_diff": round(state["max_diff"], 6),
-                                    "still_frames": state["frames"], "repeat_share": round(repeats, 3),
+            event = [Event(self.name, start, end, score=state.max_diff, threshold=o.noise, severity=MAJOR,
+                           details={"duration_s": round(end - start, 3), "max_diff": round(state.max_diff, 6),
+                                    "still_frames": state.frames, "repeat_share": round(repeats, 3),
                                     "graphic": graphic,
                                     "flat_fraction": round(flat, 3)},
-                           evidence=state["evidence"])]
-        state.update(start=None, evidence=None, max_diff=0.0, frames=0, repeats=0, spike_t=None)
+                           evidence=state.evidence)]
+        state.start, state.evidence, state.max_diff, state.frames, state.repeats, state.spike_t = \
+            None, None, 0.0, 0, 0, None
         return event

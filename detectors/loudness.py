@@ -44,12 +44,14 @@ not "out of target", and the silence detector reports it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import AUDIO, MINOR, Detector, Event, Options, option
-from detectors.features import AUDIO_BLOCK_S, AudioBlocks, Features
+from detectors.base import AUDIO, MINOR, Detector, Event, Options, State, option
+from detectors.segments import AUDIO_BLOCK_S, AudioBlocks
+from detectors.table import Features
 
 STANDARDS = {  # target (LUFS/LKFS) and tolerance (LU)
     "ebu_r128": (-23.0, 1.0),   # EBU R128 (2020): -23 LUFS, +-1 LU where the target cannot be met exactly
@@ -226,22 +228,6 @@ def true_peak_blocks(samples: np.ndarray, context: int, t_blocks: int, block: in
     return peak.reshape(t_blocks, block, ch).max(axis=1)
 
 
-def block_features(blocks: AudioBlocks, options: LoudnessOptions) -> dict:
-    """loudness_ksq: (nb, ch) float64 sum of squares of the K-weighted samples of each 10 ms block;
-    loudness_tp: (nb, ch) float32 true peak of each block (linear, fraction of full scale)."""
-    nb, ch = len(blocks.t), blocks.channels
-    # the source's own layout names the channels (3.0 and quad differ from FFmpeg's default guess)
-    layout = blocks.layout if options.layout == "auto" and LAYOUT_WEIGHTS.get(blocks.layout, ()) and \
-        len(LAYOUT_WEIGHTS[blocks.layout]) == ch else options.layout
-    weights = np.tile(channel_weights(ch, layout).astype(np.float32), (nb, 1))
-    if nb == 0:
-        return {"loudness_ksq": np.zeros((0, ch)), "loudness_tp": np.zeros((0, ch), np.float32),
-                "loudness_w": weights}
-    return {"loudness_ksq": k_weighted_block_sums(blocks.samples, blocks.context, blocks.rate, nb, blocks.block),
-            "loudness_tp": true_peak_blocks(blocks.samples, blocks.context, nb, blocks.block).astype(np.float32),
-            "loudness_w": weights}
-
-
 def channel_weights(channels: int, layout: str = "auto") -> np.ndarray:
     """BS.1770 weights of `channels` channels in `layout` order (auto: FFmpeg's default layout)."""
     name = DEFAULT_LAYOUT.get(channels) if layout == "auto" else layout
@@ -328,6 +314,27 @@ def _rounded(x: float, nd: int = 2):
 # -- stage 2 -------------------------------------------------------------------------------------------
 
 
+@dataclass
+class LoudnessState(State):
+    first_t: float | None = None           # media time of the first block
+    weights: np.ndarray | None = None      # per-channel BS.1770 weights
+    acc: np.ndarray | None = None          # the 100 ms sub-block being summed: per channel, ...
+    acc_n: int = 0                         # ... its samples
+    acc_blocks: int = 0                    # ... and its 10 ms blocks
+    subs: list = field(default_factory=list)    # (weighted energy, samples) of the last sub-blocks, newest last
+    gates: list = field(default_factory=list)   # powers of the last gating blocks that fit in the live window
+    hist_n: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int32))  # integrated: counts
+    hist_p: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS))            # ... and powers per bin
+    lra_n: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, np.int32))   # short-term, the same
+    lra_p: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS))
+    max_momentary: float = -math.inf
+    max_short_term: float = -math.inf
+    tp_max: np.ndarray | None = None       # true peak per channel, the whole stream
+    tp_run: dict | None = None             # an open true-peak event: start, end, peak, channel, blocks
+    win: dict | None = None                # an open window deviation: start, direction, extreme, first window start
+    last_end: float | None = None          # where the audio seen so far ends
+
+
 class Loudness(Detector):
     """BS.1770 loudness meter (momentary, short-term, integrated, range, true peak) with R128/A85 checks."""
 
@@ -335,75 +342,80 @@ class Loudness(Detector):
     version = "1.0"
     inputs = (AUDIO,)
     Options = LoudnessOptions
+    State = LoudnessState
+    stage1_kind = AUDIO
+    stage1_outputs = {"loudness_ksq": pa.list_(pa.float64()),  # per channel: sum of squares, K-weighted
+                      "loudness_tp": pa.list_(pa.float32()),   # per channel: true peak, fraction of full scale
+                      "loudness_w": pa.list_(pa.float32())}    # per channel: the BS.1770 channel weight
 
-    def initial_state(self) -> dict:
-        return {
-            "first_t": None, "weights": None,
-            "acc": None, "acc_n": 0, "acc_blocks": 0,     # the 100 ms sub-block being summed
-            "subs": [],          # (weighted energy, samples) of the last sub-blocks, newest last
-            "gates": [],         # powers of the last gating blocks that fit in the live window
-            "hist_n": np.zeros(HIST_BINS, np.int32), "hist_p": np.zeros(HIST_BINS),        # integrated
-            "lra_n": np.zeros(HIST_BINS, np.int32), "lra_p": np.zeros(HIST_BINS),          # short-term
-            "max_momentary": -math.inf, "max_short_term": -math.inf,
-            "tp_max": None,      # per channel, the whole stream
-            "tp_run": None,      # an open true-peak event: start, end, peak, channel, blocks
-            "win": None,         # an open window deviation: start, direction, extreme, first window start
-            "last_end": None,
-        }
+    def stage1(self, blocks: AudioBlocks) -> dict:
+        """loudness_ksq: (nb, ch) float64 sum of squares of the K-weighted samples of each 10 ms block;
+        loudness_tp: (nb, ch) float32 true peak of each block (linear, fraction of full scale)."""
+        nb, ch = len(blocks.t), blocks.channels
+        # the source's own layout names the channels (3.0 and quad differ from FFmpeg's default guess)
+        layout = blocks.layout if self.options.layout == "auto" and LAYOUT_WEIGHTS.get(blocks.layout, ()) and \
+            len(LAYOUT_WEIGHTS[blocks.layout]) == ch else self.options.layout
+        weights = np.tile(channel_weights(ch, layout).astype(np.float32), (nb, 1))
+        if nb == 0:
+            return {"loudness_ksq": np.zeros((0, ch)), "loudness_tp": np.zeros((0, ch), np.float32),
+                    "loudness_w": weights}
+        return {"loudness_ksq": k_weighted_block_sums(blocks.samples, blocks.context, blocks.rate, nb, blocks.block),
+                "loudness_tp": true_peak_blocks(blocks.samples, blocks.context, nb, blocks.block).astype(np.float32),
+                "loudness_w": weights}
 
     # -- per block --------------------------------------------------------------------------------
 
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
+    def process(self, state: LoudnessState, kind: str, rows: Features) -> list[Event]:
         if kind != AUDIO or not len(rows):
             return []
         ksq, tp = rows["loudness_ksq"], rows["loudness_tp"]
         t, n, rate = rows["t"].tolist(), rows["n"].tolist(), rows["rate"].tolist()
         ch = ksq.shape[1]
-        if state["weights"] is None or len(state["weights"]) != ch:
-            state["weights"] = (rows["loudness_w"][0].astype(np.float64) if "loudness_w" in rows
+        if state.weights is None or len(state.weights) != ch:
+            state.weights = (rows["loudness_w"][0].astype(np.float64) if "loudness_w" in rows
                                 else channel_weights(ch, self.options.layout))
-            state["acc"] = np.zeros(ch)
-            state["tp_max"] = np.zeros(ch)
-        if state["first_t"] is None:
-            state["first_t"] = t[0]
+            state.acc = np.zeros(ch)
+            state.tp_max = np.zeros(ch)
+        if state.first_t is None:
+            state.first_t = t[0]
         limit = 10.0 ** (self.options.true_peak_dbtp / 20.0)
         tp_block = tp.max(axis=1).tolist()
         tp_chan = tp.argmax(axis=1).tolist()
         events = []
         for k in range(len(t)):
             end_k = t[k] + n[k] / rate[k]
-            state["acc"] += ksq[k]
-            state["acc_n"] += n[k]
-            state["acc_blocks"] += 1
-            np.maximum(state["tp_max"], tp[k], out=state["tp_max"])
+            state.acc += ksq[k]
+            state.acc_n += n[k]
+            state.acc_blocks += 1
+            np.maximum(state.tp_max, tp[k], out=state.tp_max)
             events += self._true_peak(state, t[k], end_k, tp_block[k], tp_chan[k], limit)
-            if state["acc_blocks"] == BLOCKS_PER_SUB:
+            if state.acc_blocks == BLOCKS_PER_SUB:
                 events += self._sub_block(state, end_k)
-        state["last_end"] = t[-1] + n[-1] / rate[-1]
+        state.last_end = t[-1] + n[-1] / rate[-1]
         return events
 
-    def _true_peak(self, state: dict, t: float, end: float, peak: float, chan: int, limit: float) -> list[Event]:
-        run = state["tp_run"]
+    def _true_peak(self, state: LoudnessState, t: float, end: float, peak: float, chan: int, limit: float) -> list[Event]:
+        run = state.tp_run
         events = []
         if run is not None and t - run["end"] >= self.options.merge_gap_s:
             events = self._emit_true_peak(state)
             run = None
         if peak > limit:
             if run is None:
-                run = state["tp_run"] = {"start": t, "end": end, "peak": peak, "channel": chan, "blocks": 0}
+                run = state.tp_run = {"start": t, "end": end, "peak": peak, "channel": chan, "blocks": 0}
             run["end"] = end
             run["blocks"] += 1
             if peak > run["peak"]:
                 run["peak"], run["channel"] = peak, chan
         return events
 
-    def _sub_block(self, state: dict, end: float) -> list[Event]:
+    def _sub_block(self, state: LoudnessState, end: float) -> list[Event]:
         """A 100 ms sub-block is complete at media time `end`: update momentary, short-term, the gates."""
-        energy = float(np.dot(state["weights"], state["acc"]))
-        subs = state["subs"]
-        subs.append((energy, state["acc_n"]))
-        state["acc"] = np.zeros_like(state["acc"])
-        state["acc_n"] = state["acc_blocks"] = 0
+        energy = float(np.dot(state.weights, state.acc))
+        subs = state.subs
+        subs.append((energy, state.acc_n))
+        state.acc = np.zeros_like(state.acc)
+        state.acc_n = state.acc_blocks = 0
         keep = max(SUB_BLOCKS_SHORT_TERM, SUB_BLOCKS_MOMENTARY)
         if len(subs) > keep:
             del subs[:len(subs) - keep]
@@ -412,28 +424,28 @@ class Loudness(Detector):
         # momentary: the 400 ms gating block ending here
         z = _mean_power(subs[-SUB_BLOCKS_MOMENTARY:])
         momentary = lufs(z)
-        state["max_momentary"] = max(state["max_momentary"], momentary)
+        state.max_momentary = max(state.max_momentary, momentary)
         if momentary > ABS_GATE_LUFS:
             b = _bin(momentary)
-            state["hist_n"][b] += 1
-            state["hist_p"][b] += z
+            state.hist_n[b] += 1
+            state.hist_p[b] += z
         if len(subs) >= SUB_BLOCKS_SHORT_TERM:
             zs = _mean_power(subs[-SUB_BLOCKS_SHORT_TERM:])
             short = lufs(zs)
-            state["max_short_term"] = max(state["max_short_term"], short)
+            state.max_short_term = max(state.max_short_term, short)
             if short > ABS_GATE_LUFS:
                 b = _bin(short)
-                state["lra_n"][b] += 1
-                state["lra_p"][b] += zs
+                state.lra_n[b] += 1
+                state.lra_p[b] += zs
         return self._window(state, z, end)
 
-    def _window(self, state: dict, z: float, end: float) -> list[Event]:
+    def _window(self, state: LoudnessState, z: float, end: float) -> list[Event]:
         """The live check: gated loudness of the last window_s, evaluated every 100 ms."""
         o = self.options
         if o.window_s <= 0:
             return []
         size = max(1, int(round(o.window_s * 10)) - (SUB_BLOCKS_MOMENTARY - 1))  # gating blocks in a window
-        gates = state["gates"]
+        gates = state.gates
         gates.append(z)
         if len(gates) > size:
             del gates[:len(gates) - size]
@@ -441,7 +453,7 @@ class Loudness(Detector):
             return []
         target, tol = o.target()
         loud = gated_loudness(np.array(gates))
-        win = state["win"]
+        win = state.win
         events = []
         if win is not None:  # an open deviation ends when the window is back inside (with hysteresis)
             back = (not math.isfinite(loud) or
@@ -455,27 +467,27 @@ class Loudness(Detector):
         if win is None and math.isfinite(loud):
             hi, lo = target + tol + o.window_margin_lu, target - tol - o.window_margin_lu
             if loud > hi or loud < lo:
-                state["win"] = {"start": end, "direction": 1 if loud > hi else -1, "extreme": loud,
-                                "window_start": max(end - o.window_s, state["first_t"])}
+                state.win = {"start": end, "direction": 1 if loud > hi else -1, "extreme": loud,
+                                "window_start": max(end - o.window_s, state.first_t)}
         return events
 
     # -- events -----------------------------------------------------------------------------------
 
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        end = state["last_end"] if state["last_end"] is not None else float(end_s)
+    def finish(self, state: LoudnessState, end_s: float) -> list[Event]:
+        end = state.last_end if state.last_end is not None else float(end_s)
         events = self._emit_true_peak(state)
         programme = self._programme(state, end)
-        win = state["win"]
+        win = state.win
         if win is not None and programme and (programme[0].score > programme[0].threshold) == (win["direction"] > 0):
             # the programme as a whole is off target the same way: one event says it (with the alarm time)
             programme[0].details["window_alarm_since_s"] = round(win["start"], 6)
-            state["win"] = None
+            state.win = None
         elif win is not None:
             events += self._emit_window(state, end)
         return events + programme
 
-    def _emit_true_peak(self, state: dict) -> list[Event]:
-        run, state["tp_run"] = state["tp_run"], None
+    def _emit_true_peak(self, state: LoudnessState) -> list[Event]:
+        run, state.tp_run = state.tp_run, None
         if run is None:
             return []
         o = self.options
@@ -486,8 +498,8 @@ class Loudness(Detector):
                                "channel": int(run["channel"]), "blocks_over": run["blocks"],
                                "duration_s": round(run["end"] - run["start"], 6)})]
 
-    def _emit_window(self, state: dict, end: float) -> list[Event]:
-        win, state["win"] = state["win"], None
+    def _emit_window(self, state: LoudnessState, end: float) -> list[Event]:
+        win, state.win = state.win, None
         o = self.options
         target, tol = o.target()
         limit = target + (tol + o.window_margin_lu) * win["direction"]
@@ -499,29 +511,29 @@ class Loudness(Detector):
                                "tolerance_lu": tol, "window_margin_lu": o.window_margin_lu,
                                "first_window_start_s": round(win["window_start"], 6)})]
 
-    def _programme(self, state: dict, end: float) -> list[Event]:
+    def _programme(self, state: LoudnessState, end: float) -> list[Event]:
         """End of stream: the programme's integrated loudness, reported when out of tolerance."""
         o = self.options
-        integrated, rel_threshold = gated_from_histogram(state["hist_n"], state["hist_p"])
+        integrated, rel_threshold = gated_from_histogram(state.hist_n, state.hist_p)
         if not math.isfinite(integrated):
             return []  # silent or shorter than one gating block: not measured
         target, tol = o.target()
         deviation = integrated - target
         if abs(deviation) <= tol + 1e-9:
             return []
-        lra, lra_low, lra_high = loudness_range(state["lra_n"], state["lra_p"])
-        tp = float(state["tp_max"].max()) if state["tp_max"] is not None else 0.0
-        return [Event(self.name, float(state["first_t"]), float(end), score=round(integrated, 3),
+        lra, lra_low, lra_high = loudness_range(state.lra_n, state.lra_p)
+        tp = float(state.tp_max.max()) if state.tp_max is not None else 0.0
+        return [Event(self.name, float(state.first_t), float(end), score=round(integrated, 3),
                       threshold=target + math.copysign(tol, deviation), severity=MINOR, check="integrated",
                       details={"scope": "programme", "integrated_lufs": round(integrated, 2),
                                "target_lufs": target, "tolerance_lu": tol, "deviation_lu": round(deviation, 2),
                                "relative_gate_lufs": _rounded(rel_threshold),
                                "loudness_range_lu": _rounded(lra), "lra_low_lufs": _rounded(lra_low),
                                "lra_high_lufs": _rounded(lra_high),
-                               "max_momentary_lufs": _rounded(state["max_momentary"]),
-                               "max_short_term_lufs": _rounded(state["max_short_term"]),
+                               "max_momentary_lufs": _rounded(state.max_momentary),
+                               "max_short_term_lufs": _rounded(state.max_short_term),
                                "true_peak_dbtp": _rounded(_db(tp)), "standard": o.standard,
-                               "duration_s": round(end - state["first_t"], 3)})]
+                               "duration_s": round(end - state.first_t, 3)})]
 
 
 def _mean_power(subs: list) -> float:
@@ -583,12 +595,12 @@ def measure(samples: np.ndarray, rate: int, layout: str = "auto", segment_s: flo
     return summary(state)
 
 
-def summary(state: dict) -> LoudnessSummary:
+def summary(state: LoudnessState) -> LoudnessSummary:
     """The loudness figures of everything a Loudness detector's `state` has seen so far."""
-    integrated, threshold = gated_from_histogram(state["hist_n"], state["hist_p"])
-    lra = loudness_range(state["lra_n"], state["lra_p"])[0]
-    tp = float(state["tp_max"].max()) if state["tp_max"] is not None else 0.0
-    return LoudnessSummary(integrated, threshold, lra, state["max_momentary"], state["max_short_term"], _db(tp))
+    integrated, threshold = gated_from_histogram(state.hist_n, state.hist_p)
+    lra = loudness_range(state.lra_n, state.lra_p)[0]
+    tp = float(state.tp_max.max()) if state.tp_max is not None else 0.0
+    return LoudnessSummary(integrated, threshold, lra, state.max_momentary, state.max_short_term, _db(tp))
 
 
 def integrated_loudness(samples: np.ndarray, rate: int, layout: str = "auto") -> float:

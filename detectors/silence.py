@@ -21,9 +21,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import AUDIO, MAJOR, Detector, Event, Options, option
-from detectors.features import AudioBlocks, Features
+from detectors.base import AUDIO, MAJOR, Event, Options, Run, RunDetector, RunState, option
+from detectors.segments import AudioBlocks
+from detectors.table import Features
 
 FULL_SCALE = 32768.0  # int16 full scale; the feature pipeline's float samples are raw / 32768
 
@@ -61,108 +63,77 @@ def _edge_runs(quiet: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return lead.astype(np.int32), trail.astype(np.int32)
 
 
-def block_features(blocks: AudioBlocks, options: SilenceOptions) -> dict:
-    """Per 10 ms block: quiet samples at its start/end per channel and over all channels, and its peak.
-
-    silence_lead / silence_trail: (nb, ch) int32 leading / trailing quiet samples of each channel;
-    silence_lead_all / silence_trail_all: (nb,) the same where every channel is quiet at once;
-    silence_peak: (nb, ch) float32 largest |sample| of the block as a fraction of full scale.
-    """
-    raw = blocks.raw[blocks.context:].astype(np.int32)
-    nb, ch = len(blocks.t), blocks.channels
-    if nb == 0:
-        empty = np.zeros((0, ch), np.int32)
-        return {"silence_lead": empty, "silence_trail": empty, "silence_lead_all": np.zeros(0, np.int32),
-                "silence_trail_all": np.zeros(0, np.int32), "silence_peak": np.zeros((0, ch), np.float32)}
-    level = noise_amplitude(options.noise) * FULL_SCALE
-    mag = np.abs(raw)
-    quiet = mag < level  # strictly below, as silencedetect
-    pad = nb * blocks.block - quiet.shape[0]
-    quiet_b = blocks.blocks_of(quiet)
-    if pad:
-        quiet_b[-1, blocks.block - pad:] = True
-    n = blocks.n.astype(np.int64)
-    lead, trail = _edge_runs(quiet_b, n)
-    lead_all, trail_all = _edge_runs(quiet_b.all(axis=2), n)
-    peak = blocks.blocks_of(mag).max(axis=1).astype(np.float32) / FULL_SCALE
-    return {"silence_lead": lead, "silence_trail": trail, "silence_lead_all": lead_all,
-            "silence_trail_all": trail_all, "silence_peak": peak}
-
-
-def _new_run() -> dict:
-    return {"start": None, "peak": 0.0, "full_blocks": 0}
-
-
-class Silence(Detector):
-    """Runs of quiet samples (all channels, or each channel) lasting >= min_duration_s."""
+class Silence(RunDetector):
+    """Runs of quiet samples (all channels, or each channel) lasting >= min_duration_s: one track for all
+    channels at once, or one per channel; a run begins and ends to the sample inside a block."""
 
     name = "silence"
     version = "1.0"
     inputs = (AUDIO,)
     Options = SilenceOptions
+    stage1_kind = AUDIO
+    stage1_outputs = {"silence_lead": pa.list_(pa.int32()),   # per channel: quiet samples at the block's start
+                      "silence_trail": pa.list_(pa.int32()),  # ... and at its end
+                      "silence_lead_all": pa.int32(),         # the same where every channel is quiet at once
+                      "silence_trail_all": pa.int32(),
+                      "silence_peak": pa.list_(pa.float32())}  # per channel: largest |sample|, fraction of full scale
 
-    def initial_state(self) -> dict:
-        # one run per track (the all-channel track, or one per channel); where the audio seen so far ends
-        return {"runs": None, "last_end": None}
+    def stage1(self, blocks: AudioBlocks) -> dict:
+        """Per 10 ms block: quiet samples at its start/end per channel and over all channels, and its peak.
 
-    def process(self, state: dict, kind: str, rows: Features) -> list[Event]:
-        if kind != AUDIO or not len(rows):
-            return []
+        silence_lead / silence_trail: (nb, ch) int32 leading / trailing quiet samples of each channel;
+        silence_lead_all / silence_trail_all: (nb,) the same where every channel is quiet at once;
+        silence_peak: (nb, ch) float32 largest |sample| of the block as a fraction of full scale.
+        """
+        raw = blocks.raw[blocks.context:].astype(np.int32)
+        nb, ch = len(blocks.t), blocks.channels
+        if nb == 0:
+            empty = np.zeros((0, ch), np.int32)
+            return {"silence_lead": empty, "silence_trail": empty, "silence_lead_all": np.zeros(0, np.int32),
+                    "silence_trail_all": np.zeros(0, np.int32), "silence_peak": np.zeros((0, ch), np.float32)}
+        level = noise_amplitude(self.options.noise) * FULL_SCALE
+        mag = np.abs(raw)
+        quiet = mag < level  # strictly below, as silencedetect
+        pad = nb * blocks.block - quiet.shape[0]
+        quiet_b = blocks.blocks_of(quiet)
+        if pad:
+            quiet_b[-1, blocks.block - pad:] = True
+        n = blocks.n.astype(np.int64)
+        lead, trail = _edge_runs(quiet_b, n)
+        lead_all, trail_all = _edge_runs(quiet_b.all(axis=2), n)
+        peak = blocks.blocks_of(mag).max(axis=1).astype(np.float32) / FULL_SCALE
+        return {"silence_lead": lead, "silence_trail": trail, "silence_lead_all": lead_all,
+                "silence_trail_all": trail_all, "silence_peak": peak}
+
+    def _tracks(self, rows: Features):
+        if self.options.per_channel:
+            return rows["silence_lead"], rows["silence_trail"], rows["silence_peak"]
+        return (rows["silence_lead_all"][:, None], rows["silence_trail_all"][:, None],
+                rows["silence_peak"].max(axis=1, keepdims=True))
+
+    def row_scores(self, rows: Features) -> np.ndarray:
+        """A block wholly quiet scores its peak (the loudest sample of the run's whole blocks)."""
+        lead, _trail, peak = self._tracks(rows)
+        return np.where(lead >= rows["n"][:, None], peak.astype(np.float64), np.nan)
+
+    def row_edges(self, rows: Features) -> tuple[np.ndarray, np.ndarray]:
+        lead, trail, _peak = self._tracks(rows)
+        t, n, rate = rows["t"][:, None], rows["n"][:, None], rows["rate"][:, None]
+        return t + lead / rate, np.where(trail > 0, t + (n - trail) / rate, np.nan)
+
+    def end_of_stream(self, state: RunState, end_s: float) -> float:
+        """A silence still open ends where the audio ends (silencedetect's last silence_end), not at end_s,
+        which may be later when the video runs on."""
+        return state.seen_end if state.seen_end is not None else float(end_s)
+
+    def make_event(self, start: float, end: float, run: Run, track: int) -> Event:
         o = self.options
-        if o.per_channel:
-            lead, trail = rows["silence_lead"], rows["silence_trail"]
-            peak = rows["silence_peak"]
-        else:
-            lead, trail = rows["silence_lead_all"][:, None], rows["silence_trail_all"][:, None]
-            peak = rows["silence_peak"].max(axis=1, keepdims=True)
-        tracks = lead.shape[1]
-        if state["runs"] is None or len(state["runs"]) != tracks:
-            state["runs"] = [_new_run() for _ in range(tracks)]
-        t, n, rate = rows["t"].tolist(), rows["n"].tolist(), rows["rate"].tolist()
-        lead, trail, peak = lead.tolist(), trail.tolist(), peak.tolist()
-        events = []
-        for k in range(len(t)):
-            tk, nk, rk = t[k], n[k], rate[k]
-            for c in range(tracks):
-                run = state["runs"][c]
-                lq, tq = lead[k][c], trail[k][c]
-                if lq >= nk:  # the whole block is quiet: the run starts here or goes on
-                    if run["start"] is None:
-                        run["start"] = tk
-                    run["peak"] = max(run["peak"], peak[k][c])
-                    run["full_blocks"] += 1
-                    continue
-                if lq > 0 and run["start"] is None:
-                    run["start"] = tk
-                if run["start"] is not None:  # the first loud sample of the block ends the run
-                    events += self._close(run, tk + lq / rk, c)
-                if tq > 0:  # quiet samples to the end of the block open a new run
-                    run.update(start=tk + (nk - tq) / rk, peak=0.0, full_blocks=0)
-        state["last_end"] = t[-1] + n[-1] / rate[-1]
-        return events
-
-    def finish(self, state: dict, end_s: float) -> list[Event]:
-        """A silence still open ends where the audio ends (silencedetect's last silence_end), not at
-        end_s, which may be later when the video runs on."""
-        events = []
-        end = state["last_end"] if state["last_end"] is not None else float(end_s)
-        for c, run in enumerate(state["runs"] or []):
-            if run["start"] is not None:
-                events += self._close(run, max(end, run["start"]), c)
-        return events
-
-    def _close(self, run: dict, end: float, track: int) -> list[Event]:
-        o = self.options
-        start, peak, full = run["start"], run["peak"], run["full_blocks"]
-        run.update(_new_run())
-        if end - start < o.min_duration_s - 1e-9:
-            return []
         amp = noise_amplitude(o.noise)
         # the loudest sample in the run's whole blocks; a run with none is only known to be below noise
-        score = peak if full else amp
+        score = run.peak if run.n else amp
         details = {"duration_s": round(end - start, 6),
                    "peak_dbfs": round(20 * math.log10(score), 2) if score > 0 else None,
                    "noise_db": round(20 * math.log10(amp), 2) if amp > 0 else None,
                    "channel": track if o.per_channel else "all"}
-        return [Event(self.name, float(start), float(end), score=float(score), threshold=amp, severity=MAJOR,
-                      details=details)]
+        return Event(self.name, float(start), float(end), score=float(score), threshold=amp, severity=MAJOR,
+                     details=details)

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pyarrow as pa
 
-from detectors.base import MAJOR, VIDEO, Event, Options, RunDetector, option
-from detectors.features import Features, VideoFrames
+from detectors.base import MAJOR, VIDEO, Event, Options, Run, RunDetector, option
+from detectors.segments import VideoFrames
+from detectors.table import Features
 
 # BT.709 luma weights for the dominant colour of the (full-range RGB) thumbnail
 _LUMA_W = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -87,13 +89,6 @@ def dominant_color(thumbs: np.ndarray, tolerance: float) -> tuple[np.ndarray, np
     return rgb, cover
 
 
-def frame_features(frames: VideoFrames, options: SolidColorOptions) -> dict:
-    """solid_color_cover / solid_color_thumb_cover (0..1 shares) and solid_color_rgb ((n, 3), 0..1)."""
-    rgb, thumb_cover = dominant_color(frames.thumbs, options.color_tolerance)
-    return {"solid_color_cover": luma_coverage(frames.luma, options.luma_tolerance),
-            "solid_color_thumb_cover": thumb_cover, "solid_color_rgb": rgb}
-
-
 def is_colour(rgb: np.ndarray, black_level: float, min_chroma: float) -> np.ndarray:
     """Whether dominant colours (n, 3) in 0..1 are not black: luma above the level, or saturated."""
     rgb = np.asarray(rgb, np.float32).reshape(-1, 3)
@@ -107,25 +102,35 @@ class SolidColor(RunDetector):
     version = "1.0"
     inputs = (VIDEO,)
     Options = SolidColorOptions
+    stage1_kind = VIDEO
+    stage1_outputs = {"solid_color_cover": pa.float32(),        # share of luma in the fullest window, 0..1
+                      "solid_color_thumb_cover": pa.float32(),  # share of thumbnail pixels near its median colour
+                      "solid_color_rgb": pa.list_(pa.float32(), 3)}  # that median colour, 0..1
 
-    def frame_scores(self, rows: Features) -> np.ndarray:
+    def stage1(self, frames: VideoFrames) -> dict:
+        rgb, thumb_cover = dominant_color(frames.thumbs, self.options.color_tolerance)
+        return {"solid_color_cover": luma_coverage(frames.luma, self.options.luma_tolerance),
+                "solid_color_thumb_cover": thumb_cover, "solid_color_rgb": rgb}
+
+    def row_scores(self, rows: Features) -> np.ndarray:
         o = self.options
         cover = np.minimum(rows["solid_color_cover"], rows["solid_color_thumb_cover"]).astype(np.float64)
         colour = is_colour(rows["solid_color_rgb"], o.black_level, o.min_chroma)
         return np.where((cover >= o.coverage) & colour, cover, np.nan)
 
-    def on_frame(self, extra: dict, rows: Features, k: int) -> None:
+    def on_row(self, run: Run, rows: Features, k: int, track: int) -> None:
+        extra = run.extra
         extra["rgb_sum"] = (np.asarray(extra.get("rgb_sum", np.zeros(3))) +
                             np.asarray(rows["solid_color_rgb"][k], np.float64)).tolist()
         cover = min(float(rows["solid_color_cover"][k]), float(rows["solid_color_thumb_cover"][k]))
         extra["min_cover"] = min(extra.get("min_cover", 1.0), cover)
 
-    def make_event(self, start: float, end: float, run: dict) -> Event:
-        n = max(run["n"], 1)
-        rgb = [int(round(v / n * 255)) for v in run["extra"].get("rgb_sum", [0, 0, 0])]
-        mean = run["sum"] / n
+    def make_event(self, start: float, end: float, run: Run, track: int) -> Event:
+        n = max(run.n, 1)
+        rgb = [int(round(v / n * 255)) for v in run.extra.get("rgb_sum", [0, 0, 0])]
+        mean = run.sum / n
         return Event(self.name, start, end, score=round(mean, 6), threshold=self.options.coverage, severity=MAJOR,
                      details={"duration_s": round(end - start, 3), "rgb": rgb,
                               "hex": "#%02x%02x%02x" % tuple(rgb), "mean_coverage": round(mean, 4),
-                              "min_coverage": round(run["extra"].get("min_cover", 0.0), 4), "frames": run["n"]},
-                     evidence=run["evidence"])
+                              "min_coverage": round(run.extra.get("min_cover", 0.0), 4), "frames": run.n},
+                     evidence=run.evidence)

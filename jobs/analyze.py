@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from avwatch.convert.decode import DecodeOptions
 from avwatch.errors import AvwatchError
 
 
@@ -23,7 +22,8 @@ def analyze_via_kafka(args, config, stream_ids: list[str], spark=None, echo=prin
     from avwatch.kafka_config import client_properties
     from avwatch.sink import read_events
     from avwatch.stack import Stack
-    from jobs.publish import PublishOptions, publish
+    from jobs.publish import publish
+    from jobs.publish_args import publish_options
     from jobs.stream import build_parser, run
 
     client_config = client_properties(args)
@@ -33,10 +33,8 @@ def analyze_via_kafka(args, config, stream_ids: list[str], spark=None, echo=prin
         stack.up(echo=lambda *_: None)
         bootstrap = stack.bootstrap_for(client_config)
     video_topic, audio_topic = topics_for(args.sink)
-    options = PublishOptions(bootstrap=bootstrap, video_topic=video_topic, audio_topic=audio_topic,
-                             client_config=client_config,
-                             segment_s=args.segment, decode=DecodeOptions(fps=args.fps, width=args.size[0],
-                                                                          height=args.size[1]))
+    options = publish_options(args, bootstrap=bootstrap, video_topic=video_topic, audio_topic=audio_topic,
+                              client_config=client_config)
     stats = publish(args.media, stream_ids, options)
     failed = [s for s in stats if s.error or s.failed]
     for s in stats:

@@ -18,6 +18,22 @@ def _overlaps(event: dict, start: float, end: float, slack: float = 0.5) -> bool
     return event["start_s"] < end + slack and event["end_s"] > start - slack
 
 
+def _status_page(sink: Path, bootstrap: str, echo):
+    """The live status page (`avwatch serve`) while the job runs: port 8080, or any free port."""
+    from jobs.status_server import AlertFeed, StatusServer
+
+    feed = AlertFeed(bootstrap, "avwatch.alerts").start()
+    for port in (8080, 0):
+        try:
+            server = StatusServer(str(sink), feed, port=port).start()
+        except AvwatchError:
+            continue
+        echo(f"      live status page: {server.url}  (after the demo: avwatch serve --sink {sink})")
+        return server
+    feed.stop()
+    return None
+
+
 def run_demo(args, echo=print) -> int:
     from avwatch.paths import state_dir
     from avwatch.samples import demo_clips
@@ -46,7 +62,13 @@ def run_demo(args, echo=print) -> int:
     echo("[3/4] running the streaming job (Spark local[*]) until the published data is processed ...")
     job = build_parser().parse_args(["--bootstrap", stack.bootstrap, "--sink", str(sink), "--until-idle",
                                      "--features"])
-    summary = run(job)
+    page = _status_page(sink, stack.bootstrap, echo)
+    try:
+        summary = run(job)
+    finally:
+        if page is not None:
+            page.shutdown()
+            page.feed.stop()
     echo(f"      run {summary['run_id']}: {summary['events']} event(s) written, {summary['alerts']} alert(s) on "
          f"avwatch.alerts, {summary['dead_letters']} dead letter(s)")
     echo("[4/4] events next to what was injected:")
@@ -72,5 +94,6 @@ def run_demo(args, echo=print) -> int:
                 echo(f"    also     {r['detector']:<12} {r['start_s']:5.2f}-{r['end_s']:5.2f} s  {r['details'][:90]}")
     echo(f"\nfound {found_total} of {injected_total} injected defects in {time.monotonic() - started:.0f} s.")
     echo(f"tables: {sink}/anomaly_events, {sink}/frame_features, {sink}/dead_letter")
-    echo(f"next:   avwatch events --sink {sink}    |    avwatch report --sink {sink} --out report.html")
+    echo(f"next:   avwatch events --sink {sink}    |    avwatch report --sink {sink} --out report.html    |    "
+         f"avwatch serve --sink {sink}")
     return 0

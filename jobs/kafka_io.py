@@ -16,6 +16,22 @@ def spark_kafka_options(bootstrap: str, client_config: dict | None = None) -> di
     return spark_options(bootstrap, client_config)
 
 
+def kafka_source(reader, bootstrap: str, client_config: dict | None, topics: list[str], max_record_bytes: int,
+                 **options):
+    """Spark's Kafka source on `topics`, for spark.readStream (the stream job) or spark.read (re-analysis):
+    the --kafka-config properties, a lost offset range skipped (the job dead-letters gaps itself), fetch
+    sizes that let a record of max_record_bytes through, then `options` (None values left out)."""
+    source = (reader.format("kafka").options(**spark_kafka_options(bootstrap, client_config))
+              .option("subscribe", ",".join(topics))
+              .option("failOnDataLoss", "false")
+              .option("kafka.max.partition.fetch.bytes", str(max_record_bytes + (1 << 20)))
+              .option("kafka.fetch.max.bytes", str(max(64 << 20, max_record_bytes + (1 << 20)))))
+    for key, value in options.items():
+        if value is not None:
+            source = source.option(key, str(value))
+    return source
+
+
 def _no_broker(bootstrap: str, client_config: dict | None, exc=None) -> AvwatchError:
     """The error for a client that could not bootstrap; for a secured one, says whether TLS or SASL failed
     (kafka-python reports either only as a bootstrap timeout)."""
@@ -181,5 +197,30 @@ def read_all(bootstrap: str, topics: list[str], timeout_s: float = 30.0, client_
             for batch in reader.poll(timeout_ms=500).values():
                 records.extend(batch)
         return records
+    finally:
+        reader.close()
+
+
+def topic_sizes(bootstrap: str, client_config: dict | None = None) -> dict[str, dict]:
+    """Topic name -> {partitions, messages} of a cluster (internal topics left out), asked with the
+    --kafka-config properties."""
+    from kafka import TopicPartition
+
+    admin = admin_client(bootstrap, client_config, request_timeout_ms=10000, client_id="avwatch-status")
+    try:
+        names = sorted(t for t in admin.list_topics() if not t.startswith("__"))
+    finally:
+        admin.close()
+    if not names:
+        return {}
+    reader = consumer(bootstrap, client_config, client_id="avwatch-status")
+    try:
+        result = {}
+        for name in names:
+            parts = [TopicPartition(name, p) for p in sorted(reader.partitions_for_topic(name) or [])]
+            begin = reader.beginning_offsets(parts)
+            end = reader.end_offsets(parts)
+            result[name] = {"partitions": len(parts), "messages": sum(end[p] - begin[p] for p in parts)}
+        return result
     finally:
         reader.close()

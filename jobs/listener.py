@@ -27,8 +27,9 @@ def partition_lag(source) -> dict[str, int]:
 class ProgressLogger(StreamingQueryListener):
     """Logs input rows/s, processed rows/s, batch duration, watermark, late rows and per-partition lag."""
 
-    def __init__(self):
+    def __init__(self, metrics=None):
         super().__init__()
+        self.metrics = metrics  # jobs.metrics.StreamMetrics (--metrics-port), fed each progress line
         self.batches = 0
         self.last: dict | None = None
         self.state_rows_max = 0
@@ -53,6 +54,8 @@ class ProgressLogger(StreamingQueryListener):
         self.last = line
         self.state_rows_max = max(self.state_rows_max, line["state_rows"])
         log.info(json.dumps(line))
+        if self.metrics is not None:
+            self.metrics.on_progress(line)
 
     def onQueryIdle(self, event):
         pass

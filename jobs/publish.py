@@ -28,47 +28,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from avwatch.convert.decode import DecodeOptions, MediaDecoder, is_live, open_container
-from avwatch.convert.segments import Segment, Segmenter, check_segment_seconds
+from avwatch.convert.decode import MediaDecoder, is_live, open_container
+from avwatch.convert.segments import Segment, Segmenter
 from avwatch.errors import AvwatchError
 from avwatch.native_threads import use_one_native_thread
-from jobs.entry import detector_config
+from avwatch.times import parse_iso_time
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, InflightBudget, create_topics, producer
 from detectors.features import edge_features_table
+from jobs.publish_options import PublishOptions
 from schemas import AUDIO_SEGMENT, CONTROL, FEATURE_SEGMENT, VIDEO_SEGMENT, encode
 
 log = logging.getLogger("avwatch.publish")
 
 _RECORD = {"video": VIDEO_SEGMENT, "audio": AUDIO_SEGMENT}
 _END = object()
-
-
-@dataclass
-class PublishOptions:
-    bootstrap: str
-    video_topic: str = "avwatch.video"
-    audio_topic: str = "avwatch.audio"
-    partitions: int = 4
-    replication: int = 1
-    client_config: dict | None = None  # the --kafka-config properties (avwatch.kafka_config)
-    compression: str = "zstd"
-    segment_s: float = 1.0
-    realtime: bool = False
-    loop: bool = False
-    epoch: str | None = None          # ISO time, "now", or None for the default
-    heartbeat_s: float = 1.0
-    send_timeout_s: float = 120.0
-    open_retries: int = 5
-    read_timeout_s: float = 10.0      # a live source silent this long has stopped (heartbeats meanwhile)
-    decode: DecodeOptions = field(default_factory=DecodeOptions)
-    max_loops: int | None = None      # with loop: stop after this many passes (tests, soak runs)
-    edge_features: object = None      # a DetectorConfig: run stage 1 here and send features, not pixels
-
-    def __post_init__(self):
-        check_segment_seconds(self.segment_s)
-        for flag, value in (("--heartbeat", self.heartbeat_s), ("--read-timeout", self.read_timeout_s)):
-            if not value > 0:
-                raise AvwatchError(f"{flag} must be a positive number of seconds, got {value:g}")
 
 
 @dataclass
@@ -98,13 +71,8 @@ class SourceStats:
 
 
 def resolve_epoch(spec: str | None) -> datetime:
-    if spec is None or spec == "now":
-        return datetime.now(timezone.utc)
-    try:
-        value = datetime.fromisoformat(spec)
-    except ValueError:
-        raise AvwatchError(f"--epoch must be an ISO time such as 2026-01-01T00:00:00Z, or now; got {spec!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    """The wall-clock time of media time 0: PublishOptions.epoch (checked there), or now."""
+    return datetime.now(timezone.utc) if spec is None or spec == "now" else parse_iso_time(spec)
 
 
 class SourcePublisher(threading.Thread):
@@ -194,7 +162,7 @@ class SourcePublisher(threading.Thread):
         if self.live and isinstance(exc, av.error.ExitError):
             return AvwatchError(f"{self.uri}: no data for {self.options.read_timeout_s:g} s: the source stopped or "
                                 f"the connection dropped (what arrived before was published; heartbeats were "
-                                f"sent meanwhile; --read-timeout sets how long to wait)")
+                                f"sent meanwhile; the read timeout sets how long to wait)")
         return exc
 
     def run(self) -> None:
@@ -313,8 +281,11 @@ class Progress:
 
 
 def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
-            progress: bool = False) -> list[SourceStats]:
-    """Publish every source concurrently; returns per-source statistics (errors inside)."""
+            progress: bool = False, metrics_port: int | None = None,
+            metrics_host: str = "127.0.0.1") -> list[SourceStats]:
+    """Publish every source concurrently; returns per-source statistics (errors inside). With metrics_port,
+    the statistics are served as Prometheus metrics on http://metrics_host:metrics_port/metrics while it
+    runs (jobs/metrics.py)."""
     use_one_native_thread()
     create_topics(options.bootstrap, [options.video_topic, options.audio_topic], options.partitions,
                   options.replication, client_config=options.client_config)
@@ -322,6 +293,11 @@ def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
     prod = producer(options.bootstrap, options.client_config, delivery_timeout_ms=max(timeout_ms, 30000 + 20 + 1),
                     request_timeout_ms=30000, max_block_ms=timeout_ms)
     stats = [SourceStats(sid, uri) for uri, sid in zip(sources, stream_ids)]
+    metrics_server = None
+    if metrics_port is not None:
+        from jobs.metrics import serve_publish_metrics
+
+        metrics_server = serve_publish_metrics(stats, metrics_port, metrics_host)
     budget = InflightBudget()
     workers = [SourcePublisher(uri, sid, options, prod, st, budget)
                for uri, sid, st in zip(sources, stream_ids, stats)]
@@ -335,50 +311,10 @@ def publish(sources: list[str], stream_ids: list[str], options: PublishOptions,
                 w.join(timeout=0.5 / max(len(workers), 1))
         bars.tick()
     finally:
-        remaining = prod.flush(timeout=options.send_timeout_s)
+        prod.flush(timeout=options.send_timeout_s)
         prod.close(timeout=5)
-    del remaining
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
     return stats
 
-
-def main_from_args(args) -> int:
-    from avwatch.stack import Stack
-
-    sources = args.sources
-    if args.stream_id and len(args.stream_id) != len(sources):
-        raise AvwatchError(f"--stream-id was given {len(args.stream_id)} time(s) for {len(sources)} source(s): give "
-                           f"one per source, in order, or none")
-    from avwatch.local import default_stream_id
-
-    ids = args.stream_id or [default_stream_id(s) for s in sources]
-    if len(set(ids)) != len(ids):
-        raise AvwatchError(f"two sources would share a stream id ({', '.join(ids)}); give --stream-id for each")
-    from avwatch.kafka_config import client_properties
-
-    client_config = client_properties(args)
-    bootstrap = (args.bootstrap or client_config.get("bootstrap.servers")
-                 or Stack.at(args.state, args.port).bootstrap_for(client_config))
-    options = PublishOptions(
-        bootstrap=bootstrap, video_topic=args.video_topic, audio_topic=args.audio_topic,
-        partitions=args.partitions, replication=args.topic_replication, client_config=client_config,
-        compression=args.compression, segment_s=args.segment,
-        realtime=args.realtime, loop=args.loop, epoch=args.epoch, heartbeat_s=args.heartbeat,
-        send_timeout_s=args.send_timeout, open_retries=args.open_retries, read_timeout_s=args.read_timeout,
-        decode=DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1]),
-        edge_features=detector_config(args) if args.edge_features else None)
-    stats = publish(sources, ids, options, progress=sys.stderr.isatty() and not args.no_progress)
-    failed = False
-    for s in stats:
-        if s.note:
-            print(f"{s.stream_id}: note: {s.note}", file=sys.stderr)
-        if s.error:
-            print(f"avwatch: {s.error}", file=sys.stderr)
-            failed = True
-        if s.failed:
-            print(f"avwatch: {s.stream_id}: {s.failed} segment(s) ({s.failed_bytes} bytes) were NOT delivered to "
-                  f"{bootstrap} within --send-timeout {options.send_timeout_s:.0f} s", file=sys.stderr)
-            failed = True
-        print(f"{s.stream_id}: {s.frames} frames, {s.audio_s:.1f} s audio, {s.segments} segments "
-              f"({s.acked} acknowledged), {s.bytes / 1e6:.2f} MB, {s.decode_errors} decode error(s)"
-              + (f", {s.heartbeats} heartbeat(s)" if s.heartbeats else ""))
-    return 1 if failed else 0

@@ -1,59 +1,112 @@
-"""Command-line arguments of the converter (`avwatch publish`), kept apart so `avwatch --help` stays fast."""
+"""Command-line arguments of the converter (`avwatch publish`, and the decoding flags `avwatch analyze`
+shares), kept apart so `avwatch --help` stays fast.
+
+Each flag sets one field of PublishOptions or DecodeOptions (jobs/publish_options.py,
+avwatch/convert/options.py), under that field's name, and takes its default from there: a default is
+written once, in the options. FLAGS maps a field back to its flag, so an OptionError raised by the
+options ("segment_s must be ...") reaches the user as "--segment must be ...".
+"""
 from __future__ import annotations
 
 import argparse
+from dataclasses import MISSING, fields
 
-DEFAULT_VIDEO_TOPIC = "avwatch.video"
-DEFAULT_AUDIO_TOPIC = "avwatch.audio"
+from avwatch.convert.options import DecodeOptions
+from jobs.publish_options import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC, PublishOptions
+
+__all__ = ["DEFAULT_AUDIO_TOPIC", "DEFAULT_VIDEO_TOPIC", "FLAGS", "add_decode_arguments", "add_publish_arguments",
+           "decode_options", "publish_options", "size_arg"]
+
+# option field -> the flag that sets it
+FLAGS = {
+    "video_topic": "--video-topic", "audio_topic": "--audio-topic", "partitions": "--topic-partitions",
+    "replication": "--topic-replication", "compression": "--compression", "segment_s": "--segment",
+    "realtime": "--realtime", "loop": "--loop", "epoch": "--epoch", "heartbeat_s": "--heartbeat",
+    "send_timeout_s": "--send-timeout", "open_retries": "--open-retries", "read_timeout_s": "--read-timeout",
+    "fps": "--fps", "width": "--size", "height": "--size",
+}
 
 
-def _size(text: str) -> tuple[int | None, int | None]:
-    w, sep, h = text.lower().partition("x")
+def _defaults(options_type) -> dict:
+    return {f.name: f.default for f in fields(options_type) if f.default is not MISSING}
+
+
+PUBLISH = _defaults(PublishOptions)
+DECODE = _defaults(DecodeOptions)
+
+
+def size_arg(text: str) -> tuple[int | None, int | None]:
+    """'320x180', '320x', 'x180' or '320' -> (width, height), None where not given."""
+    w, _, h = text.lower().partition("x")
     try:
-        if not sep:
-            return int(w), None
         return (int(w) if w else None, int(h) if h else None)
     except ValueError:
         raise argparse.ArgumentTypeError(f"--size must look like 320x180, 320x or x180, not {text!r}") from None
 
 
+def _seconds(name: str, help_text: str) -> dict:
+    return dict(dest=name, type=float, default=PUBLISH[name], metavar="SECONDS", help=help_text + " (default %(default)g)")
+
+
+def add_decode_arguments(p: argparse.ArgumentParser) -> None:
+    """How sources become segments: stream ids, frame rate, analysis size, segment length."""
+    p.add_argument("--stream-id", action="append", metavar="ID", help="stream id per source, in order "
+                   "(default: the file's base name without extension)")
+    p.add_argument("--fps", type=float, default=DECODE["fps"],
+                   help=f"analysed frames per second (default: every frame, up to {DECODE['max_fps']:g})")
+    size = (DECODE["width"], DECODE["height"])
+    p.add_argument("--size", type=size_arg, default=size, metavar="WxH",
+                   help=f"analysis size of the luma plane (default {size[0]} wide, aspect kept)")
+    p.add_argument("--segment", **_seconds("segment_s", "seconds of media per Kafka record"))
+
+
 def add_publish_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE",
                    help="media files, or live URLs (HLS http(s)://...m3u8, rtmp://, rtsp://, srt://, udp://)")
-    p.add_argument("--stream-id", action="append", metavar="ID", help="stream id per source, in order "
-                   "(default: the file's base name without extension)")
+    add_decode_arguments(p)
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap (default: the local stack's)")
     p.add_argument("--port", type=int, help="local stack broker port (when --bootstrap is not given)")
     p.add_argument("--kafka-config", metavar="FILE",
                    help="Kafka client properties (security.protocol, sasl.*, ssl.*; docs/operations.md); its "
                         "bootstrap.servers is used when --bootstrap is not given")
-    p.add_argument("--fps", type=float, help="analysed frames per second (default: every frame, up to 30)")
-    p.add_argument("--size", type=_size, default=(320, None), metavar="WxH",
-                   help="analysis size of the luma plane (default 320 wide, aspect kept)")
-    p.add_argument("--segment", type=float, default=1.0, metavar="SECONDS",
-                   help="seconds of media per Kafka record (default 1)")
-    p.add_argument("--realtime", action="store_true", help="pace files as if live")
-    p.add_argument("--loop", action="store_true", help="repeat files forever with continuous timestamps")
-    p.add_argument("--compression", choices=["zstd", "lz4", "none"], default="zstd",
-                   help="Arrow buffer compression (default zstd: best for pixels)")
-    p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
-    p.add_argument("--audio-topic", default=DEFAULT_AUDIO_TOPIC)
-    p.add_argument("--topic-partitions", "--partitions", dest="partitions", type=int, default=4,
-                   help="partitions of topics created here (default 4)")
-    p.add_argument("--topic-replication", type=int, default=1,
-                   help="replication factor of topics created here (default 1: the single-node local stack)")
-    p.add_argument("--epoch", default=None, metavar="ISO|now",
+    p.add_argument("--realtime", action="store_true", default=PUBLISH["realtime"], help="pace files as if live")
+    p.add_argument("--loop", action="store_true", default=PUBLISH["loop"],
+                   help="repeat files forever with continuous timestamps")
+    p.add_argument("--compression", choices=["zstd", "lz4", "none"], default=PUBLISH["compression"],
+                   help="Arrow buffer compression (default %(default)s: best for pixels)")
+    p.add_argument("--video-topic", dest="video_topic", default=PUBLISH["video_topic"], metavar="TOPIC",
+                   help="(default %(default)s)")
+    p.add_argument("--audio-topic", dest="audio_topic", default=PUBLISH["audio_topic"], metavar="TOPIC",
+                   help="(default %(default)s)")
+    p.add_argument("--topic-partitions", "--partitions", dest="partitions", type=int, default=PUBLISH["partitions"],
+                   metavar="N", help="partitions of topics created here (default %(default)s)")
+    p.add_argument("--topic-replication", dest="replication", type=int, default=PUBLISH["replication"], metavar="N",
+                   help="replication factor of topics created here (default %(default)s: the single-node local "
+                        "stack)")
+    p.add_argument("--epoch", default=PUBLISH["epoch"], metavar="ISO|now",
                    help="absolute time of media time 0 (default: now, the publish start)")
-    p.add_argument("--heartbeat", type=float, default=1.0, metavar="SECONDS",
-                   help="a hung live source sends a heartbeat this often (default 1)")
-    p.add_argument("--send-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="how long to wait for an unreachable broker before giving up (default 120)")
-    p.add_argument("--open-retries", type=int, default=5, help="attempts to open a live URL (default 5)")
-    p.add_argument("--read-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="a live source silent this long has stopped: the run ends with an error (default 10)")
+    p.add_argument("--heartbeat", **_seconds("heartbeat_s", "a hung live source sends a heartbeat this often"))
+    p.add_argument("--send-timeout", **_seconds("send_timeout_s",
+                                                "how long to wait for an unreachable broker before giving up"))
+    p.add_argument("--open-retries", dest="open_retries", type=int, default=PUBLISH["open_retries"], metavar="N",
+                   help="attempts to open a live URL (default %(default)s)")
+    p.add_argument("--read-timeout", **_seconds("read_timeout_s",
+                                                "a live source silent this long has stopped: the run ends with "
+                                                "an error"))
     p.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
     p.add_argument("--edge-features", action="store_true",
                    help="run the detectors' stage 1 here and send features instead of pixels (~3 kB instead "
                         "of ~23 kB per frame; the stream job then only runs stage 2)")
     p.add_argument("--detectors", metavar="A,B", help="with --edge-features: the detectors to compute for")
     p.add_argument("--config", metavar="FILE", help="with --edge-features: detector config (.toml/.json)")
+
+
+def decode_options(args) -> DecodeOptions:
+    return DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1])
+
+
+def publish_options(args, **given) -> PublishOptions:
+    """PublishOptions from parsed arguments: every field a flag of this parser set, plus `given` (bootstrap,
+    client_config, and anything the caller decides rather than the user)."""
+    values = {name: getattr(args, name) for name in FLAGS if name in PUBLISH and hasattr(args, name)}
+    return PublishOptions(**{**values, **given}, decode=decode_options(args))

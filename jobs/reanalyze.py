@@ -66,18 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def time_range(args, now: datetime | None = None) -> tuple[datetime, datetime]:
     from avwatch.events_view import parse_since
+    from avwatch.times import parse_iso_time
 
     now = now or datetime.now(timezone.utc)
     if args.since:
         return parse_since(args.since, now), now
-
-    def parse(text):
-        value = datetime.fromisoformat(text)
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
     try:
-        start = parse(args.start)
-        end = parse(args.end) if args.end else now
+        start = parse_iso_time(args.start)
+        end = parse_iso_time(args.end) if args.end else now
     except ValueError as exc:
         raise AvwatchError(f"--from/--to must be ISO times such as 2026-11-26T08:00:00Z ({exc})") from None
     if end <= start:
@@ -104,6 +100,7 @@ def _stage2_range(config, run_id: str):
     """applyInPandas body: one stream's stage-1 rows of the whole range -> event rows."""
     import pandas as pd
 
+    from jobs.pandas_rows import to_records
     from jobs.stream_stages import STAGE2_SCHEMA, Stage2
 
     stage2 = Stage2(config, run_id, lateness_s=1e9, keep_features=False)
@@ -111,11 +108,7 @@ def _stage2_range(config, run_id: str):
 
     def body(key, pdf):
         stream_id = key[0]
-        rows = pdf.to_dict(orient="records")
-        for r in rows:
-            for k, v in list(r.items()):
-                if isinstance(v, float) and v != v:
-                    r[k] = None
+        rows = to_records(pdf)
         good = [r for r in rows if r.get("reason") is None]
         state = stage2.new_state()
         for kind in ("video", "audio"):  # the range starts mid-stream: begin at its first segment
@@ -123,7 +116,7 @@ def _stage2_range(config, run_id: str):
             if seqs:
                 stage2.analyzer.start_at(state["analyzer"], kind, min(seqs))
         out, state = stage2.process(stream_id, rows, state)
-        if state is not None and not state["analyzer"].get("finished"):
+        if state is not None and state["analyzer"] is not None and not state["analyzer"].get("finished"):
             out += stage2._events(stream_id, stage2.analyzer.close(state["analyzer"]).events, state)
         events = [r for r in out if r["row_type"] == "event"]
         return pd.DataFrame([{c: r.get(c) for c in columns} for r in events], columns=columns)
@@ -132,7 +125,7 @@ def _stage2_range(config, run_id: str):
 
 
 def _features_source(spark, sink: str, start, end, streams):
-    """Stage-1 rows rebuilt from the frame_features table: one pseudo-segment per stream."""
+    """The frame_features rows of the range (rebuilt into segments per stream by _features_to_stage1)."""
     from pyspark.sql import functions as F
 
     from avwatch.sink import FRAME_FEATURES as TABLE
@@ -151,9 +144,10 @@ def _features_to_stage1(key, table):
     segments of FEATURE_SEGMENT_FRAMES frames in time order, with sequence numbers 0, 1, 2, ..."""
     import pyarrow as pa
 
-    from detectors.features import Features
+    from detectors.records import FRAME_FEATURE_COLUMNS
+    from detectors.table import Features
+    from detectors.wire import to_ipc
     from jobs.stream_stages import STAGE1_SCHEMA
-    from schemas.records import FRAME_FEATURE_COLUMNS
 
     stream_id = key[0].as_py() if hasattr(key[0], "as_py") else key[0]
     if table.num_rows == 0:
@@ -168,7 +162,7 @@ def _features_to_stage1(key, table):
         part = table.slice(offset, FEATURE_SEGMENT_FRAMES)
         feats = Features.from_arrow(part.select(["t", "frame_index"] + FRAME_FEATURE_COLUMNS))
         out.append({"stream_id": stream_id, "kind": "video", "sequence": sequence, "t": float(feats["t"][0]),
-                    "source": source, "features": feats.to_ipc(), "event_time": part.column("event_time")[0].as_py()})
+                    "source": source, "features": to_ipc(feats), "event_time": part.column("event_time")[0].as_py()})
     return pa.Table.from_pylist(out, schema=STAGE1_SCHEMA)
 
 
@@ -200,20 +194,17 @@ def reanalyze(spark, args, config) -> dict:
             _features_to_stage1, arrow_to_spark(STAGE1_SCHEMA))
     else:
         from avwatch.kafka_config import client_properties
-        from jobs.kafka_io import spark_kafka_options
+        from jobs.kafka_io import kafka_source
         from jobs.stream import DEFAULT_MAX_RECORD_BYTES as max_bytes
         from jobs.stream import resolve_bootstrap
 
         bootstrap = resolve_bootstrap(args)
         kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
-        raw = (spark.read.format("kafka").options(**spark_kafka_options(bootstrap, client_properties(args)))
-               .option("subscribe", f"{args.video_topic},{args.audio_topic}")
-               .option("startingTimestamp", str(int(start.timestamp() * 1000)))
-               .option("endingTimestamp", str(int(end.timestamp() * 1000)))
-               .option("startingOffsetsByTimestampStrategy", "latest")  # partitions without data in range
-               .option("failOnDataLoss", "false")
-               .option("kafka.max.partition.fetch.bytes", str(max_bytes + (1 << 20))).load()
-               .select("key", "value", "topic", "partition", "offset", "timestamp"))
+        raw = (kafka_source(spark.read, bootstrap, client_properties(args), [args.video_topic, args.audio_topic],
+                            max_bytes, startingTimestamp=int(start.timestamp() * 1000),
+                            endingTimestamp=int(end.timestamp() * 1000),
+                            startingOffsetsByTimestampStrategy="latest")  # partitions without data in range
+               .load().select("key", "value", "topic", "partition", "offset", "timestamp"))
         if streams:
             raw = raw.where(F.col("key").cast("string").isin(streams))
         stage1 = raw.mapInArrow(lambda b: stage1_batches(b, config, kinds_by_topic, max_bytes),
@@ -255,9 +246,9 @@ def run(args, config=None, spark=None) -> dict:
     from jobs.spark_session import build_session
 
     if config is None:
-        from jobs.entry import detector_config
+        from detectors.config import from_args
 
-        config = detector_config(args)
+        config = from_args(args.detectors, args.config)
     own = spark is None
     spark = spark or build_session("avwatch-reanalyze", master=args.master)
     try:

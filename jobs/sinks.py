@@ -3,12 +3,14 @@
 Per micro-batch, in this order:
 1. anomaly_events: through avwatch.events_table (the one writer of that table): MERGE on event_id (an
    event reported twice, e.g. a stall first while ongoing, then final, updates its row), recording
-   (app id, batch id) in the same commit so a replayed batch is a no-op; lost commit races (a
+   (app id, batch id) in the same commit so a replayed batch is a no-op; the table keeps each event's
+   latest state (open -> ongoing -> closed); lost commit races (a
    re-analysis replacing a range) are retried with backoff. The events are a handful of rows already on
    the driver, so the driver merges them with delta-rs (~35 ms of CPU; a Spark MERGE costs ~3 CPU-s);
 2. dead_letter and frame_features: appends with txnAppId/txnVersion;
 3. alerts: unless `<sink>/_alerts_sent` records this batch for this app id, one JSON message per event
-   on the alerts topic (key = event_id), flushed, retried with backoff for up to --alert-retry-s (the
+   state change (open, ongoing updates, closed; `state` in the message) on the alerts topic (key =
+   event_id), except those stage 2 marked not to alert (suppressed by a root cause, or replayed history), flushed, retried with backoff for up to --alert-retry-s (the
    producer is idempotent, so its own retries never duplicate), then the batch is recorded there as an
    app transaction (an empty commit). A replayed batch sends nothing again; an outage longer than the
    budget fails the batch (the query stops with the error, a restart replays it and sends its alerts).
@@ -30,7 +32,9 @@ from avwatch.errors import AvwatchError
 from avwatch.events_table import dedupe_events, merge_batch
 from avwatch.sink import DEAD_LETTER as DEAD_LETTER_TABLE
 from avwatch.sink import EVENTS, FRAME_FEATURES as FEATURES_TABLE
-from schemas.records import ANOMALY_EVENT, DEAD_LETTER, FRAME_FEATURE_COLUMNS, FRAME_FEATURES
+from detectors.events import STATE_RANK
+from detectors.records import FRAME_FEATURE_COLUMNS, FRAME_FEATURES
+from schemas.records import ANOMALY_EVENT, DEAD_LETTER
 
 log = logging.getLogger("avwatch.sink")
 
@@ -55,6 +59,21 @@ def alert_json(row: dict) -> bytes:
     return json.dumps(out, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
+def alert_reports(reports: list[dict]) -> list[dict]:
+    """The alerts of one batch's event reports: each state change of each event once (open, every
+    update, closed), in media-time order, leaving out the reports stage 2 marked not to alert (a
+    consequence of a root cause that is alerted, or an event older than the replay limit)."""
+    seen, out = set(), []
+    for row in sorted(reports, key=lambda r: (r["stream_id"], r["start_s"], STATE_RANK.get(r.get("state"), 2),
+                                              r["end_s"])):
+        key = (row["event_id"], row.get("state"), row["end_s"])
+        if row.get("alert") is False or key in seen:
+            continue
+        seen.add(key)
+        out.append({k: row[k] for k in ANOMALY_EVENT.schema.names})
+    return out
+
+
 def frame_feature_rows(feats, stream_id: str, epoch, run_id: str) -> dict[str, list]:
     """One stream segment's stage-1 video Features -> FRAME_FEATURES columns (lists of values)."""
     from datetime import timedelta
@@ -76,13 +95,13 @@ def frame_feature_rows(feats, stream_id: str, epoch, run_id: str) -> dict[str, l
 def explode_features(batches, run_id: str):
     """mapInArrow body: frame-feature blobs (one per video segment) -> one FRAME_FEATURES row per frame."""
     from jobs.spark_schemas import spark_arrow_schema
-    from detectors.features import Features
+    from detectors.wire import from_ipc
 
     target = spark_arrow_schema(FRAME_FEATURES.schema)
     for batch in batches:
         columns = {name: [] for name in FRAME_FEATURES.schema.names}
         for row in batch.to_pylist():
-            part = frame_feature_rows(Features.from_ipc(row["features"]), row["stream_id"], row["epoch"], run_id)
+            part = frame_feature_rows(from_ipc(row["features"]), row["stream_id"], row["epoch"], run_id)
             for name, values in part.items():
                 columns[name] += values
         yield pa.RecordBatch.from_pydict(columns, schema=FRAME_FEATURES.schema).cast(target)
@@ -93,7 +112,7 @@ class BatchSink:
 
     def __init__(self, spark, sink: str, app_id: str, bootstrap: str, alerts_topic: str | None, run_id: str,
                  keep_features: bool = False, alert_retry_s: float = DEFAULT_ALERT_RETRY_S,
-                 client_config: dict | None = None):
+                 client_config: dict | None = None, webhooks: list | None = None, metrics=None):
         self.spark = spark
         self.sink = str(sink).rstrip("/")
         self.app_id = app_id
@@ -108,6 +127,16 @@ class BatchSink:
         self._alerts_table_ready = False
         self.totals = {"events": 0, "dead_letters": 0, "feature_segments": 0, "alerts": 0}
         self._producer = None
+        self.metrics = metrics  # jobs.metrics.StreamMetrics (--metrics-port) or None
+        self.webhooks = None    # jobs.webhooks.WebhookSender: --alert-webhook targets, after the alerts topic
+        if webhooks:
+            from jobs.webhooks import WebhookSender
+
+            self.webhooks = WebhookSender(webhooks, self.sink, app_id, retry_s=self.alert_retry_s,
+                                          on_delivery=metrics.on_webhook if metrics is not None else None)
+        from avwatch.stream_status import StatusTable
+
+        self.status = StatusTable(self.sink)  # <sink>/stream_status, for `avwatch serve`
 
     def path(self, name: str) -> str:
         return f"{self.sink}/{name}"
@@ -123,10 +152,12 @@ class BatchSink:
             df.persist()
         try:
             small = [r.asDict() for r in df.filter(F.col("row_type") != "features").collect()]
-            events = [{k: r[k] for k in ANOMALY_EVENT.schema.names} for r in small if r["row_type"] == "event"]
+            reports = [r for r in small if r["row_type"] == "event"]
+            events = [{k: r[k] for k in ANOMALY_EVENT.schema.names} for r in reports]
+            alerts = alert_reports(reports)
             dead = [r for r in small if r["row_type"] == "dead_letter"]
             if events:
-                events = dedupe_events(events)
+                events = dedupe_events(events)  # the table holds each event's latest state
                 now = datetime.now(timezone.utc)
                 for row in events:
                     row["detected_at"] = row.get("detected_at") or now
@@ -135,8 +166,15 @@ class BatchSink:
                 self._append_dead_letters(dead, batch_id)
             n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id) \
                 if keep_features else 0
-            if events and self.alerts_topic:
-                self._alert_once(events, batch_id)
+            alerts_before = self.totals["alerts"]
+            if alerts and self.alerts_topic:
+                self._alert_once(alerts, batch_id)
+            if alerts and self.webhooks is not None:  # its own ledger: <sink>/_webhooks_sent (jobs/webhooks.py)
+                self.webhooks.deliver([json.loads(alert_json(r)) for r in alerts], batch_id)
+            status = [r for r in small if r["row_type"] == "status"]
+            self.status.update(status)
+            if self.metrics is not None:
+                self.metrics.on_batch(events, dead, status, self.totals["alerts"] - alerts_before)
             self.totals["events"] += len(events)
             self.totals["dead_letters"] += len(dead)
             self.totals["feature_segments"] += n_feat
@@ -147,6 +185,7 @@ class BatchSink:
                 df.unpersist()
 
     def close(self) -> None:
+        self.status.flush()
         if self._producer is not None:
             self._producer.close(timeout=10)
             self._producer = None
@@ -202,8 +241,9 @@ class BatchSink:
             budget_ms = int(self.alert_retry_s * 1000)
             # The producer retries a record itself (idempotent: no duplicates) until delivery_timeout_ms;
             # reconnecting every <= 2 s notices a broker that is back quickly.
-            extra = dict(delivery_timeout_ms=max(budget_ms, 1000), max_block_ms=min(max(budget_ms, 1000), 60000),
-                         request_timeout_ms=min(30000, max(budget_ms, 1000) - 1))
+            budget_ms = max(budget_ms, 1000)
+            extra = dict(delivery_timeout_ms=budget_ms, max_block_ms=min(budget_ms, 60000),
+                         request_timeout_ms=min(30000, budget_ms - 1), bootstrap_timeout_ms=min(15000, budget_ms))
             if "reconnect.backoff.max.ms" not in (self.client_config or {}):
                 extra["reconnect_backoff_max_ms"] = 2000
             self._producer = producer(self.bootstrap, self.client_config, client_id="avwatch-alerts", linger_ms=0,
@@ -249,6 +289,7 @@ class BatchSink:
                 self._drop_producer()  # its unacknowledged records are resent by the next attempt
             left = deadline - time.monotonic()
             if not retriable or left <= 0:
+                self._drop_producer()  # abort what it still holds: the replay of the batch sends it, once
                 raise AlertsNotDelivered(
                     f"{len(pending)} of {len(events)} alert(s) of batch {batch_id} not delivered to topic "
                     f"{self.alerts_topic!r} at {self.bootstrap} after {attempt} attempt(s) in "

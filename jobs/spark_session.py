@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from avwatch import jars
+from jobs.quiet import HIDDEN_WARNINGS, verbose
+
+QUIET_LOG4J = Path(__file__).resolve().parent / "spark-log4j2.properties"
 
 # Settings avwatch needs; a value already set by spark-submit or the caller is kept.
 DEFAULTS = {
@@ -41,6 +45,41 @@ DEFAULTS = {
 }
 
 
+# What the JVM prints at start on every run that no setting silences: Spark's launcher always adds
+# --add-modules=jdk.incubator.vector, and the JVM announces it on stderr.
+JVM_START_NOISE = (b"WARNING: Using incubator modules:",)
+
+
+def quiet_settings() -> dict:
+    """Without --verbose: Spark's driver logs errors only, from its first line (the log4j2 file replaces
+    the default profile and its banners), and the Python workers hide FutureWarning/DeprecationWarning."""
+    if verbose():
+        return {}
+    return {"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}",
+            "spark.executorEnv.PYTHONWARNINGS": HIDDEN_WARNINGS}
+
+
+def _launch_quiet_jvm(settings: dict) -> None:
+    """Start Spark's JVM as getOrCreate() would (same settings), its stderr passed on through a thread that
+    drops JVM_START_NOISE; everything else it and the Python workers write still reaches stderr."""
+    import subprocess
+    import threading
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    gateway = launch_gateway(SparkConf(loadDefaults=False).setAll(list(settings.items())),
+                             popen_kwargs={"stderr": subprocess.PIPE})
+
+    def pass_on(stream):
+        for line in iter(stream.readline, b""):
+            if not line.startswith(JVM_START_NOISE):
+                os.write(2, line)
+
+    threading.Thread(target=pass_on, args=(gateway.proc.stderr,), name="spark-jvm-stderr", daemon=True).start()
+    SparkContext._ensure_initialized(gateway=gateway)
+
+
 def build_session(app_name: str = "avwatch", master: str | None = None, extra: dict | None = None):
     """Create (or return) the SparkSession configured for avwatch.
 
@@ -56,14 +95,19 @@ def build_session(app_name: str = "avwatch", master: str | None = None, extra: d
     conf = SparkConf()  # holds what spark-submit passed, if it launched us
     # Python workers must run the interpreter that has avwatch's packages (the venv), unless told otherwise.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
+    settings = {"spark.app.name": app_name}
     if not conf.contains("spark.master"):
-        builder = builder.master(master or os.environ.get("AVWATCH_SPARK_MASTER", "local[*]"))
+        settings["spark.master"] = master or os.environ.get("AVWATCH_SPARK_MASTER", "local[*]")
     if not conf.contains("spark.jars") or "spark-sql-kafka" not in conf.get("spark.jars", ""):
-        builder = builder.config("spark.jars", jars.spark_jars_csv())
-    for key, value in {**DEFAULTS, **(extra or {})}.items():
+        settings["spark.jars"] = jars.spark_jars_csv()
+    for key, value in {**DEFAULTS, **quiet_settings(), **(extra or {})}.items():
         if not conf.contains(key):
-            builder = builder.config(key, value)
+            settings[key] = value
+    if not verbose() and SparkContext._gateway is None:  # no JVM yet, and not under spark-submit
+        _launch_quiet_jvm(settings)
+    builder = SparkSession.builder
+    for key, value in settings.items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("AVWATCH_SPARK_LOG_LEVEL", "WARN"))
+    spark.sparkContext.setLogLevel(os.environ.get("AVWATCH_SPARK_LOG_LEVEL") or ("WARN" if verbose() else "ERROR"))
     return spark

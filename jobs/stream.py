@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import uuid
 
 from avwatch.errors import AvwatchError
 from avwatch.locations import join_uri
-from jobs.publish_args import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
+from jobs.publish_options import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
 
 log = logging.getLogger("avwatch.stream")
 
@@ -63,6 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alert-retry-s", type=float, default=300.0, metavar="SECONDS",
                    help="how long a batch's alerts are retried (with backoff) while the alerts topic's broker is "
                         "unreachable before the batch fails (default 300)")
+    p.add_argument("--alarm-update", type=float, default=10.0, metavar="SECONDS",
+                   help="while a defect lasts, refresh its open alarm at most this often (media s; 0: never)")
+    p.add_argument("--no-suppress", action="append", default=[], metavar="RULE",
+                   help="turn a root-cause rule off, e.g. black:freeze, or every rule of a root, e.g. stall "
+                        "(repeatable; rules in docs/operations.md)")
+    p.add_argument("--alert-max-age", type=float, default=300.0, metavar="SECONDS",
+                   help="events older than this (publication wall clock) when first seen are written but not "
+                        "alerted: a replay or a new checkpoint does not flood the alerts channel")
+    p.add_argument("--alert-webhook", action="append", metavar="URL",
+                   help="POST each event state (open, ongoing, closed) as JSON to this URL, once; repeatable "
+                        "(docs/operations.md: payload, signature header, retries)")
+    p.add_argument("--alert-webhook-secret", metavar="SECRET", default=os.environ.get("AVWATCH_WEBHOOK_SECRET"),
+                   help="sign each webhook body with HMAC-SHA256 in the X-Avwatch-Signature header "
+                        "(default: $AVWATCH_WEBHOOK_SECRET; none: unsigned)")
+    p.add_argument("--alert-webhook-format", choices=["json", "slack"], default="json",
+                   help="json: avwatch's payload (default); slack: {\"text\": ...} for Slack-compatible incoming "
+                        "webhooks")
+    p.add_argument("--metrics-port", type=int, metavar="N",
+                   help="serve Prometheus metrics on http://HOST:N/metrics from the driver (avwatch's, plus "
+                        "Spark's own while its UI is on)")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address of the metrics endpoint (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--idle-state-ttl", type=float, default=3600.0, metavar="SECONDS",
                    help="a live stream without records this long (processing time) is closed: its open defects "
                         "are ended and its state removed")
@@ -100,28 +123,24 @@ def app_id(spark, checkpoint: str) -> str:
     return write_text_once(spark, location, f"avwatch-stream-{uuid.uuid4().hex}\n").strip()
 
 
-def build_query(spark, args, config, bootstrap: str, run_id: str):
+def build_query(spark, args, config, bootstrap: str, run_id: str, metrics=None):
     """Wire the streaming query (not started): returns (DataStreamWriter, the sink writer object)."""
     import pandas as pd
     from pyspark.sql.streaming.state import GroupStateTimeout
 
+    from jobs.pandas_rows import to_records
     from jobs.sinks import BatchSink
     from jobs.spark_schemas import arrow_to_spark
-    from jobs.stream_stages import STAGE1_SCHEMA, STAGE2_SCHEMA, Stage2, dump_state, stage1_batches
+    from detectors.alarms import AlarmPolicy
+    from jobs.stream_stages import STAGE1_SCHEMA, STAGE2_SCHEMA, Stage2, dump_state, stage1_batches, status_row
 
     kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
     from avwatch.kafka_config import client_properties
-    from jobs.kafka_io import spark_kafka_options
+    from jobs.kafka_io import kafka_source
 
-    reader = (spark.readStream.format("kafka")
-              .options(**spark_kafka_options(bootstrap, client_properties(args)))
-              .option("subscribe", f"{args.video_topic},{args.audio_topic}")
-              .option("startingOffsets", args.starting_offsets)
-              .option("failOnDataLoss", "false")
-              .option("kafka.max.partition.fetch.bytes", str(args.max_record_bytes + (1 << 20)))
-              .option("kafka.fetch.max.bytes", str(64 << 20)))
-    if args.max_offsets_per_trigger:
-        reader = reader.option("maxOffsetsPerTrigger", str(args.max_offsets_per_trigger))
+    reader = kafka_source(spark.readStream, bootstrap, client_properties(args), [args.video_topic, args.audio_topic],
+                          args.max_record_bytes, startingOffsets=args.starting_offsets,
+                          maxOffsetsPerTrigger=args.max_offsets_per_trigger or None)
     raw = (reader.load()
            .select("key", "value", "topic", "partition", "offset", "timestamp")
            .withWatermark("timestamp", f"{int(args.lateness)} seconds"))
@@ -134,7 +153,8 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
     features = raw.mapInArrow(stage1, arrow_to_spark(STAGE1_SCHEMA))
 
     stage2 = Stage2(config, run_id, args.lateness, keep_features=args.features,
-                    idle_ttl_s=args.idle_state_ttl, ended_ttl_s=args.ended_state_ttl)
+                    idle_ttl_s=args.idle_state_ttl, ended_ttl_s=args.ended_state_ttl,
+                    alarms=AlarmPolicy.build(args.alarm_update, args.no_suppress), alert_max_age_s=args.alert_max_age)
     out_columns = STAGE2_SCHEMA.names
     # A finite run (--until-idle) reads what is there: no processing-time stalls (timeouts far away).
     idle_ms = int((args.stall_timeout if not args.until_idle else 365 * 86400) * 1000)
@@ -145,15 +165,12 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
             state = stage2.load(group_state.get[0])
             rows, state = stage2.on_timeout(stream_id, state, args.stall_timeout)
         else:
-            rows_in = []
-            for pdf in pdf_iter:
-                rows_in += pdf.to_dict(orient="records")
-            for r in rows_in:  # pandas gives NaN for missing numbers and Timestamps for times
-                for k, v in list(r.items()):
-                    if isinstance(v, float) and v != v:
-                        r[k] = None
+            rows_in = [row for pdf in pdf_iter for row in to_records(pdf)]
             state = stage2.load(group_state.get[0]) if group_state.exists else None
             rows, state = stage2.process(stream_id, rows_in, state)
+            status = status_row(stream_id, state)  # for the driver's metrics and the status page
+            if status is not None:
+                rows = rows + [status]
         if stream_id is not None:
             if state is None:
                 if group_state.exists:
@@ -169,9 +186,14 @@ def build_query(spark, args, config, bootstrap: str, run_id: str):
               .applyInPandasWithState(stateful, arrow_to_spark(STAGE2_SCHEMA), "state binary", "append",
                                       GroupStateTimeout.ProcessingTimeTimeout))
     checkpoint = args.checkpoint or join_uri(args.sink, "_checkpoints", "stream")
+    from jobs.webhooks import targets_from_args
+
     sink = BatchSink(spark, args.sink, app_id(spark, checkpoint), bootstrap, args.alerts_topic, run_id,
                      keep_features=args.features, alert_retry_s=args.alert_retry_s,
-                     client_config=client_properties(args))
+                     client_config=client_properties(args),
+                     webhooks=targets_from_args(args.alert_webhook, args.alert_webhook_secret,
+                                                args.alert_webhook_format),
+                     metrics=metrics)
     writer = (output.writeStream.foreachBatch(sink.write_batch)
               .option("checkpointLocation", checkpoint).queryName("avwatch-stream"))
     if args.until_idle:
@@ -187,13 +209,19 @@ def run(args, config=None, spark=None) -> dict:
     from jobs.spark_session import build_session
 
     if config is None:
-        from jobs.entry import detector_config
+        from detectors.config import from_args
 
-        config = detector_config(args)
+        config = from_args(args.detectors, args.config)
     bootstrap = resolve_bootstrap(args)
     run_id = args.run_id or f"stream-{uuid.uuid4().hex[:12]}"
     own_session = spark is None
-    spark = spark or build_session("avwatch-stream", master=args.master)
+    metrics = metrics_server = None
+    if args.metrics_port is not None:
+        from jobs.metrics import SPARK_METRICS_CONF, StreamMetrics
+
+        metrics = StreamMetrics()
+    spark = spark or build_session("avwatch-stream", master=args.master,
+                                   extra=SPARK_METRICS_CONF if metrics is not None else None)
     # A stateful query with processing-time timeouts would run a micro-batch on every trigger even with no
     # data (~0.5 CPU-s each, measured): batches run when records arrive. Live converters send heartbeats
     # while a source hangs, so a stream's stall is still seen while any stream delivers.
@@ -206,11 +234,13 @@ def run(args, config=None, spark=None) -> dict:
     create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []),
                   partitions=args.topic_partitions, replication=args.topic_replication,
                   client_config=client_properties(args))
-    listener = ProgressLogger()
+    listener = ProgressLogger(metrics=metrics)
     spark.streams.addListener(listener)
     sink = None
     try:
-        writer, sink = build_query(spark, args, config, bootstrap, run_id)
+        writer, sink = build_query(spark, args, config, bootstrap, run_id, metrics=metrics)
+        if metrics is not None:
+            metrics_server = metrics.serve(args.metrics_port, args.metrics_host, spark.sparkContext.uiWebUrl)
         query = writer.start()
         log.info("avwatch stream job %s started: detectors %s, sink %s", run_id, ",".join(config.names), args.sink)
         try:
@@ -228,6 +258,9 @@ def run(args, config=None, spark=None) -> dict:
                 "state_rows": (listener.last or {}).get("state_rows", 0), "state_rows_max": listener.state_rows_max}
     finally:
         spark.streams.removeListener(listener)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
         if sink is not None:
             sink.close()
         if own_session:

@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pyarrow as pa
 
 from avwatch.native_threads import use_one_native_thread
+from detectors.alarms import AlarmPolicy
 from detectors.analyzer import StreamAnalyzer
 from detectors.config import DetectorConfig
 from detectors.events import event_row
-from detectors.features import Features, SegmentInput, stage1
+from detectors.compose import SegmentInput, stage1
+from detectors.wire import from_ipc, to_ipc
 from schemas import MAX_DEAD_LETTER_BYTES, RecordError, decode
 from schemas.bounds import check_record
 from schemas.records import ANOMALY_EVENT
@@ -51,7 +53,8 @@ STAGE2_SCHEMA = pa.schema(
     + [pa.field("stream_id", pa.string()), pa.field("reason", pa.string()), pa.field("topic", pa.string()),
        pa.field("partition", pa.int32()), pa.field("offset", pa.int64()), pa.field("key", pa.binary()),
        pa.field("value", pa.binary()), pa.field("value_size", pa.int64()), pa.field("features", pa.binary()),
-       pa.field("t", pa.float64()), pa.field("epoch", pa.string())])
+       pa.field("t", pa.float64()), pa.field("epoch", pa.string()),
+       pa.field("alert", pa.bool_())])  # an event report to send to the alerts topic (see Stage2._events)
 
 EVENT_COLUMNS = [f.name for f in ANOMALY_EVENT.schema]
 
@@ -93,7 +96,7 @@ def stage1_rows(rows: list[dict], config: DetectorConfig, kinds_by_topic: dict[s
         if record_type.name == "feature_segment":  # computed at the edge: pass the blob on as it came
             blob = table.column("features")[0].as_py()
         else:
-            blob = item.features.to_ipc() if item.features is not None else None
+            blob = to_ipc(item.features) if item.features is not None else None
         out.append({"stream_id": item.stream_id, "kind": item.kind, "sequence": item.sequence, "t": item.t,
                     "control": item.control, "source": json.dumps(item.source, sort_keys=True),
                     "features": blob,
@@ -126,9 +129,11 @@ class Stage2:
     """
 
     def __init__(self, config: DetectorConfig, run_id: str, lateness_s: float, keep_features: bool,
-                 idle_ttl_s: float = 3600.0, ended_ttl_s: float = 300.0):
+                 idle_ttl_s: float = 3600.0, ended_ttl_s: float = 300.0, alarms: AlarmPolicy | None = None,
+                 alert_max_age_s: float = 300.0):
         self.config = config
-        self.analyzer = StreamAnalyzer(config, lateness_s=lateness_s)
+        self.analyzer = StreamAnalyzer(config, lateness_s=lateness_s, alarms=alarms)
+        self.alert_max_age_s = float(alert_max_age_s)
         self.run_id = run_id
         self.keep_features = keep_features
         self.idle_ttl_s = float(idle_ttl_s)
@@ -199,7 +204,7 @@ class Stage2:
         kind = row["kind"]
         snapshot = pickle.dumps(state["analyzer"], protocol=5)
         try:
-            feats = Features.from_ipc(row["features"]) if row.get("features") is not None else None
+            feats = from_ipc(row["features"]) if row.get("features") is not None else None
             item = SegmentInput(stream_id, kind, int(row["sequence"]), float(row["t"]), source,
                                 features=feats, control=row.get("control"))
             outcome = self.analyzer.add(state["analyzer"], item)
@@ -261,10 +266,19 @@ class Stage2:
         return self._events(stream_id, self.analyzer.clock(st, media_now).events, state)
 
     def _events(self, stream_id: str, events, state: dict) -> list[dict]:
+        """Event rows. `alert` is false for a consequence suppressed by its root cause and for history: an
+        event whose media time, on the wall clock of its publication (epoch + end), is older than
+        alert_max_age_s when first seen (a job replaying old records after a new checkpoint must not
+        flood the alerts channel). Both are still written to the table."""
         st = state["analyzer"]
         epoch, publication = st.get("epoch"), st.get("publication")
-        return [{"row_type": "event", **event_row(stream_id, version, ev, epoch, self.run_id,
-                                                  publication=publication)} for version, ev in events]
+        oldest = datetime.now(timezone.utc) - timedelta(seconds=self.alert_max_age_s)
+        rows = []
+        for version, ev in events:
+            row = event_row(stream_id, version, ev, epoch, self.run_id, publication=publication)
+            alert = "suppressed_by" not in ev.details and (epoch is None or row["end_time"] >= oldest)
+            rows.append({"row_type": "event", **row, "alert": alert})
+        return rows
 
     @staticmethod
     def _dead_fields(row: dict, reason: str | None = None) -> dict:
@@ -273,6 +287,21 @@ class Stage2:
                 "value": row.get("value"), "value_size": row.get("value_size"),
                 "run_id": None, "detected_at": datetime.now(timezone.utc)}
 
+
+def status_row(stream_id: str | None, state: dict | None) -> dict | None:
+    """Where a stream stands after a micro-batch, for the driver's metrics and the status page (row_type
+    "status"): `reason` live | file | ended, `t` the media seconds analysed, `epoch` its wall-clock origin,
+    `detected_at` when the stream's last record arrived. None for no stream or a removed state."""
+    if stream_id is None or state is None:
+        return None
+    last = state.get("last_arrival")
+    arrived = datetime.fromtimestamp(last, tz=timezone.utc) if last is not None else None
+    st = state.get("analyzer")
+    if st is None:
+        return {"row_type": "status", "stream_id": stream_id, "reason": "ended", "t": None, "epoch": None,
+                "detected_at": arrived}
+    return {"row_type": "status", "stream_id": stream_id, "reason": "live" if state.get("live") else "file",
+            "t": float(st.get("media_end") or 0.0), "epoch": st.get("epoch"), "detected_at": arrived}
 
 def _in_publication_order(rows: list[dict]) -> list[dict]:
     """Dead letters first, then each publication's rows (publications in the order Kafka holds them),

@@ -77,19 +77,26 @@ def check_stream(payload) -> None:
     try:
         reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(payload))
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise GuardError(f"not an Arrow IPC stream: {exc}") from None
+        raise GuardError(_unreadable(payload, exc)) from None
     for count in range(MAX_MESSAGES + 1):
         try:
             message = reader.read_next_message()
         except StopIteration:
             return
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            raise GuardError(f"not an Arrow IPC stream: {exc}") from None
+            raise GuardError(_unreadable(payload, exc)) from None
         if message is None:
             return
         if count == MAX_MESSAGES:
             raise GuardError(f"more than {MAX_MESSAGES} messages in one record")
         _check_message(message)
+
+
+def _unreadable(payload, exc: Exception) -> str:
+    # Arrow IPC streams begin with the continuation marker 0xFFFFFFFF: with it, the record was cut or damaged
+    if bytes(payload[:4]) == b"\xff\xff\xff\xff":
+        return f"truncated or corrupt Arrow IPC stream: {exc}"
+    return f"not an Arrow IPC stream: {exc}"
 
 
 def _check_message(message) -> None:

@@ -12,7 +12,8 @@ Kafka messages (converter -> stream job), one Arrow IPC stream per message (see 
 Tables (stream job -> users):
   anomaly_event  one detected defect
   dead_letter    one Kafka record the job could not decode, with the reason
-  frame_features one analysed frame's stage-1 features (optional table, for re-analysis and notebooks)
+  frame_features one analysed frame's stage-1 features (optional table, for re-analysis and notebooks);
+                 its key columns are here, its feature columns come from the detectors (detectors/records.py)
 """
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ CONTROL = _record("control", 1, [
     pa.field("source", pa.string(), nullable=False),
 ])
 
-ANOMALY_EVENT = _record("anomaly_event", 1, [
+ANOMALY_EVENT = _record("anomaly_event", 2, [  # 2: + state
     pa.field("event_id", pa.string(), nullable=False),         # deterministic: stream, detector, check, start
     pa.field("stream_id", pa.string(), nullable=False),
     pa.field("detector", pa.string(), nullable=False),
@@ -122,6 +123,7 @@ ANOMALY_EVENT = _record("anomaly_event", 1, [
     pa.field("evidence", pa.binary()),                         # JPEG thumbnail of the frame where it starts (video detectors)
     pa.field("run_id", pa.string(), nullable=False),
     pa.field("detected_at", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("state", pa.string()),                            # open | ongoing | closed (null: closed, before v2)
 ])
 
 DEAD_LETTER = _record("dead_letter", 1, [
@@ -136,47 +138,31 @@ DEAD_LETTER = _record("dead_letter", 1, [
     pa.field("seen_at", pa.timestamp("us", tz="UTC"), nullable=False),
 ])
 
-FRAME_FEATURES = _record("frame_features", 1, [
+# frame_features (a Delta table the job writes, never a message): one analysed frame's stage-1 video
+# features. The columns here say where and when the frame was; the feature columns are the detectors'
+# (the composer's shared ones and each video detector's declared stage1_outputs), so the whole record is
+# built in detectors/records.py. It holds the complete set, so that video detectors can be re-run from it.
+FRAME_FEATURES_NAME = "frame_features"
+FRAME_FEATURES_VERSION = 1
+FRAME_KEY_FIELDS = [
     pa.field("stream_id", pa.string(), nullable=False),
     pa.field("date", pa.string(), nullable=False),             # partition column, UTC date of event_time
     pa.field("t", pa.float64(), nullable=False),               # media seconds
     pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("frame_index", pa.int64(), nullable=False),
     pa.field("run_id", pa.string(), nullable=False),
-    # the complete stage-1 video feature set (detectors/features.py and each video detector's
-    # frame_features), so that video detectors can be re-run from this table alone
-    pa.field("keyframe", pa.bool_()),
-    pa.field("decode_error", pa.bool_()),
-    pa.field("pts_missing", pa.bool_()),
-    pa.field("frame_dur", pa.float64()),
-    pa.field("luma_mean", pa.float32()),
-    pa.field("luma_std", pa.float32()),
-    pa.field("diff_prev", pa.float32()),
-    pa.field("diff_cellmax", pa.float32()),
-    pa.field("diff_cells", pa.list_(pa.float32(), DIFF_CELLS[0] * DIFF_CELLS[1])),
-    pa.field("black_frac", pa.float32()),
-    pa.field("black_chroma", pa.float32()),
-    pa.field("flat_frac", pa.float32()),
-    pa.field("block_ratio", pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])),
-    pa.field("block_activity", pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])),
-    pa.field("blur_sharpness", pa.float32()),
-    pa.field("blur_cut", pa.float32()),
-    pa.field("colorbars_bars", pa.int8()),
-    pa.field("colorbars_span", pa.float32()),
-    pa.field("colorbars_ratio", pa.float32()),
-    pa.field("colorbars_white", pa.bool_()),
-    pa.field("solid_color_cover", pa.float32()),
-    pa.field("solid_color_thumb_cover", pa.float32()),
-    pa.field("solid_color_rgb", pa.list_(pa.float32(), 3)),
-    pa.field("thumb_jpeg", pa.binary()),                       # the evidence thumbnail of the frame
-])
+]
 
-# Columns of FRAME_FEATURES that are stage-1 features (the rest say where and when the frame was).
-FRAME_FEATURE_COLUMNS = [f.name for f in FRAME_FEATURES.schema][6:]
+
+def frame_features_record(feature_fields: list[pa.Field]) -> RecordType:
+    """The frame_features record: the key columns above, then these stage-1 feature columns."""
+    return _record(FRAME_FEATURES_NAME, FRAME_FEATURES_VERSION, FRAME_KEY_FIELDS + list(feature_fields))
+
 
 # A dead letter keeps an excerpt of the record (its topic, partition and offset locate the whole while Kafka
 # retains it): a burst of bad records must not carry megabytes each to the driver (spark.driver.maxResultSize).
 MAX_DEAD_LETTER_BYTES = 4096
 
-ALL = {r.name: r for r in (VIDEO_SEGMENT, AUDIO_SEGMENT, FEATURE_SEGMENT, CONTROL, ANOMALY_EVENT, DEAD_LETTER,
-                           FRAME_FEATURES)}
+# The records defined whole here (frame_features is completed in detectors/records.py). The codec reads
+# messages by this list; a frame_features row is never one.
+ALL = {r.name: r for r in (VIDEO_SEGMENT, AUDIO_SEGMENT, FEATURE_SEGMENT, CONTROL, ANOMALY_EVENT, DEAD_LETTER)}

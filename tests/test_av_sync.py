@@ -28,8 +28,7 @@ from hypothesis import strategies as st
 from avwatch.convert.decode import MediaDecoder
 from avwatch.convert.segments import Segmenter
 from avwatch.local import analyze_source
-from detectors.av_sync import (REGIONS, AvSync, AvSyncOptions, block_features, bt1359_verdict, estimate_window,
-                               region_label)
+from detectors.av_sync import REGIONS, AvSync, AvSyncOptions, bt1359_verdict, estimate_window, region_label
 from detectors.base import AUDIO, MAJOR, MINOR, VIDEO
 from detectors.config import DetectorConfig
 from detectors.features import AudioBlocks, Features, stage1
@@ -61,7 +60,7 @@ def audio_features(x: np.ndarray) -> Features:
     """The stage-2 audio rows av_sync reads for a whole synthetic signal (n, ch)."""
     blocks = audio_blocks(x)
     return Features(t=blocks.t, n=blocks.n, rate=np.full(len(blocks.t), RATE, np.int32),
-                    **block_features(blocks, AvSyncOptions()))
+                    **AvSync(AvSyncOptions()).stage1(blocks))
 
 
 def flash_beep_stream(seconds: float, offset_ms, seed: int = 0, cell: int = 5,
@@ -124,7 +123,7 @@ def as_tuples(events) -> list[tuple]:
 def test_block_centroid_places_an_onset_inside_its_block():
     x = np.zeros((3 * 480, 1), np.float32)
     x[480 + 300:, 0] = 0.5 * np.sin(2 * np.pi * 1000.0 * np.arange(3 * 480 - 780) / RATE)
-    out = block_features(audio_blocks(x), AvSyncOptions())
+    out = AvSync(AvSyncOptions()).stage1(audio_blocks(x))
     assert out["av_sync_env"][0] == 0.0 and out["av_sync_pos"][0] == 0.5  # silent block: centred
     # sound from sample 300 to 480 of the middle block: its centroid is at (300 + 480) / 2 / 480
     assert out["av_sync_pos"][1] == pytest.approx(0.8125, abs=0.02)
@@ -135,9 +134,9 @@ def test_block_centroid_places_an_onset_inside_its_block():
 def test_block_features_do_not_depend_on_segment_cuts():
     rng = np.random.default_rng(3)
     x = (0.2 * rng.standard_normal((4800, 2))).astype(np.float32)
-    whole = block_features(audio_blocks(x), AvSyncOptions())
-    first = block_features(audio_blocks(x[:2400]), AvSyncOptions())
-    second = block_features(audio_blocks(x[2400:], t0=0.05, context=x[2400 - 480:2400]), AvSyncOptions())
+    whole = AvSync(AvSyncOptions()).stage1(audio_blocks(x))
+    first = AvSync(AvSyncOptions()).stage1(audio_blocks(x[:2400]))
+    second = AvSync(AvSyncOptions()).stage1(audio_blocks(x[2400:], t0=0.05, context=x[2400 - 480:2400]))
     for key in whole:
         np.testing.assert_allclose(np.concatenate([first[key], second[key]]), whole[key], rtol=1e-5, atol=1e-7)
 

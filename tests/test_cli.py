@@ -13,7 +13,7 @@ from avwatch.samples import field_camera, studio_feed
 
 
 def avwatch(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "avwatch.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_events_table_format_lists_the_defects(sink):
     out = avwatch("events", "--sink", str(sink))
     assert out.returncode == 0
     lines = out.stdout.splitlines()
-    assert lines[0].split()[:6] == ["stream_id", "detector", "start_s", "end_s", "score", "threshold"]
+    assert lines[0].split()[:7] == ["stream_id", "detector", "start_s", "end_s", "state", "score", "threshold"]
     assert any(line.split()[:4] == ["field_camera", "frame_drop", "2.400", "2.600"] for line in lines)
     assert any(line.split()[:4] == ["studio_feed", "black", "1.000", "2.200"] for line in lines)
     assert lines[-1].endswith("event(s)")
@@ -53,8 +53,11 @@ def test_filters_and_time_travel(sink):
     # the local runner's clock starts at 2000-01-01: --since 24h finds nothing, an ISO time finds all
     assert avwatch("events", "--sink", str(sink), "--since", "24h").stdout == "no events\n"
     assert "event(s)" in avwatch("events", "--sink", str(sink), "--since", "1999-12-31T00:00:00").stdout
-    # analysing one file again replaces its stream's events in a new table version (versions 0 and 1 are the
-    # first run, one commit per file)
+    # analysing one file again replaces its stream's events in a new table version; the version before it
+    # still holds the first run's
+    from avwatch.events_table import table_version
+
+    before = table_version(str(sink / "anomaly_events"))
     again = avwatch("analyze", str(sink.parent / "field_camera.mkv"), "--local", "--sink", str(sink),
                     "--detectors", "blur")
     assert again.returncode == 0
@@ -62,7 +65,7 @@ def test_filters_and_time_travel(sink):
                                           "field_camera").stdout.splitlines()]
     assert [r["detector"] for r in now] == ["blur"]
     v0 = [json.loads(x) for x in avwatch("events", "--sink", str(sink), "--format", "jsonl", "--stream",
-                                         "field_camera", "--version", "1").stdout.splitlines()]
+                                         "field_camera", "--version", str(before)).stdout.splitlines()]
     assert {r["detector"] for r in v0} == {"frame_drop", "blur"}
 
 

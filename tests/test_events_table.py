@@ -30,8 +30,8 @@ def rows(location) -> dict[str, dict]:
 
 def test_merge_dedupes_a_batch_and_a_replayed_batch_is_a_no_op(tmp_path):
     loc = str(tmp_path / "anomaly_events")
-    ongoing = event("a", "stall", 5.0, 6.0, ongoing=True)
-    closed = event("a", "stall", 5.0, 8.0)
+    ongoing = {**event("a", "stall", 5.0, 6.0), "state": "open"}
+    closed = {**event("a", "stall", 5.0, 8.0), "state": "closed"}
     v = et.merge_batch(loc, [closed, ongoing, event("a", "black", 1.0)], "job-events", 0)
     assert v == DeltaTable(loc).version()
     got = rows(loc)

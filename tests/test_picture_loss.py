@@ -159,9 +159,9 @@ def test_stall_opens_on_heartbeats_and_closes_when_media_resumes():
     assert det.process(state, VIDEO, rows(25)) == []              # media until 1.0 s
     assert det.heartbeat(state, 2.5) == []                        # 1.5 s without media: not yet
     opened = det.heartbeat(state, 3.5)                            # 2.5 s: stall open since 1.0, reported now
-    assert [(e.start_s, e.end_s, e.details["ongoing"]) for e in opened] == [(1.0, 3.5, True)]
+    assert [(e.start_s, e.end_s, e.state) for e in opened] == [(1.0, 3.5, "open")]
     events = det.process(state, VIDEO, rows(25, t0=6.0))          # media resumes at 6.0: the final event
-    assert [(e.start_s, e.end_s, e.details["ongoing"]) for e in events] == [(1.0, 6.0, False)]
+    assert [(e.start_s, e.end_s, e.state) for e in events] == [(1.0, 6.0, "closed")]
     det.heartbeat(state, 12.0)
     assert [(e.start_s, e.end_s) for e in det.finish(state, 7.0)] == [(7.0, 12.0)]
 
@@ -287,6 +287,8 @@ def test_analyzer_closes_everything_at_end_of_stream_once_both_kinds_ended():
     source = {"has_video": True, "has_audio": True, "epoch": "2000-01-01T00:00:00+00:00"}
     out = analyzer.add_features(state, VIDEO, 0, 0.0, rows(50, black_frac=np.ones(50)), source)
     out2 = analyzer.add_control(state, VIDEO, 1, "eos", 2.0, source)
-    assert out.events == [] and [e.detector for _, e in out2.events] == ["black"]  # video detectors close
+    # black is raised once it lasted its minimum (1 s) and closed when video ends
+    assert [(e.detector, e.state, e.end_s) for _, e in out.events] == [("black", "open", 1.0)]
+    assert [(e.detector, e.state, e.end_s) for _, e in out2.events] == [("black", "closed", 2.0)]
     out3 = analyzer.add_control(state, AUDIO, 0, "eos", 2.0, source)
     assert out3.events == [] and state["finished"]

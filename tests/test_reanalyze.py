@@ -188,7 +188,7 @@ def test_features_source_through_spark_submit_analyses_whole_streams_while_the_s
             version = events_table.merge_batch(table, [row], "concurrent-events", k)
             committed[row["event_id"]] = version
             k += 1
-            stop.wait(0.3)
+            stop.wait(1.0)  # a micro-batch with events every trigger (1 s)
 
     writer = threading.Thread(target=stream_writer)
     writer.start()

@@ -16,6 +16,7 @@ import pytest
 from avwatch.locations import join_uri, local_path
 from avwatch.samples import read_rgb_frames, real_clip, sine, write_clip
 from detectors.config import DetectorConfig
+from detectors.events import latest_reports
 from jobs.stream_stages import Stage2, stage1_rows
 from schemas import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT, RecordError, decode, encode
 from schemas.bounds import check_record
@@ -65,7 +66,9 @@ def run_stage2(stage2: Stage2, stream_id: str, rows: list[dict], batch: int = 4,
 
 
 def events(out, detector=None) -> list[dict]:
-    return [r for r in out if r["row_type"] == "event" and (detector is None or r["detector"] == detector)]
+    """Each event's latest report (what the table holds)."""
+    rows = [r for r in out if r["row_type"] == "event" and (detector is None or r["detector"] == detector)]
+    return latest_reports(rows)
 
 
 def dead(out) -> list[dict]:
@@ -246,12 +249,12 @@ def test_a_layout_1_state_is_migrated(clip):
 def test_a_segment_that_breaks_a_detector_is_dead_lettered_and_the_stream_goes_on(clip):
     rows = kafka_rows(segments_of(clip, "brk"))
     features = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
-    from detectors.features import Features
+    from detectors.wire import from_ipc, to_ipc
 
     victim = next(r for r in features if r["kind"] == "video" and r["sequence"] == 1)
-    broken = Features.from_ipc(victim["features"])
+    broken = from_ipc(victim["features"])
     del broken["black_frac"]                         # what a buggy edge converter could send
-    victim["features"] = broken.to_ipc()
+    victim["features"] = to_ipc(broken)
     stage2 = Stage2(CONFIG, "t", 5.0, keep_features=False)
     out, state = stage2.process("brk", features, None)
     reasons = [d["reason"] for d in dead(out)]

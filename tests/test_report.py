@@ -186,7 +186,7 @@ def test_empty_table_says_no_events(tmp_path):
 def test_no_events_table_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(AvwatchError, match=r"no anomaly_events table under .*run `avwatch analyze"):
         write_report(tmp_path / "nowhere", tmp_path / "r.html")
-    from avwatch.cli import main
+    from cli.main import main
 
     (tmp_path / "empty-folder").mkdir()
     assert main(["report", "--sink", str(tmp_path / "empty-folder"), "--out", str(tmp_path / "r.html")]) == 2
@@ -195,7 +195,7 @@ def test_no_events_table_is_a_clear_error(tmp_path, capsys):
 
 
 def test_cli_writes_the_report(events_sink, tmp_path, capsys):
-    from avwatch.cli import main
+    from cli.main import main
 
     out = tmp_path / "sub" / "report.html"
     assert main(["report", "--sink", str(events_sink), "--out", str(out)]) == 0

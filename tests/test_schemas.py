@@ -7,8 +7,12 @@ import pyarrow as pa
 import pytest
 
 import schemas
+from detectors.records import FRAME_FEATURES
 from schemas import RecordError, decode, encode
 from schemas.records import BLOCK_REGIONS, META_NAME, META_VERSION
+
+# every record type: the messages and tables schemas defines, and frame_features, completed by the detectors
+RECORDS = {**schemas.ALL, FRAME_FEATURES.name: FRAME_FEATURES}
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 N_REG = BLOCK_REGIONS[0] * BLOCK_REGIONS[1]
@@ -49,7 +53,7 @@ ROWS = {
 
 
 def test_every_record_type_has_rows_here():
-    assert set(ROWS) == set(schemas.ALL)
+    assert set(ROWS) == set(RECORDS)
 
 
 @pytest.mark.parametrize("name", sorted(schemas.ALL))
@@ -67,6 +71,13 @@ def test_empty_segment_round_trips(name):
     record = schemas.ALL[name]
     got_type, table = decode(encode(record, record.schema.empty_table()))
     assert got_type is record and table.num_rows == 0 and table.schema.equals(record.schema, check_metadata=False)
+
+
+def test_frame_features_rows_fit_its_schema_and_are_never_read_as_messages():
+    table = pa.Table.from_pylist(ROWS["frame_features"], schema=FRAME_FEATURES.schema)
+    assert table.to_pylist()[0]["solid_color_rgb"] == pytest.approx([0.1, 0.2, 0.3])
+    with pytest.raises(RecordError, match="unknown record type 'frame_features'"):
+        decode(encode(FRAME_FEATURES, ROWS["frame_features"]))
 
 
 def test_maximal_video_segment_round_trips():
@@ -144,7 +155,7 @@ def test_spark_struct_types_are_derived_from_the_arrow_definitions(spark):
 
     from jobs.spark_schemas import struct_type
 
-    for record in schemas.ALL.values():
+    for record in RECORDS.values():
         spark_type = struct_type(record)
         assert spark_type.fieldNames() == record.schema.names
         back = to_arrow_schema(spark_type, timezone="UTC", prefers_large_types=False)
@@ -168,7 +179,7 @@ def test_frame_features_hold_every_stage1_video_column():
     from avwatch.samples import read_rgb_frames, real_clip, write_clip
     from detectors.config import DetectorConfig
     from detectors.features import stage1
-    from schemas import FRAME_FEATURE_COLUMNS
+    from detectors.records import FRAME_FEATURE_COLUMNS
 
     clip = write_clip(Path(tempfile.mkdtemp()) / "c.mp4", read_rgb_frames(real_clip("bikes"), limit=30), 25)
     decoder = MediaDecoder(str(clip))

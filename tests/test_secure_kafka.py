@@ -109,7 +109,7 @@ def black_clip(tmp_path_factory):
 def test_publish_stream_and_alerts_through_sasl_ssl(secure_broker, black_clip, spark, tmp_path):
     from deltalake import DeltaTable
 
-    from avwatch.cli import main as avwatch_main
+    from cli.main import main as avwatch_main
     from jobs.kafka_io import read_all
     from jobs.stream import build_parser, run
 
@@ -127,7 +127,7 @@ def test_publish_stream_and_alerts_through_sasl_ssl(secure_broker, black_clip, s
                                       "--alerts-topic", topics[2], "--topic-partitions", "2",
                                       "--sink", str(sink), "--until-idle", "--detectors", "black,silence"])
     summary = run(args, spark=spark)
-    assert summary["events"] >= 1 and summary["alerts"] == summary["events"]
+    assert summary["events"] >= 1 and summary["alerts"] >= summary["events"]  # open and closed states
 
     rows = DeltaTable(str(sink / "anomaly_events")).to_pyarrow_table().to_pylist()
     black = [r for r in rows if r["detector"] == "black"]
@@ -136,10 +136,13 @@ def test_publish_stream_and_alerts_through_sasl_ssl(secure_broker, black_clip, s
     props = load_properties(config_file)
     alerts = read_all(secure, [topics[2]], client_config=props)
     assert {a.key.decode() for a in alerts} == {r["event_id"] for r in rows}
+    assert len(alerts) == summary["alerts"]
     assert json.loads(next(a.value for a in alerts if a.key.decode() == black[0]["event_id"]))["detector"] == "black"
 
     # the topics were made with the given partition count, seen by the secured status query
-    info = stack.status(props)
+    from jobs.stack_status import stack_status
+
+    info = stack_status(stack, props)
     assert info["secure_bootstrap"] == secure
     assert {t: info["topics"][t]["partitions"] for t in topics} == {t: 2 for t in topics}
     assert info["topics"]["secure.video"]["messages"] > 0
@@ -279,7 +282,7 @@ def test_what_kafka_python_cannot_honour_is_a_clear_error(props, message):
 
 
 def test_every_kafka_entry_point_takes_kafka_config():
-    from avwatch.cli import build_parser as cli_parser
+    from cli.main import build_parser as cli_parser
     from jobs.reanalyze import build_parser as reanalyze_parser
     from jobs.stream import build_parser as stream_parser
 
@@ -289,7 +292,7 @@ def test_every_kafka_entry_point_takes_kafka_config():
     assert reanalyze_parser().parse_args(["--sink", "s", "--since", "1h", "--kafka-config", "k"]).kafka_config == "k"
     publish = cli_parser().parse_args(["publish", "a.ts", "--kafka-config", "k", "--topic-partitions", "2",
                                        "--topic-replication", "3"])
-    assert (publish.kafka_config, publish.partitions, publish.topic_replication) == ("k", 2, 3)
+    assert (publish.kafka_config, publish.partitions, publish.replication) == ("k", 2, 3)
     assert cli_parser().parse_args(["publish", "a.ts", "--partitions", "6"]).partitions == 6  # the old spelling
     assert cli_parser().parse_args(["stack", "status", "--kafka-config", "k"]).kafka_config == "k"
     assert cli_parser().parse_args(["analyze", "a.ts", "--sink", "s", "--kafka-config", "k"]).kafka_config == "k"

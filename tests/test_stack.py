@@ -15,7 +15,7 @@ pytestmark = pytest.mark.kafka
 
 
 def avwatch(*args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "avwatch.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=180)
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -93,13 +94,19 @@ def test_frame_features_table_is_partitioned_and_complete(mixed_run, clips):
     assert counts["field_camera"] == 195 and counts["studio_feed"] == 250
 
 
-def test_alerts_topic_holds_every_event(mixed_run, broker):
-    events = {r["event_id"] for r in table_rows(mixed_run["sink"])}
-    alerts = read_all(broker.bootstrap, ["mixed.alerts"])
-    keys = {a.key.decode() for a in alerts}
-    assert events <= keys
-    sample = json.loads(alerts[0].value)
-    assert {"event_id", "stream_id", "detector", "start_s", "end_s", "score", "details"} <= set(sample)
+def test_alerts_topic_holds_every_event_but_suppressed_consequences(mixed_run, broker):
+    rows = table_rows(mixed_run["sink"])
+    suppressed = {r["event_id"] for r in rows if "suppressed_by" in json.loads(r["details"])}
+    alerts = [json.loads(a.value) for a in read_all(broker.bootstrap, ["mixed.alerts"])]
+    keys = {a["event_id"] for a in alerts}
+    # the shuffled and late streams are re-sent recordings on the year-2000 clock: history, not alerted
+    history = {r["event_id"] for r in rows if r["end_time"] < r["detected_at"] - timedelta(minutes=5)}
+    assert history and {r["stream_id"] for r in rows if r["event_id"] in history} == {"shuffled", "late"}
+    assert {r["event_id"] for r in rows} - suppressed - history <= keys
+    assert not (suppressed | history) & keys
+    closed = [(a["event_id"], a["end_s"]) for a in alerts if a["state"] == "closed"]
+    assert len(closed) == len(set(closed))                            # each state change once
+    assert {"event_id", "stream_id", "detector", "start_s", "end_s", "score", "details", "state"} <= set(alerts[0])
 
 
 def test_edge_features_give_the_same_events(spark, broker, clips, local_events, tmp_path):
@@ -189,7 +196,8 @@ def test_driver_killed_at_three_points_gives_the_uninterrupted_table(spark, brok
     assert sorted(map(key, got)) == sorted(map(key, reference))       # nothing lost, nothing twice
     assert len({r["event_id"] for r in got}) == len(got)
     alerts = {a.key.decode() for a in read_all(broker.bootstrap, ["eo.alerts"])}
-    assert {r["event_id"] for r in got} <= alerts                    # every event alerted at least once
+    suppressed = {r["event_id"] for r in got if "suppressed_by" in json.loads(r["details"])}
+    assert {r["event_id"] for r in got} - suppressed <= alerts       # every event alerted at least once
 
 
 # -- a real standalone cluster --------------------------------------------------------------------------
@@ -227,7 +235,7 @@ def test_spark_submit_on_a_standalone_cluster(broker, clips, local_events, tmp_p
                                  topics[1], "--sink", str(sink), "--until-idle", "--alerts-topic", ""],
                                 capture_output=True, text=True, timeout=600, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert f"spark://127.0.0.1:{port}" in (tmp_path / "master.log").read_text() or True
+        assert "Asked to launch executor" in (tmp_path / "worker.log").read_text()  # the work ran on the worker
         assert "Registering app avwatch-stream" in (tmp_path / "master.log").read_text()
         assert_same_events(table_rows(sink), local_events[clip.stream_id])
     finally:

@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from avwatch.convert import frames as px
+from avwatch.convert.options import DecodeOptions
 from avwatch.errors import AvwatchError
 from detectors.blockiness import block_grid_features
 from schemas.records import BLOCK_REGIONS
@@ -27,30 +28,6 @@ log = logging.getLogger("avwatch.convert")
 
 LIVE_SCHEMES = ("http://", "https://", "rtmp://", "rtmps://", "rtsp://", "rtsps://", "srt://", "udp://", "rtp://",
                 "tcp://")
-
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    """How the converter samples and scales; the defaults are documented in docs/architecture.md."""
-
-    fps: float | None = None          # frames per second kept; None: every frame, decimated to <= max_fps
-    max_fps: float = 30.0
-    width: int | None = 320           # analysis width; height keeps the aspect ratio when not given
-    height: int | None = None
-    thumb_width: int = 64             # RGB thumbnail; height keeps the aspect ratio
-    audio_rate: int = 48000
-    video: bool = True
-    audio: bool = True
-
-    def __post_init__(self):
-        if self.fps is not None and not (0 < self.fps <= 240):
-            raise AvwatchError(f"--fps must be in (0, 240], got {self.fps}")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None and not (16 <= value <= 4096):
-                raise AvwatchError(f"the analysis {name} must be between 16 and 4096 pixels, got {value}")
-        if not (8000 <= self.audio_rate <= 192000):
-            raise AvwatchError(f"the audio rate must be between 8000 and 192000 Hz, got {self.audio_rate}")
 
 
 @dataclass

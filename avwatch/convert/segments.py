@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from avwatch.convert.decode import AudioChunk, SourceInfo, VideoFrame
+from avwatch.convert.options import check_segment_seconds
 from schemas.codec import large_binary
 from schemas.luma import encode_planes
 from schemas.records import AUDIO_SEGMENT, CONTROL, VIDEO_SEGMENT
@@ -49,13 +50,6 @@ def source_json(info: SourceInfo, epoch: datetime, publish_id: str) -> str:
 def new_publish_id() -> str:
     """Identifies one publication of a stream; sorts by start time, so the job can tell newer from older."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + uuid.uuid4().hex[:8]
-
-
-def check_segment_seconds(value: float) -> None:
-    if not (0.1 <= value <= 10.0):
-        from avwatch.errors import AvwatchError
-
-        raise AvwatchError(f"--segment must be between 0.1 and 10 seconds, got {value:g}")
 
 
 @dataclass

@@ -1,0 +1,163 @@
+"""Segment decoding: a video or audio segment record -> what a detector's stage 1 reads.
+
+VideoFrames carries the decoded luma planes and thumbnails of a video segment with the measures several
+detectors share (luma statistics, frame differences); AudioBlocks the PCM of an audio segment cut into
+10 ms blocks.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pyarrow as pa
+
+from schemas.luma import decode_planes
+from schemas.records import DIFF_CELLS
+
+AUDIO_BLOCK_S = 0.01  # stage-1 audio blocks: 10 ms (the converter's audio segments are whole blocks)
+
+
+@dataclass
+class VideoFrames:
+    """What a video detector's stage 1 sees of one segment (context row removed)."""
+
+    t: np.ndarray              # (n,) media seconds
+    luma: np.ndarray           # (n, H, W) uint8 at analysis size, as decoded (limited or full range)
+    prev_luma: np.ndarray | None  # (H, W) the frame before the segment, if any
+    thumbs: np.ndarray         # (n, th, tw, 3) uint8 RGB, full range
+    full_range: bool           # luma is 0..255 (JPEG range) rather than 16..235
+    frame_dur: float           # nominal seconds between analysed frames
+    block_ratio: np.ndarray    # (n, regions) from the converter, full-size picture
+    block_activity: np.ndarray
+    luma_mean: np.ndarray      # (n,) 0..1 of 255
+    luma_std: np.ndarray       # (n,) 0..1 of 255
+    diff_prev: np.ndarray      # (n,) mean |Y - Y_prev| as a fraction of 255; NaN where no previous frame
+    diff_cells: np.ndarray     # (n, cells) the same per cell of a DIFF_CELLS grid
+
+
+@dataclass
+class AudioBlocks:
+    """What an audio detector's stage 1 sees of one segment, cut into 10 ms blocks."""
+
+    t: np.ndarray              # (nb,) media seconds of each block's first sample
+    n: np.ndarray              # (nb,) samples per channel in each block (the last may be short)
+    block: int                 # nominal samples per block
+    rate: int                  # samples per second
+    samples: np.ndarray        # (context + N, ch) float32 in [-1, 1), context first
+    raw: np.ndarray            # the same as int16
+    context: int               # leading context samples (the previous segment's tail)
+    layout: str = ""           # FFmpeg channel layout name of the source, e.g. "stereo", "5.1"
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    def body(self) -> np.ndarray:
+        return self.samples[self.context:]
+
+    def blocks_of(self, x: np.ndarray) -> np.ndarray:
+        """Reshape a per-sample array of the body (N, ...) to (nb, block, ...), zero-padding the last."""
+        nb = len(self.t)
+        pad = nb * self.block - x.shape[0]
+        if pad:
+            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+        return x.reshape((nb, self.block) + x.shape[1:])
+
+
+def source_of(table: pa.Table) -> dict:
+    return json.loads(table.column("source")[0].as_py())
+
+
+# -- video ---------------------------------------------------------------------------------------
+
+
+def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
+    """Unpack a video segment table; returns (frames, source metadata, per-frame flags table rows)."""
+    src = source_of(table)
+    context = table.column("context").to_numpy(zero_copy_only=False)
+    h = table.column("height")[0].as_py()
+    w = table.column("width")[0].as_py()
+    th = table.column("thumb_height")[0].as_py()
+    tw = table.column("thumb_width")[0].as_py()
+    luma_all = decode_planes(table.column("luma").to_pylist(), table.column("luma_coding").to_pylist(), h, w)
+    jpegs = table.column("thumb").to_pylist()
+    thumbs_all = np.stack([decode_thumb(j, th, tw) for j in jpegs]) if jpegs else np.zeros((0, th, tw, 3), np.uint8)
+    keep = ~context
+    prev = luma_all[np.flatnonzero(context)[0]] if context.any() else None
+    luma = luma_all[keep]
+    ratio = table.column("block_ratio").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    activity = table.column("block_activity").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    nreg = len(ratio) // max(len(context), 1)
+    video = src.get("video") or {}
+    n = len(luma)
+    means = np.empty(n, np.float32)
+    stds = np.empty(n, np.float32)
+    diffs = np.full(n, np.nan, np.float32)
+    cells = np.full((n, DIFF_CELLS[0] * DIFF_CELLS[1]), np.nan, np.float32)
+    before = prev
+    for i in range(n):
+        m, s = cv2.meanStdDev(luma[i])
+        means[i], stds[i] = m[0, 0] / 255.0, s[0, 0] / 255.0
+        if before is not None:
+            d = cv2.absdiff(luma[i], before)
+            cells[i] = _cell_means(d, DIFF_CELLS) / 255.0
+            diffs[i] = cv2.mean(d)[0] / 255.0
+        before = luma[i]
+    frames = VideoFrames(
+        t=table.column("pts_s").to_numpy()[keep].astype(np.float64),
+        luma=luma, prev_luma=prev, thumbs=thumbs_all[keep],
+        full_range=(video.get("color_range") == "full"),
+        frame_dur=float(video.get("frame_dur") or 0.04),
+        block_ratio=ratio.reshape(-1, nreg)[keep] if nreg else np.ones((n, 9), np.float32),
+        block_activity=activity.reshape(-1, nreg)[keep] if nreg else np.zeros((n, 9), np.float32),
+        luma_mean=means, luma_std=stds, diff_prev=diffs, diff_cells=cells)
+    flags = {name: table.column(name).to_numpy(zero_copy_only=False)[keep]
+             for name in ("frame_index", "keyframe", "decode_error", "pts_missing")}
+    flags["thumb_jpeg"] = np.array(jpegs, dtype=object)[keep]
+    return frames, src, flags
+
+
+def _cell_means(d: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
+    """Mean of d over a rows x cols grid of cells (cells may be unequal when sizes do not divide)."""
+    ry, rx = cells
+    h, w = d.shape
+    ys = np.linspace(0, h, ry + 1).astype(int)
+    xs = np.linspace(0, w, rx + 1).astype(int)
+    out = np.empty(ry * rx, np.float32)
+    for i in range(ry):
+        for j in range(rx):
+            out[i * rx + j] = cv2.mean(d[ys[i]:ys[i + 1], xs[j]:xs[j + 1]])[0]
+    return out
+
+
+def decode_thumb(jpeg: bytes, height: int, width: int) -> np.ndarray:
+    """The RGB thumbnail of one frame from its JPEG bytes."""
+    bgr = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != (height, width):
+        raise ValueError(f"a thumbnail is not a {width}x{height} JPEG")
+    return bgr[:, :, ::-1]
+
+
+# -- audio ---------------------------------------------------------------------------------------
+
+
+def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
+    row = table.slice(0, 1).to_pylist()[0]
+    if row["sample_format"] != "s16":
+        raise ValueError(f"unsupported audio sample format {row['sample_format']!r}")
+    ch = row["channels"]
+    raw = np.frombuffer(row["samples"], np.int16).reshape(-1, ch)
+    rate = row["sample_rate"]
+    block = int(round(rate * AUDIO_BLOCK_S))
+    n_body = int(row["n_samples"])
+    nb = -(-n_body // block)
+    t = row["pts_s"] + np.arange(nb) * block / rate
+    n = np.full(nb, block, np.int64)
+    if nb:
+        n[-1] = n_body - (nb - 1) * block
+    blocks = AudioBlocks(t=t, n=n, block=block, rate=rate, samples=raw.astype(np.float32) / 32768.0,
+                         raw=raw, context=int(row["context_samples"]), layout=row["layout"])
+    return blocks, json.loads(row["source"])
+

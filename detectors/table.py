@@ -1,0 +1,72 @@
+"""The stage-1 feature table: named numpy arrays of equal length, one row per frame or 10 ms audio block.
+
+Cheap to slice and concatenate (stage 2 receives a stream's rows cut at arbitrary points), convertible to
+and from an Arrow table (detectors/wire.py turns that into bytes for the trip to stage 2).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+class Features(dict):
+    """Named numpy arrays sharing their first axis (rows in time order). Always has "t" (media s)."""
+
+    def __len__(self) -> int:  # number of rows, not of columns
+        t = self.get("t")
+        return 0 if t is None else int(t.shape[0])
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.keys())
+
+    def take(self, index) -> "Features":
+        return Features({k: v[index] for k, v in self.items()})
+
+    def slice(self, start: int, stop: int) -> "Features":
+        return self.take(slice(start, stop))
+
+    @staticmethod
+    def concat(parts: list["Features"]) -> "Features":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return Features()
+        keys = parts[0].keys()
+        return Features({k: np.concatenate([p[k] for p in parts]) for k in keys})
+
+    def to_arrow(self) -> pa.Table:
+        columns, names = [], []
+        for name, values in self.items():
+            if values.ndim == 2:
+                flat = pa.array(np.ascontiguousarray(values).ravel())
+                columns.append(pa.FixedSizeListArray.from_arrays(flat, values.shape[1]))
+            elif values.dtype == object:
+                columns.append(pa.array(list(values), type=pa.binary()))
+            else:
+                columns.append(pa.array(values))
+            names.append(name)
+        return pa.Table.from_arrays(columns, names=names)
+
+    @staticmethod
+    def from_arrow(table: pa.Table) -> "Features":
+        out = Features()
+        for name in table.column_names:
+            col = table.column(name).combine_chunks()
+            if pa.types.is_fixed_size_list(col.type):
+                width = col.type.list_size
+                out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+            elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                # a table store (Delta/Spark) keeps fixed-size lists as plain lists of equal length
+                flat = col.flatten().to_numpy(zero_copy_only=False)
+                out[name] = flat.reshape(len(col), -1) if len(col) else flat.reshape(0, 0)
+            elif pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+                out[name] = np.array(col.to_pylist(), dtype=object)
+            else:
+                out[name] = col.to_numpy(zero_copy_only=False)
+        return out
+
+    def to_pandas(self):
+        """1-D columns as a DataFrame (2-D columns become one list per row), for notebooks."""
+        import pandas as pd
+
+        return pd.DataFrame({k: (list(v) if v.ndim == 2 else v) for k, v in self.items()})

@@ -1,0 +1,106 @@
+"""Alarms through the real parts (Kafka broker, Spark, Delta): a defect published in real time is alerted
+while it lasts and cleared when it ends, a black picture is one alarm, and a job started on a new
+checkpoint does not re-alert old events."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer
+
+from avwatch.samples import read_rgb_frames, real_clip, sine, write_clip
+from jobs.kafka_io import create_topics, read_all
+from jobs.publish import PublishOptions, publish
+from jobs.stream import run
+from tests.pipeline_fixture import stream_args, table_rows
+
+pytestmark = [pytest.mark.spark, pytest.mark.kafka]
+FPS = 25
+
+
+def black_clip(path, seconds: int, black: tuple[int, int]):
+    frames = read_rgb_frames(real_clip("bikes"), size=(160, 90))
+    frames = (frames * (seconds * FPS // len(frames) + 1))[:seconds * FPS]
+    for i in range(black[0] * FPS, black[1] * FPS):
+        frames[i] = np.zeros_like(frames[i])
+    return write_clip(path, frames, FPS, audio=sine(float(seconds), amplitude=0.1))
+
+
+def test_a_black_published_live_is_alerted_while_it_lasts_and_cleared_when_it_ends(spark, broker, tmp_path):
+    topics = ("live-alarm.video", "live-alarm.audio", "live-alarm.alerts")
+    create_topics(broker.bootstrap, list(topics), partitions=1)
+    clip = black_clip(tmp_path / "black.mkv", 36, (4, 34))           # 30 s of black from 4 s
+    received: list[tuple[float, dict]] = []
+    stop = threading.Event()
+
+    def listen():  # the operator's alarm panel: what arrives on the alerts topic, and when
+        consumer = KafkaConsumer(topics[2], bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=500)
+        while not stop.is_set():
+            for message in consumer:
+                received.append((time.time(), json.loads(message.value)))
+        consumer.close()
+
+    published = {}
+
+    def publisher():
+        while not any(q.name == "avwatch-stream" for q in spark.streams.active):
+            time.sleep(0.2)
+        published["wall0"] = time.time()
+        publish([str(clip)], ["live-cam"], PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0],
+                                                          audio_topic=topics[1], realtime=True))
+        published["end"] = time.time()
+        time.sleep(8.0)
+        for q in spark.streams.active:
+            if q.name == "avwatch-stream":
+                q.stop()
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (listen, publisher)]
+    for t in threads:
+        t.start()
+    args = stream_args(broker.bootstrap, topics[:2], tmp_path / "sink", "--alerts-topic", topics[2],
+                       "--trigger", "0.5")
+    args.until_idle = False
+    try:
+        run(args, spark=spark)
+    finally:
+        stop.set()
+        threads[1].join(timeout=120)
+        threads[0].join(timeout=10)
+    black = [(at, a) for at, a in received if a["detector"] == "black"]
+    assert [(a["state"], a["start_s"], a["end_s"]) for _, a in black if a["state"] != "ongoing"] == [
+        ("open", 4.0, 5.0), ("closed", 4.0, 34.0)]
+    opened_at = black[0][0]
+    assert opened_at < published["wall0"] + 34.0                      # raised while the picture is black
+    assert [a["end_s"] for _, a in black if a["state"] == "ongoing"] == [15.0, 25.0]  # updated while it lasts
+    assert len({a["event_id"] for _, a in black}) == 1
+    print(f"open alert {opened_at - (published['wall0'] + 5.0):.2f} s after the black became reportable")
+    assert not [a for _, a in received if a["detector"] == "freeze"]  # one alarm: black, not also freeze
+    rows = table_rows(tmp_path / "sink")
+    freeze = [r for r in rows if r["detector"] == "freeze"]
+    assert freeze and all(json.loads(r["details"])["suppressed_by"]["detector"] == "black" for r in freeze)
+    assert [r["state"] for r in rows if r["detector"] == "black"] == ["closed"]
+
+
+def test_a_new_checkpoint_does_not_re_alert_old_events(spark, broker, tmp_path):
+    topics = ("replay.video", "replay.audio", "replay.alerts")
+    create_topics(broker.bootstrap, list(topics), partitions=1)
+    clip = black_clip(tmp_path / "short.mkv", 6, (2, 4))
+    hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    publish([str(clip)], ["cam"], PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0],
+                                                 audio_topic=topics[1], epoch=hour_ago))  # an hour-old recording
+    first = stream_args(broker.bootstrap, topics[:2], tmp_path / "sink", "--alerts-topic", topics[2],
+                        "--checkpoint", str(tmp_path / "ck1"), "--alert-max-age", str(2 * 3600))
+    run(first, spark=spark)      # a job that accepts alerts two hours old sends them ...
+    alerted = read_all(broker.bootstrap, [topics[2]])
+    assert {json.loads(a.value)["detector"] for a in alerted} >= {"black"}
+    second = stream_args(broker.bootstrap, topics[:2], tmp_path / "sink2", "--alerts-topic", topics[2],
+                         "--checkpoint", str(tmp_path / "ck2"))
+    run(second, spark=spark)     # ... a job on a new checkpoint, with the default limit (5 min), does not
+    again = [json.loads(a.value) for a in read_all(broker.bootstrap, [topics[2]])][len(alerted):]
+    assert again == []
+    assert {r["detector"] for r in table_rows(tmp_path / "sink2")} >= {"black"}  # every event is written
