@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 export AVWATCH_CACHE ?= $(CURDIR)/.cache
 export AVWATCH_STATE ?= $(CURDIR)/.avwatch
 
-.PHONY: install venv jars system-deps demo test bench clean
+.PHONY: install venv jars system-deps demo test test-fast bench clean
 
 install: venv jars                    ## the set-up alone: venv with pinned packages, jars resolved
 
@@ -32,6 +32,9 @@ demo: install                         ## start the local stack and run the main 
 
 test: install system-deps             ## the whole test suite (real Kafka, Spark, Delta)
 	$(BIN)/pytest
+
+test-fast: venv system-deps          ## the tests that need no JVM: no Kafka broker, no Spark (under 90 s)
+	$(BIN)/pytest -m "not spark and not kafka"
 
 bench: install system-deps            ## benchmarks against anchors -> docs/benchmarks.md and .json
 	$(BIN)/python bench/run.py

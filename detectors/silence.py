@@ -68,7 +68,7 @@ class Silence(RunDetector):
     channels at once, or one per channel; a run begins and ends to the sample inside a block."""
 
     name = "silence"
-    version = "1.0"
+    version = "1.1"  # 1.1: per-channel events carry the channel in their check (their identity)
     inputs = (AUDIO,)
     Options = SilenceOptions
     stage1_kind = AUDIO
@@ -135,5 +135,7 @@ class Silence(RunDetector):
                    "peak_dbfs": round(20 * math.log10(score), 2) if score > 0 else None,
                    "noise_db": round(20 * math.log10(amp), 2) if amp > 0 else None,
                    "channel": track if o.per_channel else "all"}
+        # per channel, the channel is part of the event's identity: two channels silent from the same
+        # instant are two events (two ids), not one reported twice
         return Event(self.name, float(start), float(end), score=float(score), threshold=amp, severity=MAJOR,
-                     details=details)
+                     check=f"channel {track}" if o.per_channel else "", details=details)

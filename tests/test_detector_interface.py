@@ -72,7 +72,7 @@ def test_a_changed_state_layout_restarts_that_detector_fresh(monkeypatch):
     state = analyzer.initial_state()
     state["detectors"]["freeze"].frames = 7          # something the old layout carried
     black_before = state["detectors"]["black"]
-    monkeypatch.setattr(REGISTRY["freeze"].State, "VERSION", 2)  # a new build changed freeze's state
+    monkeypatch.setattr(REGISTRY["freeze"].State, "VERSION", REGISTRY["freeze"].State.VERSION + 1)  # a new layout
     state = analyzer.reconcile(state)
     assert state["detectors"]["freeze"].frames == 0
     assert "changed" in state["cold"]["freeze"]["reason"] and "black" not in state["cold"]

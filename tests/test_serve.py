@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.kafka]
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "serve.alerts"
-NOW = datetime.now(timezone.utc)
 
 
 def jpeg(colour) -> bytes:
@@ -46,13 +45,14 @@ def footage(name: str, frame: int = 0) -> bytes:
     return out.getvalue()
 
 
-def event(stream: str, detector: str, start: float, state: str, evidence: bytes | None = None) -> dict:
-    t0 = NOW - timedelta(minutes=5)
+def event(stream: str, detector: str, start: float, state: str, now: datetime,
+          evidence: bytes | None = None) -> dict:
+    t0 = now - timedelta(minutes=5)
     return {"event_id": f"{stream}-{detector}-{start}", "stream_id": stream, "detector": detector,
             "detector_version": "1", "start_s": start, "end_s": start + 1.5,
             "start_time": t0 + timedelta(seconds=start), "end_time": t0 + timedelta(seconds=start + 1.5),
             "score": 0.98, "threshold": 0.5, "severity": "major", "details": json.dumps({"check": detector}),
-            "evidence": evidence, "run_id": "t", "detected_at": NOW, "state": state}
+            "evidence": evidence, "run_id": "t", "detected_at": now, "state": state}
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +60,18 @@ def sink(tmp_path_factory):
     """studio (live, an open black event), field (a file, a closed event), archive (ended), lobby (live, an
     open stall)."""
     sink = tmp_path_factory.mktemp("serve") / "sink"
-    rows = [event("studio", "black", 12.0, "open", jpeg((10, 10, 10))),
-            event("field", "blur", 3.0, "closed", footage("bikes", 40)),
-            event("archive", "silence", 40.0, "closed"),
-            event("lobby", "stall", 7.0, "ongoing", footage("bigbuckbunny", 60))]
+    now = datetime.now(timezone.utc)  # when the streams were last heard of: just now
+    rows = [event("studio", "black", 12.0, "open", now, jpeg((10, 10, 10))),
+            event("field", "blur", 3.0, "closed", now, footage("bikes", 40)),
+            event("archive", "silence", 40.0, "closed", now),
+            event("lobby", "stall", 7.0, "ongoing", now, footage("bigbuckbunny", 60))]
     merge_batch(str(sink / "anomaly_events"), rows, "serve-test", 0)
     stream_status.merge(str(sink), [
-        {"stream_id": "studio", "state": "live", "media_s": 300.0, "epoch": (NOW - timedelta(seconds=300)).isoformat(),
-         "last_record_at": NOW},
-        {"stream_id": "field", "state": "file", "media_s": 10.0, "epoch": NOW.isoformat(), "last_record_at": NOW},
-        {"stream_id": "archive", "state": "ended", "media_s": 60.0, "epoch": NOW.isoformat(), "last_record_at": NOW},
-        {"stream_id": "lobby", "state": "live", "media_s": 9.0, "epoch": NOW.isoformat(), "last_record_at": NOW}])
+        {"stream_id": "studio", "state": "live", "media_s": 300.0, "epoch": (now - timedelta(seconds=300)).isoformat(),
+         "last_record_at": now},
+        {"stream_id": "field", "state": "file", "media_s": 10.0, "epoch": now.isoformat(), "last_record_at": now},
+        {"stream_id": "archive", "state": "ended", "media_s": 60.0, "epoch": now.isoformat(), "last_record_at": now},
+        {"stream_id": "lobby", "state": "live", "media_s": 9.0, "epoch": now.isoformat(), "last_record_at": now}])
     return sink
 
 
@@ -192,7 +193,7 @@ def test_page_in_chromium_shows_a_new_alert_within_5_s(server, broker, tmp_path)
         assert images_ok == [64, 64, 64]
         # a defect published now: the alert reaches the page through Kafka and server-sent events
         alert = {k: (v.isoformat() if hasattr(v, "isoformat") else v)
-                 for k, v in event("studio", "freeze", 20.0, "open").items() if k != "evidence"}
+                 for k, v in event("studio", "freeze", 20.0, "open", datetime.now(timezone.utc)).items() if k != "evidence"}
         alert["details"] = json.loads(alert["details"])
         prod = producer(broker.bootstrap)
         sent = time.monotonic()
