@@ -33,8 +33,8 @@ demo: install                         ## start the local stack and run the main 
 test: install system-deps             ## the whole test suite (real Kafka, Spark, Delta)
 	$(BIN)/pytest
 
-test-fast: venv system-deps          ## the tests that need no JVM: no Kafka broker, no Spark (under 90 s)
-	$(BIN)/pytest -m "not spark and not kafka"
+test-fast: venv system-deps          ## no JVM (no Kafka, no Spark) and no footage/oracle tier: under 90 s
+	$(BIN)/pytest -m "not spark and not kafka and not footage"
 
 bench: install system-deps            ## benchmarks against anchors -> docs/benchmarks.md and .json
 	$(BIN)/python bench/run.py

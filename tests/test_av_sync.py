@@ -35,6 +35,8 @@ from detectors.features import AudioBlocks, Features, stage1
 from schemas.records import AUDIO_SEGMENT, VIDEO_SEGMENT
 from tests.media import ffmpeg, read_audio, read_rgb_frames, real_clip, speech, write_clip
 
+pytestmark = pytest.mark.footage  # real footage and FFmpeg oracle comparisons: the slower tier
+
 RATE = 48000
 FPS = 25
 # thresholds at zero: every estimate beyond +-0 ms becomes an event carrying offset_ms (to read estimates)

@@ -20,6 +20,9 @@ from tests.video_clips import (FRAME, analyze, clip_frames, corrupt_packets, dea
                                ffmpeg_frame_values, keyframe_indices, noise_bsf_packets, picture_types, spans,
                                starve)
 
+pytestmark = pytest.mark.footage  # real footage and FFmpeg oracle comparisons: the slower tier
+
+
 GOP = 50  # a keyframe every 2 s
 SIZES = {"bigbuckbunny": (640, 360)}  # the animation at half size keeps the test run short
 

@@ -21,6 +21,8 @@ from detectors.loudness import Loudness, LoudnessOptions, integrated_loudness, m
 from tests.media import ffmpeg, real_clip, speech, write_clip
 from tests.test_audio_detectors import run, split_at, stream_features
 
+pytestmark = pytest.mark.footage  # real footage and FFmpeg oracle comparisons: the slower tier
+
 RATE = 48000
 
 

@@ -18,6 +18,9 @@ from detectors.solid_color import SolidColorOptions, dominant_color, luma_covera
 from tests.video_clips import (FRAME, analyze, blur_frames, clip_frames, encode, features_of, ffmpeg_frame_values,
                                lavfi_frames, spans)
 
+pytestmark = pytest.mark.footage  # real footage and FFmpeg oracle comparisons: the slower tier
+
+
 W, H = 640, 272  # bikes' own size; the other sources are scaled to it where they are spliced in
 
 
