@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 import pyarrow as pa
 
 from avwatch.errors import AvwatchError
+from avwatch.sql import quote_list, time_literal
 from detectors.events import latest_reports
 from schemas.records import ANOMALY_EVENT
 
@@ -49,13 +50,8 @@ def dedupe_events(rows: list[dict]) -> list[dict]:
     return sorted(latest_reports(rows), key=lambda r: (r["stream_id"], r["start_s"], r["detector"]))
 
 
-def sql_list(values) -> str:
-    """'a', 'b' for an SQL IN list (quotes doubled)."""
-    return ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
-
-
-def sql_time(value: datetime) -> str:
-    return "'" + value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f") + "'"
+sql_list = quote_list    # the SQL helpers of avwatch/sql.py, under the names this module's callers use
+sql_time = time_literal
 
 
 def range_predicate(streams=None, detectors=None, start: datetime | None = None, end: datetime | None = None) -> str:

@@ -89,7 +89,7 @@ def _load_features(sink, streams: list[str]):
     from deltalake import DeltaTable
 
     path = table_path(sink, FRAME_FEATURES)
-    if not (path / "_delta_log").is_dir():
+    if isinstance(path, Path) and not (path / "_delta_log").is_dir():
         return None, "no frame_features table in this sink (the stream job writes one with --features)"
     if not streams:
         return None, "frame_features table present"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from avwatch.errors import AvwatchError
+from avwatch.errors import AvwatchError, no_table
+from avwatch.locations import join_uri, local_path
 from schemas.records import RecordType
 
 EVENTS = "anomaly_events"
@@ -19,8 +20,13 @@ DEAD_LETTER = "dead_letter"
 FRAME_FEATURES = "frame_features"
 
 
-def table_path(sink: str | Path, name: str) -> Path:
-    return Path(sink).expanduser().resolve() / name
+def table_path(sink: str | Path, name: str) -> Path | str:
+    """Where the sink's table `name` lives: a local Path (a folder or a file:// URI), else the URI joined
+    as a URI (s3://bucket/x keeps its authority), which delta-rs opens as it is."""
+    local = local_path(str(sink))
+    if local is None:
+        return join_uri(str(sink), name)
+    return Path(local).expanduser().resolve() / name
 
 
 def write_events_replacing(sink: str | Path, rows: list[dict], stream_ids: list[str],
@@ -42,8 +48,7 @@ def read_table(sink: str | Path, name: str = EVENTS, version: int | None = None)
     try:
         table = DeltaTable(str(path), version=version)
     except TableNotFoundError:
-        raise AvwatchError(f"no {name} table under {Path(sink)} (looked in {path}); run `avwatch analyze "
-                           f"MEDIA --sink {sink}` or the stream job first") from None
+        raise no_table(sink, name, path) from None
     except Exception as exc:  # delta-rs raises plain exceptions for a bad version
         if version is not None:
             raise AvwatchError(f"cannot read version {version} of {path}: {exc}") from None

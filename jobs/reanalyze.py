@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from avwatch.errors import AvwatchError
+from avwatch.sql import timestamp_text
 from jobs.publish_args import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
 
 log = logging.getLogger("avwatch.reanalyze")
@@ -89,8 +90,7 @@ def run_id_for(start: datetime, end: datetime, streams: list[str] | None, config
 FEATURE_SEGMENT_FRAMES = 250  # frames per segment rebuilt from the frame_features table
 
 
-def _ts(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+_ts = timestamp_text  # avwatch/sql.py: SQL timestamp text in UTC
 
 
 # -- stage 2 over a range -----------------------------------------------------------------------------

@@ -74,3 +74,19 @@ def test_a_defect_shorter_than_its_minimum_raises_nothing(tmp_path):
         frames[i] = np.zeros_like(frames[i])
     result = analyze_source(str(write_clip(tmp_path / "short.mkv", frames, FPS)), DetectorConfig.build(["black"]))
     assert result.reports == []
+
+
+def test_the_sink_alerts_each_state_change_once_in_order_and_skips_what_stage2_held_back():
+    from jobs.sinks import alert_reports
+
+    def report(event_id, state, end, alert=True, start=1.0):
+        return {"event_id": event_id, "stream_id": "s", "detector": "black", "detector_version": "1",
+                "start_s": start, "end_s": end, "start_time": None, "end_time": None, "score": 1.0,
+                "threshold": 0.5, "severity": "major", "details": "{}", "evidence": None, "run_id": "r",
+                "detected_at": None, "state": state, "alert": alert}
+
+    reports = [report("a", "closed", 9.0), report("a", "open", 2.0), report("a", "ongoing", 5.0),
+               report("a", "open", 2.0),                                   # the same report twice (a replay)
+               report("b", "closed", 3.0, alert=False, start=0.5)]         # suppressed or history
+    assert [(r["event_id"], r["state"], r["end_s"]) for r in alert_reports(reports)] == [
+        ("a", "open", 2.0), ("a", "ongoing", 5.0), ("a", "closed", 9.0)]

@@ -299,3 +299,20 @@ def test_locations_are_joined_as_uris():
     assert join_uri("file:///tmp/sink/", "anomaly_events") == "file:///tmp/sink/anomaly_events"
     assert join_uri("/data/sink", "anomaly_events") == "/data/sink/anomaly_events"
     assert local_path("file:///tmp/a%20b") == "/tmp/a b" and local_path("s3a://b/x") is None
+
+
+def test_event_ids_tell_publications_apart_and_repeat_within_one():
+    from detectors.events import event_id
+
+    one = event_id("cam", "black", "", 4.0, "pub-1")
+    assert one == event_id("cam", "black", "", 4.0004, "pub-1")       # same publication, same ms: same id
+    assert one != event_id("cam", "black", "", 4.0, "pub-2")          # a republished stream id: a new id
+    assert one != event_id("cam", "black", "channel 1", 4.0, "pub-1")  # another check: another event
+    assert event_id("cam", "black", "", 4.0) != one                    # no publication known: its own id
+
+
+def test_sink_tables_are_found_under_uris(tmp_path):
+    from avwatch.sink import table_path
+
+    assert table_path(f"file://{tmp_path}", "anomaly_events") == tmp_path / "anomaly_events"
+    assert table_path("s3a://bucket/sink", "anomaly_events") == "s3a://bucket/sink/anomaly_events"

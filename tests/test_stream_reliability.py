@@ -243,6 +243,9 @@ def test_a_restart_with_other_detectors_on_file_uris_keeps_streams_running(spark
     assert len(black) == 1 and "added to the job" in json.loads(black[0]["details"])["cold_start"]["reason"]
     assert [r["detector"] for r in rows if r["detector"] == "silence"] == ["silence"]
     assert not (tmp_path / "file:").exists() and not list(Path(".").glob("file:*"))
+    from avwatch.sink import read_events
+
+    assert set(read_events(sink)["event_id"]) == {r["event_id"] for r in rows}  # `avwatch events` on the URI
 
 
 def test_a_republished_stream_id_keeps_both_publications_events(spark, broker, clip, tmp_path):
@@ -291,7 +294,7 @@ def test_state_returns_to_where_it_started_when_streams_end_or_vanish(spark, bro
                        "--idle-state-ttl", "6", "--stall-timeout", "1")
     args.until_idle = False
     args.trigger = 0.5
-    args.timeout = 40.0
+    args.timeout = 32.0
     try:
         summary = run(args, spark=spark)
     finally:
