@@ -14,22 +14,9 @@ import json
 from datetime import datetime, timezone
 
 from avwatch.sink import EVENTS, FRAME_FEATURES, table_path
+from detectors.events import event_state
 
 OPEN_STATES = ("open", "ongoing")
-
-
-def event_state(row: dict) -> str:
-    """open | ongoing | closed: the row's `state`, else details.ongoing -> ongoing, else closed."""
-    state = row.get("state")
-    if state in ("open", "ongoing", "closed"):
-        return state
-    details = row.get("details")
-    if isinstance(details, str):
-        try:
-            details = json.loads(details)
-        except ValueError:
-            details = {}
-    return "ongoing" if isinstance(details, dict) and details.get("ongoing") else "closed"
 
 
 def _iso(value) -> str | None:

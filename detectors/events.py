@@ -9,6 +9,7 @@ second publication's events must not overwrite the first's.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timedelta, timezone
 
 from detectors.base import Event
@@ -24,6 +25,21 @@ def event_id(stream_id: str, detector: str, check: str, start_s: float, publicat
 
 
 STATE_RANK = {"open": 0, "ongoing": 1, "closed": 2, None: 2}
+
+
+def event_state(row: dict) -> str:
+    """open | ongoing | closed of an event row or alert: its `state`; rows written before v2 have none (a
+    stall's provisional report then said details.ongoing)."""
+    state = row.get("state")
+    if state in STATE_RANK and state is not None:
+        return state
+    details = row.get("details")
+    if isinstance(details, str):
+        try:
+            details = json.loads(details)
+        except ValueError:
+            details = {}
+    return "ongoing" if isinstance(details, dict) and details.get("ongoing") else "closed"
 
 
 def latest_reports(rows: list[dict]) -> list[dict]:
@@ -73,7 +89,5 @@ def event_row(stream_id: str, version: str, event: Event, epoch: str | datetime 
 
 
 def _with_check(event: Event) -> str:
-    import json
-
     return json.dumps({"check": event.check, **event.details}, sort_keys=True,
                       default=lambda v: v.item() if hasattr(v, "item") else str(v))

@@ -40,6 +40,7 @@ from email.utils import parsedate_to_datetime
 import pyarrow as pa
 
 from avwatch.errors import AvwatchError
+from detectors.events import event_state
 
 log = logging.getLogger("avwatch.webhooks")
 
@@ -56,21 +57,6 @@ RETRIED_STATUS = {408, 425, 429}
 
 class WebhooksNotDelivered(AvwatchError):
     """A batch's webhook deliveries did not all succeed within the retry budget: the batch fails."""
-
-
-def event_state(alert: dict) -> str:
-    """open | ongoing | closed: the alert's `state` when it carries one, else `details.ongoing` -> ongoing,
-    else closed (a final report of the event)."""
-    state = alert.get("state")
-    if state in STATES:
-        return state
-    details = alert.get("details")
-    if isinstance(details, str):
-        try:
-            details = json.loads(details)
-        except ValueError:
-            details = {}
-    return "ongoing" if isinstance(details, dict) and details.get("ongoing") else "closed"
 
 
 def sign(body: bytes, secret: str) -> str:
