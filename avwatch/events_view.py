@@ -6,7 +6,7 @@ import re
 import sys
 from datetime import datetime, timedelta, timezone
 
-from avwatch.errors import AvwatchError
+from avwatch.errors import OptionError
 from avwatch.sink import read_events
 from avwatch.times import parse_iso_time
 
@@ -25,7 +25,7 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     try:
         return parse_iso_time(text)
     except ValueError:
-        raise AvwatchError(f"--since takes a duration such as 24h, 30m, 2d, or an ISO time; got {text!r}") from None
+        raise OptionError("since", f"takes a duration such as 24h, 30m, 2d, or an ISO time; got {text!r}") from None
 
 
 def print_events(args, out=None) -> int:

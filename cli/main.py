@@ -41,7 +41,7 @@ def user_error(exc: BaseException) -> AvwatchError | None:
     if isinstance(exc, OptionError):
         from jobs.publish_args import FLAGS
 
-        return exc.renamed(FLAGS.get(exc.option, exc.option))
+        return exc.renamed(FLAGS.get(exc.option, "--" + exc.option.replace("_", "-")))
     if isinstance(exc, AvwatchError):
         return exc
     config = sys.modules.get("detectors.config")  # loaded if a detector config was read (not for --help)
