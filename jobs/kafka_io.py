@@ -75,10 +75,31 @@ def _tls_problem(bootstrap: str, client_config: dict | None) -> str | None:
         return f"cannot reach {host}:{port} ({exc})"
 
 
+def _refuse_fast(bootstrap: str, client_config: dict | None) -> None:
+    """When every bootstrap address refuses a TCP connection outright, say so now: kafka-python would spend
+    its whole bootstrap timeout (15 s) retrying an address where nothing listens."""
+    import socket
+
+    errors = []
+    for address in [a.strip() for a in bootstrap.split(",") if a.strip()]:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=2):
+                return
+        except ConnectionRefusedError as exc:
+            errors.append(exc)
+        except (OSError, ValueError):
+            return  # unreachable for another reason (slow network, a name to resolve): let the client try
+    if errors:
+        raise _no_broker(bootstrap, client_config, errors[-1])
+
+
 def admin_client(bootstrap: str, client_config: dict | None = None, **overrides):
     """A kafka-python admin client with the --kafka-config settings."""
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
+
+    _refuse_fast(bootstrap, client_config)
 
     settings = dict(bootstrap_servers=bootstrap, request_timeout_ms=15000, client_id="avwatch-admin")
     settings.update(python_client_args(client_config))
@@ -143,6 +164,7 @@ def producer(bootstrap: str, client_config: dict | None = None, **overrides):
     settings.update(python_client_args(client_config))
     settings.update(overrides)
     try:
+        _refuse_fast(bootstrap, client_config)
         return KafkaProducer(**settings)
     except KafkaError as exc:
         raise _no_broker(bootstrap, client_config, exc) from None

@@ -110,7 +110,7 @@ def mixed_run(spark, broker, clips, tmp_path_factory):
     send_segments(broker.bootstrap, topics, [s for s in late if s is not held])
 
     sink = tmp_path_factory.mktemp("mixed")
-    args = stream_args(broker.bootstrap, topics, sink, "--max-offsets-per-trigger", "30", "--lateness", "5",
+    args = stream_args(broker.bootstrap, topics, sink, "--max-offsets-per-trigger", "60", "--lateness", "5",
                        "--alerts-topic", "mixed.alerts", "--features")
     summary = run(args, spark=spark)
     send_segments(broker.bootstrap, topics, [held])   # 8 s late: beyond the allowed 5 s
