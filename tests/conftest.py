@@ -34,16 +34,38 @@ def free_port_pair() -> int:
     raise RuntimeError("no two consecutive free ports on 127.0.0.1")
 
 
-@pytest.fixture(scope="session")
-def broker():
-    """A running single-node Kafka broker for the whole session: yields the Stack."""
+def running_broker(prefix: str = "avwatch-test-broker-"):
+    """A generator for broker fixtures: the project's own single-node broker on free loopback ports with
+    its state in a new temporary folder, stopped and purged afterwards."""
     from avwatch.stack import Stack
 
-    root = Path(tempfile.mkdtemp(prefix="avwatch-test-broker-"))
-    stack = Stack.at(root, free_port_pair())
+    stack = Stack.at(Path(tempfile.mkdtemp(prefix=prefix)), free_port_pair())
     stack.up(echo=lambda *_: None)
     yield stack
     stack.down(purge=True, echo=lambda *_: None)
+
+
+def write_in_background(sink, df, batch_id: int):
+    """Start sink.write_batch(df, batch_id) on a thread; returns (thread, the exceptions it raised)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def write():
+        try:
+            sink.write_batch(df, batch_id)
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread, errors
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """A running single-node Kafka broker for the whole session: yields the Stack."""
+    yield from running_broker()
 
 
 @pytest.fixture(scope="session")

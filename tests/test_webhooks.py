@@ -18,7 +18,7 @@ from jobs.sinks import BatchSink
 from jobs.spark_schemas import arrow_to_spark
 from jobs.stream_stages import STAGE2_SCHEMA
 from jobs.webhooks import (SIGNATURE_HEADER, WebhookTarget, event_state, payload, sign, target_id, verify)
-from tests.conftest import free_port_pair
+from tests.conftest import free_port_pair, write_in_background
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 
@@ -131,17 +131,8 @@ def test_receiver_down_for_a_while_gets_every_state_once(spark, broker, receiver
 
         # the receiver goes down; a batch closes one event and opens another; it waits, then delivers
         receiver.stop()
-        errors: list[BaseException] = []
         second = reports(spark, "a", [(1.0, "closed"), (9.0, "open")])
-
-        def write():
-            try:
-                sink.write_batch(second, 1)
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append(exc)
-
-        writer = threading.Thread(target=write)
-        writer.start()
+        writer, errors = write_in_background(sink, second, 1)
         time.sleep(4)
         assert writer.is_alive() and not errors          # still retrying, the batch neither failed nor gave up
         receiver.start()
