@@ -6,6 +6,7 @@ so every clip carries its exact ground truth. Nothing large is committed to the 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -61,11 +62,14 @@ def read_audio(path: str | Path, rate: int = 48000, layout: str = "stereo") -> n
 def write_clip(path: str | Path, frames: Iterable[np.ndarray] | None = None, fps: int | Fraction = 25,
                audio: np.ndarray | None = None, rate: int = 48000, vcodec: str = "libx264",
                acodec: str | None = None, crf: int = 18, gop: int | None = None,
-               pts: list[int] | None = None, audio_offset_s: float = 0.0) -> Path:
+               pts: list[int] | None = None, audio_offset_s: float = 0.0,
+               audio_gaps: list[tuple[float, float]] = ()) -> Path:
     """Encode RGB frames (and float32 audio, (n, ch) in [-1, 1]) into a file.
 
     pts: optional explicit frame PTS in units of 1/fps (to drop or repeat timestamps on purpose).
     audio_offset_s: the audio stream starts this much after the video (negative: before).
+    audio_gaps: (start_s, end_s) stretches of the audio that are not written at all (a hole in its
+      timestamps, as a dropped audio packet leaves), in whole 1024-sample frames.
     acodec: default pcm_s16le for .mkv/.mov (exact samples), aac otherwise.
     """
     path = Path(path)
@@ -98,6 +102,9 @@ def write_clip(path: str | Path, frames: Iterable[np.ndarray] | None = None, fps
         def push_audio(until_s: float):
             nonlocal audio_pos
             while as_ is not None and audio_pos < len(audio) and (a_start + audio_pos) / rate <= until_s:
+                if any(a <= audio_pos / rate < b for a, b in audio_gaps):
+                    audio_pos += chunk
+                    continue
                 block = np.ascontiguousarray(audio[audio_pos:audio_pos + chunk].T.astype(np.float32))
                 fmt = "fltp"
                 af = av.AudioFrame.from_ndarray(block, format=fmt, layout=as_.layout.name)
@@ -223,9 +230,15 @@ def studio_feed(folder: Path) -> SampleClip:
     loud = slice(int(5.0 * 48000), int(5.6 * 48000))
     audio[loud] = np.clip(audio[loud] * 40.0, -1.0, 1.0)   # +32 dB into full scale
     injected.append(Injected("clipping", 5.0, 5.6, "gain error into full scale"))
+    audio[int(6.4 * 48000):int(7.6 * 48000), 1] = 0.0
+    injected.append(Injected("channel_loss", 6.4, 7.6, "right channel dead"))
+    inverted = slice(int(7.8 * 48000), int(9.9 * 48000))
+    audio[inverted, 1] = -audio[inverted, 0]
+    injected.append(Injected("phase", 7.8, 9.9, "right channel's polarity inverted"))
     path = write_clip(folder / "studio_feed.mkv", frames, fps, audio=audio)
     return SampleClip("studio_feed", path, injected, "bikes.mp4 with black, freeze, blue screen, bars; "
-                                                     "tone with a mute and a clipped burst")
+                                                     "tone with a mute, a clipped burst, a dead right channel "
+                                                     "and an inverted one")
 
 
 def field_camera(folder: Path) -> SampleClip:
@@ -238,10 +251,14 @@ def field_camera(folder: Path) -> SampleClip:
         if 125 <= i < 175:                                      # focus lost 5.0 .. 7.0 s
             f = cv2.GaussianBlur(f, (0, 0), 3.0)
         out.append(f)
-    path = write_clip(folder / "field_camera.mkv", out, 25, pts=keep)
+    gap = (3.2, 4.0)                                            # audio packets lost 3.2 .. 4.0 s
+    audio = _tone(8.0, 0.077)                                   # about -23 LUFS: on target
+    path = write_clip(folder / "field_camera.mkv", out, 25, pts=keep, audio=audio, audio_gaps=[gap])
+    start, end = (round(math.ceil(x * 48000 / 1024) * 1024 / 48000, 6) for x in gap)  # whole audio frames
     return SampleClip("field_camera", path, [Injected("frame_drop", 2.4, 2.6, "5 frames lost"),
-                                             Injected("blur", 5.0, 7.0, "focus lost")],
-                      "bikes.mp4 with 5 frames dropped and 2 s of blur")
+                                             Injected("blur", 5.0, 7.0, "focus lost"),
+                                             Injected("audio_gap", start, end, "audio packets lost")],
+                      "bikes.mp4 with 5 frames dropped and 2 s of blur; a tone with 0.8 s of audio missing")
 
 
 def sync_test(folder: Path, audio_delay_s: float = 0.2, seconds: int = 12) -> SampleClip:

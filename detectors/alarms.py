@@ -32,7 +32,7 @@ from detectors.base import CLOSED, ONGOING, OPEN, Event
 
 # root cause -> the detectors it implies (and so suppresses while both last)
 SUPPRESSION_RULES: dict[str, tuple[str, ...]] = {
-    "stall": ("black", "freeze", "silence"),          # no picture at all
+    "stall": ("black", "freeze", "silence", "audio_gap"),  # no media at all
     "black": ("freeze", "blur"),
     "solid_color": ("freeze", "blur"),
     "colorbars": ("freeze", "blur"),

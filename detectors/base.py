@@ -282,6 +282,17 @@ class Detector(ABC):
         return None
 
 
+REPORTABLE_AFTER = "reportable_after_s"  # details key of detectors that gather an event from several findings
+
+
+def gathered_reportable_after(event: Event) -> float | None:
+    """reportable_after of a detector that gathers findings into an event (clipping runs, frame-drop gaps,
+    blocky frames): the event becomes reportable when its findings first meet the detector's rule, which
+    is no fixed duration, so the closed event carries that point in its details (REPORTABLE_AFTER)."""
+    value = event.details.get(REPORTABLE_AFTER)
+    return None if value is None else float(value)
+
+
 def rows_end(kind: str, rows) -> float:
     """Media time (s) where the last of these feature rows ends: its frame's or 10 ms block's end."""
     if kind == VIDEO:

@@ -50,7 +50,8 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from detectors.base import MAJOR, MINOR, VIDEO, Detector, Event, Options, Run, State, option
+from detectors.base import (MAJOR, MINOR, REPORTABLE_AFTER, VIDEO, Detector, Event, Options, Run, State,
+                            gathered_reportable_after, option)
 from schemas.records import BLOCK_REGIONS
 
 GRID = 8
@@ -264,6 +265,7 @@ class Blockiness(Detector):
                 extra["blocky_keyframes"] += int(bool(rows["keyframe"][k]))
                 extra["peak_excess"] = max(extra["peak_excess"], float(np.max(excess[blocky_regions])))
                 state.last_on = t + dur
+                self._note_reportable(state)
                 # lasting blockiness slowly becomes the region's normal
                 state.baseline = (base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)).tolist()
             elif run.start is None:  # a clean frame outside any event teaches both baselines
@@ -271,11 +273,36 @@ class Blockiness(Detector):
                 state.hist = _add_to_hist(np.asarray(state.hist), r[valid], decay).tolist()
         return events
 
+    def _min_duration(self, kind: str) -> float:
+        o = self.options
+        return o.min_duration_s if kind == "corruption" else o.compression_min_duration_s
+
+    def _note_reportable(self, state: BlockinessState) -> None:
+        """The first blocky frame at which the run is a defect (not weak, lasted its kind's minimum): the
+        alarm is raised there, and the kind is settled (it is part of the alarm's identity)."""
+        extra = state.run.extra
+        if "reportable_at" in extra or self._weak(state):
+            return
+        kind = self._kind(state)
+        if state.last_on - state.run.start >= self._min_duration(kind) - 1e-9:
+            extra["reportable_at"], extra["kind"] = state.last_on, kind
+
+    def open_events(self, state: BlockinessState) -> list[Event]:
+        run = state.run
+        if run.start is None or "reportable_at" not in run.extra:
+            return []
+        return [self._event(run.start, run.extra["reportable_at"], run, state.last_on)]
+
+    def reportable_after(self, event: Event) -> float | None:
+        return gathered_reportable_after(event)
+
     def _kind(self, state: BlockinessState) -> str:
         """compression: the blocks survive a keyframe, so they are in the encoding itself (a starved encoder);
         corruption: they do not (damage propagated by prediction is repaired by a keyframe), or the decoder
-        flagged a frame."""
+        flagged a frame. Settled once the run is reportable."""
         extra = state.run.extra
+        if "kind" in extra:
+            return extra["kind"]
         return "compression" if extra["blocky_keyframes"] and not extra["errors"] else "corruption"
 
     def _ended(self, state: BlockinessState, t: float, keyframe: bool, blocky: bool) -> bool:
@@ -313,31 +340,36 @@ class Blockiness(Detector):
         return extra["blocky"] < o.min_blocky_frames and extra["peak_excess"] < o.strong_factor and not extra["errors"]
 
     def _close(self, state: BlockinessState, end_s: float | None = None) -> list[Event]:
-        o = self.options
         run = state.run
         kind = self._kind(state)
         end, state.end_at = state.end_at, None
         if end is None:
             end = state.last_on if end_s is None or kind == "compression" else min(end_s, state.last_on)
-        extra = dict(run.extra)
-        n_frames = extra["blocky"]
         last_on = state.last_on
         weak = self._weak(state)
-        closed = run.off(end, o.min_duration_s if kind == "corruption" else o.compression_min_duration_s)
+        closed = run.off(end, self._min_duration(kind))
         state.last_on = None
         if closed is None or weak:
             return []
         start, end, snap = closed
-        peak = snap.peak
+        return [self._event(start, end, snap, last_on)]
+
+    def _event(self, start: float, end: float, run: Run, last_on: float) -> Event:
+        o = self.options
+        extra = run.extra
+        kind = extra.get("kind") or ("compression" if extra["blocky_keyframes"] and not extra["errors"]
+                                     else "corruption")
         regions = [i for i in range(32) if extra["regions"] >> i & 1]
-        return [Event(self.name, start, end, score=round(peak, 6), threshold=o.ratio_threshold,
-                      severity=MAJOR if kind == "corruption" else MINOR, check=kind,
-                      details={"duration_s": round(end - start, 3), "peak_ratio": round(peak, 3),
-                               "peak_excess": round(extra["peak_excess"], 3), "regions": regions,
-                               "blocky_frames": n_frames, "decode_errors": extra["errors"],
-                               "median_region_share": round(float(np.median(extra["shares"])), 3),
-                               "held_to_keyframe": bool(end > last_on + 1e-9)},
-                      evidence=snap.evidence)]
+        details = {"duration_s": round(end - start, 3), "peak_ratio": round(run.peak, 3),
+                   "peak_excess": round(extra["peak_excess"], 3), "regions": regions,
+                   "blocky_frames": extra["blocky"], "decode_errors": extra["errors"],
+                   "median_region_share": round(float(np.median(extra["shares"])), 3),
+                   "held_to_keyframe": bool(end > last_on + 1e-9)}
+        if "reportable_at" in extra:
+            details[REPORTABLE_AFTER] = extra["reportable_at"] - start
+        return Event(self.name, start, end, score=round(run.peak, 6), threshold=o.ratio_threshold,
+                     severity=MAJOR if kind == "corruption" else MINOR, check=kind, details=details,
+                     evidence=run.evidence)
 
     def finish(self, state: BlockinessState, end_s: float) -> list[Event]:
         if state.run.start is None:

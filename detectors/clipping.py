@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from detectors.base import AUDIO, MINOR, Event, Options, Run, RunDetector, RunState, option
+from detectors.base import (AUDIO, MINOR, REPORTABLE_AFTER, Event, Options, Run, RunDetector, RunState,
+                            gathered_reportable_after, option)
 from detectors.segments import AudioBlocks
 from detectors.table import Features
 
@@ -155,11 +156,17 @@ class Clipping(RunDetector):
         state.rate = int(rows["rate"][-1])
         return super().process(state, kind, rows)
 
-    def open_events(self, state) -> list[Event]:
-        return []  # runs are merged into events when they close: clipping is reported at its end
+    def open_events(self, state: ClippingState) -> list[Event]:
+        """The event being gathered, once one channel has min_runs runs (raised at the end of the run that
+        made it so) and no run still going on began before it (which would move its start, so its id)."""
+        ev = state.event
+        if ev is None or "reportable" not in ev or any(r.start is not None and r.start < ev["start"]
+                                                       for r in state.runs):
+            return []
+        return [self._event(ev, ev["reportable"], state.rate or 1)]
 
     def reportable_after(self, event: Event) -> float | None:
-        return None
+        return gathered_reportable_after(event)
 
     def end_of_stream(self, state: ClippingState, end_s: float) -> float:
         return state.seen_end if state.seen_end is not None else float(end_s)
@@ -215,20 +222,25 @@ class Clipping(RunDetector):
         ev["runs"][c] += runs
         ev["longest"] = max(ev["longest"], longest)
         ev["samples"][c] += samples
+        if "reportable" not in ev and ev["runs"][c] >= self.options.min_runs:
+            ev["reportable"] = end
         return events
 
     def _emit(self, state: ClippingState) -> list[Event]:
         ev, state.event = state.event, None
-        o = self.options
-        if ev is None or max(ev["runs"]) < o.min_runs:
+        if ev is None or "reportable" not in ev:  # fewer than min_runs runs in every channel
             return []
-        rate = state.rate or 1
-        duration = ev["end"] - ev["start"]
+        return [self._event(ev, ev["end"], state.rate or 1)]
+
+    def _event(self, ev: dict, end: float, rate: int) -> Event:
+        o = self.options
+        duration = end - ev["start"]
         span = max(duration * rate, 1.0) * len(ev["samples"])
         clipped = sum(ev["samples"])
         details = {"duration_s": round(duration, 6), "clipped_share": round(clipped / span, 6),
                    "clipped_samples": clipped, "clipped_samples_per_channel": list(ev["samples"]),
                    "channels": [c for c, v in enumerate(ev["samples"]) if v], "runs_per_channel": list(ev["runs"]),
-                   "longest_run_samples": ev["longest"], "clip_level_dbfs": round(20 * math.log10(o.clip_level), 4)}
-        return [Event(self.name, float(ev["start"]), float(ev["end"]), score=float(ev["longest"]),
-                      threshold=float(o.min_run), severity=MINOR, details=details)]
+                   "longest_run_samples": ev["longest"], "clip_level_dbfs": round(20 * math.log10(o.clip_level), 4),
+                   REPORTABLE_AFTER: ev["reportable"] - ev["start"]}
+        return Event(self.name, float(ev["start"]), float(end), score=float(ev["longest"]),
+                     threshold=float(o.min_run), severity=MINOR, details=details)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from detectors.base import MINOR, MAJOR, VIDEO, Detector, Event, Options, State, option
+from detectors.base import (MAJOR, MINOR, REPORTABLE_AFTER, VIDEO, Detector, Event, Options, State,
+                            gathered_reportable_after, option)
 from detectors.table import Features
 
 
@@ -69,20 +70,36 @@ class FrameDrop(Detector):
             opened["gaps"] += 1
             if what not in opened["kinds"]:
                 opened["kinds"].append(what)
+        opened = state.open
+        if "reportable_at" not in opened and self._qualifies(opened):
+            opened["reportable_at"] = end  # the gap that made it a drop worth reporting ends here
+
+    def _qualifies(self, opened: dict) -> bool:
+        return opened["missing"] >= self.options.min_missing or any(k != "gap" for k in opened["kinds"])
+
+    def open_events(self, state: FrameDropState) -> list[Event]:
+        """Drops going on (more may merge into the event) that are already worth reporting: raised at once."""
+        opened = state.open
+        if opened is None or "reportable_at" not in opened:
+            return []
+        return [self._event(opened, opened["reportable_at"])]
+
+    def reportable_after(self, event: Event) -> float | None:
+        return gathered_reportable_after(event)
 
     def _close(self, state: FrameDropState) -> list[Event]:
         opened, state.open = state.open, None
-        if opened is None:
+        if opened is None or not self._qualifies(opened):
             return []
-        timing = [k for k in opened["kinds"] if k != "gap"]
-        if opened["missing"] < self.options.min_missing and not timing:
-            return []
-        return [Event(self.name, opened["start"], opened["end"], score=float(opened["ratio"]),
-                      threshold=self.options.gap_factor,
-                      severity=MAJOR if opened["missing"] >= 10 else MINOR,
-                      details={"missing_frames": opened["missing"], "gaps": opened["gaps"],
-                               "kinds": opened["kinds"], "max_step_frames": round(opened["ratio"], 3)},
-                      evidence=opened["evidence"])]
+        return [self._event(opened, opened["end"])]
+
+    def _event(self, opened: dict, end: float) -> Event:
+        details = {"missing_frames": opened["missing"], "gaps": opened["gaps"], "kinds": list(opened["kinds"]),
+                   "max_step_frames": round(opened["ratio"], 3),
+                   REPORTABLE_AFTER: opened["reportable_at"] - opened["start"]}
+        return Event(self.name, opened["start"], end, score=float(opened["ratio"]),
+                     threshold=self.options.gap_factor, severity=MAJOR if opened["missing"] >= 10 else MINOR,
+                     details=details, evidence=opened["evidence"])
 
     def finish(self, state: FrameDropState, end_s: float) -> list[Event]:
         return self._close(state)

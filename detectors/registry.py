@@ -6,8 +6,8 @@ here. Names are short, lower case, and used verbatim in the events table, the co
 """
 from __future__ import annotations
 
-from detectors import (av_sync, black, blockiness, blur, clipping, colorbars, frame_drop, freeze, loudness,
-                       silence, solid_color, stall)
+from detectors import (audio_gap, av_sync, black, blockiness, blur, channel_loss, clipping, colorbars, frame_drop, freeze,
+                       loudness, phase, silence, solid_color, stall)
 from detectors.base import Detector
 
 REGISTRY: dict[str, type[Detector]] = {
@@ -21,6 +21,9 @@ REGISTRY: dict[str, type[Detector]] = {
     "stall": stall.Stall,
     "silence": silence.Silence,
     "clipping": clipping.Clipping,
+    "channel_loss": channel_loss.ChannelLoss,
+    "phase": phase.Phase,
+    "audio_gap": audio_gap.AudioGap,
     "loudness": loudness.Loudness,
     "av_sync": av_sync.AvSync,
 }

@@ -1,21 +1,24 @@
-"""foreachBatch sink of the streaming job: the Delta tables exactly once, then the alerts once per batch.
+"""foreachBatch sink of the streaming job: the alerts once per batch, then the Delta tables exactly once.
 
 Per micro-batch, in this order:
-1. anomaly_events: through avwatch.events_table (the one writer of that table): MERGE on event_id (an
+1. alerts first, so that an alarm does not wait for the table commits: unless `<sink>/_alerts_sent`
+   records this batch for this app id, one JSON message per event state change (open, ongoing updates,
+   closed; `state` in the message) on the alerts topic (key = event_id), except those stage 2 marked not
+   to alert (suppressed by a root cause, or replayed history), flushed, retried with backoff for up to
+   --alert-retry-s (the producer is idempotent, so its own retries never duplicate), then the batch is
+   recorded there as an app transaction (an empty commit; the job remembers its last record, so the
+   ledger is read once per run). A replayed batch sends nothing again; an outage longer than the budget
+   fails the batch (the query stops with the error, a restart replays it and sends its alerts). Narrow
+   window: a crash after the alerts were acknowledged and before the record is committed sends that
+   batch's alerts once more at the replay (same keys: consumers can deduplicate by event_id). An alert
+   can reach a consumer a moment before its row is in anomaly_events;
+2. anomaly_events: through avwatch.events_table (the one writer of that table): MERGE on event_id (an
    event reported twice, e.g. a stall first while ongoing, then final, updates its row), recording
    (app id, batch id) in the same commit so a replayed batch is a no-op; the table keeps each event's
-   latest state (open -> ongoing -> closed); lost commit races (a
-   re-analysis replacing a range) are retried with backoff. The events are a handful of rows already on
-   the driver, so the driver merges them with delta-rs (~35 ms of CPU; a Spark MERGE costs ~3 CPU-s);
-2. dead_letter and frame_features: appends with txnAppId/txnVersion;
-3. alerts: unless `<sink>/_alerts_sent` records this batch for this app id, one JSON message per event
-   state change (open, ongoing updates, closed; `state` in the message) on the alerts topic (key =
-   event_id), except those stage 2 marked not to alert (suppressed by a root cause, or replayed history), flushed, retried with backoff for up to --alert-retry-s (the
-   producer is idempotent, so its own retries never duplicate), then the batch is recorded there as an
-   app transaction (an empty commit). A replayed batch sends nothing again; an outage longer than the
-   budget fails the batch (the query stops with the error, a restart replays it and sends its alerts).
-   Narrow window: a crash after the alerts were acknowledged and before the record is committed sends
-   that batch's alerts once more at the replay (same keys: consumers can deduplicate by event_id).
+   latest state (open -> ongoing -> closed); lost commit races (a re-analysis replacing a range) are
+   retried with backoff. The events are a handful of rows already on the driver, so the driver merges
+   them with delta-rs (~35 ms of CPU; a Spark MERGE costs ~3 CPU-s);
+3. dead_letter and frame_features: appends with txnAppId/txnVersion; then webhooks (their own ledger).
 Events are few per batch, so they are gathered on the driver, deduplicated (last report of an event
 wins) and sent from there; frame features stay distributed.
 """
@@ -41,6 +44,7 @@ log = logging.getLogger("avwatch.sink")
 ALERTS_SENT = "_alerts_sent"     # Delta table whose app transactions record the batches whose alerts were sent
 ALERTS_SENT_SCHEMA = pa.schema([("batch_id", pa.int64())])  # never holds rows: only app transactions
 DEFAULT_ALERT_RETRY_S = 300.0    # how long a batch's alerts are retried before the batch fails
+_UNKNOWN = object()              # the alerts ledger has not been read yet
 __all__ = ["BatchSink", "alert_json", "dedupe_events", "explode_features", "frame_feature_rows"]
 
 
@@ -125,6 +129,7 @@ class BatchSink:
             raise ValueError(f"alert_retry_s must be > 0, not {alert_retry_s!r}")
         self.alert_retry_s = float(alert_retry_s)
         self._alerts_table_ready = False
+        self._alerts_done = _UNKNOWN
         self.totals = {"events": 0, "dead_letters": 0, "feature_segments": 0, "alerts": 0}
         self._producer = None
         self.metrics = metrics  # jobs.metrics.StreamMetrics (--metrics-port) or None
@@ -156,6 +161,13 @@ class BatchSink:
             events = [{k: r[k] for k in ANOMALY_EVENT.schema.names} for r in reports]
             alerts = alert_reports(reports)
             dead = [r for r in small if r["row_type"] == "dead_letter"]
+            alerts_before = self.totals["alerts"]
+            undelivered = None
+            if alerts and self.alerts_topic:  # first: an alarm should not wait for the table's commits; the
+                try:                          # ledger keeps a replayed batch from sending twice
+                    self._alert_once(alerts, batch_id)
+                except AlertsNotDelivered as exc:
+                    undelivered = exc         # the tables are still written; then the batch fails
             if events:
                 events = dedupe_events(events)  # the table holds each event's latest state
                 now = datetime.now(timezone.utc)
@@ -164,11 +176,10 @@ class BatchSink:
                 merge_batch(self.path(EVENTS), events, self.app_id + "-events", batch_id)
             if dead:
                 self._append_dead_letters(dead, batch_id)
+            if undelivered is not None:
+                raise undelivered
             n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id) \
                 if keep_features else 0
-            alerts_before = self.totals["alerts"]
-            if alerts and self.alerts_topic:
-                self._alert_once(alerts, batch_id)
             if alerts and self.webhooks is not None:  # its own ledger: <sink>/_webhooks_sent (jobs/webhooks.py)
                 self.webhooks.deliver([json.loads(alert_json(r)) for r in alerts], batch_id)
             status = [r for r in small if r["row_type"] == "status"]
@@ -206,8 +217,11 @@ class BatchSink:
         return DeltaTable(path)
 
     def alerts_sent_upto(self) -> int | None:
-        """The last batch id whose alerts this job (app id) recorded as sent, None if none."""
-        return self._alerts_table().transaction_version(self.app_id + "-alerts")
+        """The last batch id whose alerts this job (app id) recorded as sent, None if none. Read from the
+        ledger once; then this job, the only writer of its app id's record, knows it."""
+        if self._alerts_done is _UNKNOWN:
+            self._alerts_done = self._alerts_table().transaction_version(self.app_id + "-alerts")
+        return self._alerts_done
 
     def _record_alerts_sent(self, batch_id: int) -> None:
         """An empty commit to <sink>/_alerts_sent carrying the app transaction (app id-alerts, batch id)."""
@@ -220,6 +234,7 @@ class BatchSink:
                 write_deltalake(table, ALERTS_SENT_SCHEMA.empty_table(), mode="append",
                                 commit_properties=CommitProperties(
                                     app_transactions=[Transaction(self.app_id + "-alerts", batch_id)]))
+                self._alerts_done = batch_id
                 return
             except CommitFailedError:  # another job's record won the race: ours is independent, retry
                 if attempt == 5:
@@ -293,8 +308,8 @@ class BatchSink:
                 raise AlertsNotDelivered(
                     f"{len(pending)} of {len(events)} alert(s) of batch {batch_id} not delivered to topic "
                     f"{self.alerts_topic!r} at {self.bootstrap} after {attempt} attempt(s) in "
-                    f"{self.alert_retry_s:g} s (--alert-retry-s): {type(last).__name__}: {last}. The events are "
-                    f"in anomaly_events; the batch fails and a restart of the job replays it and sends them")
+                    f"{self.alert_retry_s:g} s (--alert-retry-s): {type(last).__name__}: {last}. The events go to "
+                    f"anomaly_events; the batch fails and a restart of the job replays it and sends them")
             wait = min(delay, left)
             log.warning("alerts of batch %d: %d of %d not delivered (%s: %s); retrying in %.1f s (%.0f s of "
                         "--alert-retry-s left)", batch_id, len(pending), len(events), type(last).__name__, last,

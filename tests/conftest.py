@@ -17,6 +17,22 @@ pytest_plugins = ["tests.pipeline_fixture"]
 os.environ.setdefault("AVWATCH_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
 
 
+JVM_FIXTURES = {"spark", "broker"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The suite runs on two workers (pytest.ini: -n 2 --dist loadgroup). Every test that needs the JVM
+    parts (the SparkSession, the shared broker, or a Spark/Kafka process of its own) goes to one worker
+    group, in file order, so the whole run still has one SparkSession and one broker; the pure-Python
+    tests (detectors, footage, oracles) run on the other worker meanwhile, which uses the second core
+    while the JVM tests wait on brokers, real-time publishing and process start-ups."""
+    for item in items:
+        if item.get_closest_marker("spark") or item.get_closest_marker("kafka") or \
+                JVM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("jvm"))
+
+
 def free_port_pair() -> int:
     """A port N such that N and N+1 are both free on 127.0.0.1."""
     for _ in range(200):

@@ -23,7 +23,7 @@ def sink(tmp_path_factory):
     out = avwatch("analyze", *[str(c.path) for c in clips], "--local", "--sink", str(folder / "sink"))
     assert out.returncode == 0, out.stderr
     assert "studio_feed: 250 frames, 10.0 s audio, " in out.stdout
-    assert "field_camera: 195 frames (no audio stream)" in out.stdout
+    assert "field_camera: 195 frames, 7.2 s audio" in out.stdout
     return folder / "sink"
 
 

@@ -167,11 +167,11 @@ def test_a_thousand_hostile_records_do_not_stop_the_job_or_change_good_streams(s
 def test_a_job_started_at_latest_offsets_analyses_a_stream_already_running(spark, broker, tmp_path):
     topics = ("latest.video", "latest.audio")
     create_topics(broker.bootstrap, list(topics), partitions=1)
-    clip = make_clip(tmp_path / "long.mkv", seconds=24.0, black=(16.0, 18.0))
+    clip = make_clip(tmp_path / "long.mkv", seconds=15.0, black=(10.0, 12.0))
     publisher = threading.Thread(target=publish, args=([str(clip)], ["live-cam"], PublishOptions(
         bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1], realtime=True)), daemon=True)
     publisher.start()
-    time.sleep(4.0)  # the stream is well under way when the job starts
+    time.sleep(3.0)  # the stream is well under way when the job starts
     args = stream_args(broker.bootstrap, topics, tmp_path / "sink", "--alerts-topic", "")
     args.until_idle = False
     args.starting_offsets = "latest"
@@ -179,7 +179,7 @@ def test_a_job_started_at_latest_offsets_analyses_a_stream_already_running(spark
 
     def stop_when_published():
         publisher.join(timeout=120)
-        time.sleep(6.0)
+        time.sleep(4.0)
         for q in spark.streams.active:
             if q.name == "avwatch-stream":
                 q.stop()
@@ -190,7 +190,7 @@ def test_a_job_started_at_latest_offsets_analyses_a_stream_already_running(spark
     stopper.join(timeout=60)
     rows = table_rows(tmp_path / "sink")
     black = [r for r in rows if r["detector"] == "black"]
-    assert len(black) == 1 and abs(black[0]["start_s"] - 16.0) < 0.1 and abs(black[0]["end_s"] - 18.0) < 0.1
+    assert len(black) == 1 and abs(black[0]["start_s"] - 10.0) < 0.1 and abs(black[0]["end_s"] - 12.0) < 0.1
     assert "joined mid-stream" in json.loads(black[0]["details"])["cold_start"]["reason"]
 
 
@@ -288,8 +288,21 @@ def test_state_returns_to_where_it_started_when_streams_end_or_vanish(spark, bro
         vanishing = [s for s in segments_of(clip, "vanishing") if not s.kind.startswith("control")]
         send_segments(broker.bootstrap, topics, vanishing)  # a live stream that stops without an end
 
+    def stop_when_state_is_back():  # the job stops once state came back to the keeper alone (32 s at most)
+        peak = 0
+        while not stop.is_set():
+            for q in [q for q in spark.streams.active if q.name == "avwatch-stream"]:
+                ops = (q.lastProgress or {}).get("stateOperators") or [{}]
+                rows = ops[0].get("numRowsTotal", 0)
+                peak = max(peak, rows)
+                if peak >= 5 and rows == 1:
+                    q.stop()
+                    return
+            stop.wait(0.5)
+
     threading.Thread(target=keeper, daemon=True).start()
     threading.Thread(target=streams, daemon=True).start()
+    threading.Thread(target=stop_when_state_is_back, daemon=True).start()
     args = stream_args(broker.bootstrap, topics, tmp_path / "sink", "--alerts-topic", "", "--ended-state-ttl", "3",
                        "--idle-state-ttl", "6", "--stall-timeout", "1")
     args.until_idle = False
