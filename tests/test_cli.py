@@ -66,7 +66,7 @@ def test_filters_and_time_travel(sink):
     assert [r["detector"] for r in now] == ["blur"]
     v0 = [json.loads(x) for x in avwatch("events", "--sink", str(sink), "--format", "jsonl", "--stream",
                                          "field_camera", "--version", str(before)).stdout.splitlines()]
-    assert {r["detector"] for r in v0} == {"frame_drop", "blur"}
+    assert {r["detector"] for r in v0} == {"frame_drop", "blur", "audio_gap"}
 
 
 def test_clear_errors():
