@@ -38,6 +38,14 @@ Checks (events):
   (details window_alarm_since_s) rather than reported twice.
 - "true_peak": blocks whose true peak exceeds true_peak_dbtp (-1 dBTP, EBU R128), merged when closer than
   merge_gap_s; the event spans the first to the last block over the limit.
+- "short_term_max": short-term loudness (3 s windows, every 100 ms) above short_term_max_lufs (-18 LUFS,
+  EBU R128 s1's maximum for short-form content); the event runs from the end of the first window over
+  the limit to the end of the last one (overs closer than merge_gap_s merged), its score the maximum.
+- "dialnorm": at the end of an AC-3/E-AC-3 stream, the dialnorm its frames carry (read by the converter
+  from the frame headers) more than dialnorm_tolerance_db (2 dB) from the measured integrated loudness:
+  receivers normalise by dialnorm, so the channel plays too loud or too quiet against the others.
+  AC-3/E-AC-3 is decoded with drc_scale 0 (FFmpeg's default applies the stream's dynamic range
+  compression, which changes the level measured).
 Silent audio (every gating block under -70 LUFS) has no integrated loudness: that is "not measured",
 not "out of target", and the silence detector reports it.
 """
@@ -119,7 +127,13 @@ class LoudnessOptions(Options):
                                      min=0.0, max=30.0)
     true_peak_dbtp: float = option(-1.0, "true-peak limit (dBTP); EBU R128 -1, ATSC A/85 suggests -2",
                                    min=-30.0, max=6.0)
-    merge_gap_s: float = option(1.0, "true-peak overs closer than this (s) are one event", min=0.0, max=60.0)
+    merge_gap_s: float = option(1.0, "true-peak overs (and short-term overs) closer than this (s) are one event",
+                                min=0.0, max=60.0)
+    dialnorm_tolerance_db: float = option(2.0, "an AC-3/E-AC-3 stream whose dialnorm differs from its measured "
+                                          "integrated loudness by more than this (dB) is an event; 0 turns it off",
+                                          min=0.0, max=30.0)
+    short_term_max_lufs: float = option(-18.0, "the short-term loudness (3 s) must not exceed this (LUFS; EBU R128 "
+                                        "s1 for short-form content: -18); 0 turns the check off", min=-70.0, max=0.0)
     layout: str = option("auto", "channel layout for the weights; auto: FFmpeg's default for the channel "
                          "count (6 channels = 5.1, LFE excluded)", choices=("auto",) + tuple(LAYOUT_WEIGHTS))
 
@@ -316,6 +330,7 @@ def _rounded(x: float, nd: int = 2):
 
 @dataclass
 class LoudnessState(State):
+    VERSION = 2                            # 2: st_run, dialnorm (short-term maximum and dialnorm checks)
     first_t: float | None = None           # media time of the first block
     weights: np.ndarray | None = None      # per-channel BS.1770 weights
     acc: np.ndarray | None = None          # the 100 ms sub-block being summed: per channel, ...
@@ -332,6 +347,8 @@ class LoudnessState(State):
     tp_max: np.ndarray | None = None       # true peak per channel, the whole stream
     tp_run: dict | None = None             # an open true-peak event: start, end, peak, channel, blocks
     win: dict | None = None                # an open window deviation: start, direction, extreme, first window start
+    st_run: dict | None = None             # an open short-term over: start, end, peak, windows
+    dialnorm: float | None = None          # the latest AC-3 dialnorm the source carried (dB)
     last_end: float | None = None          # where the audio seen so far ends
 
 
@@ -346,7 +363,8 @@ class Loudness(Detector):
     stage1_kind = AUDIO
     stage1_outputs = {"loudness_ksq": pa.list_(pa.float64()),  # per channel: sum of squares, K-weighted
                       "loudness_tp": pa.list_(pa.float32()),   # per channel: true peak, fraction of full scale
-                      "loudness_w": pa.list_(pa.float32())}    # per channel: the BS.1770 channel weight
+                      "loudness_w": pa.list_(pa.float32()),    # per channel: the BS.1770 channel weight
+                      "loudness_dialnorm": pa.float32()}       # the source's AC-3 dialnorm (dB), NaN if none
 
     def stage1(self, blocks: AudioBlocks) -> dict:
         """loudness_ksq: (nb, ch) float64 sum of squares of the K-weighted samples of each 10 ms block;
@@ -356,12 +374,13 @@ class Loudness(Detector):
         layout = blocks.layout if self.options.layout == "auto" and LAYOUT_WEIGHTS.get(blocks.layout, ()) and \
             len(LAYOUT_WEIGHTS[blocks.layout]) == ch else self.options.layout
         weights = np.tile(channel_weights(ch, layout).astype(np.float32), (nb, 1))
+        dialnorm = np.full(nb, np.nan if blocks.dialnorm_db is None else blocks.dialnorm_db, np.float32)
         if nb == 0:
             return {"loudness_ksq": np.zeros((0, ch)), "loudness_tp": np.zeros((0, ch), np.float32),
-                    "loudness_w": weights}
+                    "loudness_w": weights, "loudness_dialnorm": dialnorm}
         return {"loudness_ksq": k_weighted_block_sums(blocks.samples, blocks.context, blocks.rate, nb, blocks.block),
                 "loudness_tp": true_peak_blocks(blocks.samples, blocks.context, nb, blocks.block).astype(np.float32),
-                "loudness_w": weights}
+                "loudness_w": weights, "loudness_dialnorm": dialnorm}
 
     # -- per block --------------------------------------------------------------------------------
 
@@ -378,6 +397,8 @@ class Loudness(Detector):
             state.tp_max = np.zeros(ch)
         if state.first_t is None:
             state.first_t = t[0]
+        if "loudness_dialnorm" in rows and np.isfinite(rows["loudness_dialnorm"][-1]):
+            state.dialnorm = float(rows["loudness_dialnorm"][-1])
         limit = 10.0 ** (self.options.true_peak_dbtp / 20.0)
         tp_block = tp.max(axis=1).tolist()
         tp_chan = tp.argmax(axis=1).tolist()
@@ -437,7 +458,40 @@ class Loudness(Detector):
                 b = _bin(short)
                 state.lra_n[b] += 1
                 state.lra_p[b] += zs
-        return self._window(state, z, end)
+            events = self._short_term(state, short, end)
+        else:
+            events = []
+        return events + self._window(state, z, end)
+
+    def _short_term(self, state: LoudnessState, short: float, end: float) -> list[Event]:
+        """The short-term maximum check: 3 s windows (every 100 ms) over the limit, from the end of the
+        first such window to the end of the last; overs closer than merge_gap_s are one event."""
+        limit = self.options.short_term_max_lufs
+        if limit >= 0:
+            return []
+        run, events = state.st_run, []
+        if run is not None and end - run["end"] > self.options.merge_gap_s + 1e-9:
+            events = self._emit_short_term(state)
+            run = None
+        if short > limit:
+            if run is None:
+                run = state.st_run = {"start": end, "end": end, "peak": short, "windows": 0}
+            run["end"] = end
+            run["peak"] = max(run["peak"], short)
+            run["windows"] += 1
+        return events
+
+    def _emit_short_term(self, state: LoudnessState) -> list[Event]:
+        run, state.st_run = state.st_run, None
+        if run is None:
+            return []
+        o = self.options
+        end = max(run["end"], run["start"] + 0.1)  # at least the 100 ms step that was over
+        return [Event(self.name, float(run["start"]), float(end), score=round(run["peak"], 3),
+                      threshold=o.short_term_max_lufs, severity=MINOR, check="short_term_max",
+                      details={"max_short_term_lufs": round(run["peak"], 2), "limit_lufs": o.short_term_max_lufs,
+                               "windows_over": run["windows"], "window_s": 3.0,
+                               "duration_s": round(end - run["start"], 6)})]
 
     def _window(self, state: LoudnessState, z: float, end: float) -> list[Event]:
         """The live check: gated loudness of the last window_s, evaluated every 100 ms."""
@@ -475,7 +529,7 @@ class Loudness(Detector):
 
     def finish(self, state: LoudnessState, end_s: float) -> list[Event]:
         end = state.last_end if state.last_end is not None else float(end_s)
-        events = self._emit_true_peak(state)
+        events = self._emit_true_peak(state) + self._emit_short_term(state)
         programme = self._programme(state, end)
         win = state.win
         if win is not None and programme and (programme[0].score > programme[0].threshold) == (win["direction"] > 0):
@@ -484,7 +538,23 @@ class Loudness(Detector):
             state.win = None
         elif win is not None:
             events += self._emit_window(state, end)
-        return events + programme
+        return events + programme + self._dialnorm(state, end)
+
+    def _dialnorm(self, state: LoudnessState, end: float) -> list[Event]:
+        """End of stream: an AC-3 stream's dialnorm against the integrated loudness it was measured at."""
+        o = self.options
+        if state.dialnorm is None or o.dialnorm_tolerance_db <= 0:
+            return []
+        integrated, _ = gated_from_histogram(state.hist_n, state.hist_p)
+        if not math.isfinite(integrated) or abs(integrated - state.dialnorm) <= o.dialnorm_tolerance_db + 1e-9:
+            return []
+        diff = integrated - state.dialnorm
+        return [Event(self.name, float(state.first_t), float(end), score=round(diff, 2),
+                      threshold=math.copysign(o.dialnorm_tolerance_db, diff), severity=MINOR, check="dialnorm",
+                      details={"dialnorm_db": state.dialnorm, "integrated_lufs": round(integrated, 2),
+                               "difference_db": round(diff, 2), "tolerance_db": o.dialnorm_tolerance_db,
+                               "meaning": "louder than its dialnorm says" if diff > 0 else
+                               "quieter than its dialnorm says"})]
 
     def _emit_true_peak(self, state: LoudnessState) -> list[Event]:
         run, state.tp_run = state.tp_run, None

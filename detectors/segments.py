@@ -49,6 +49,7 @@ class AudioBlocks:
     raw: np.ndarray            # the same as int16
     context: int               # leading context samples (the previous segment's tail)
     layout: str = ""           # FFmpeg channel layout name of the source, e.g. "stereo", "5.1"
+    dialnorm_db: float | None = None  # AC-3/E-AC-3 dialogue normalisation of the source (dB), if it has one
 
     @property
     def channels(self) -> int:
@@ -157,7 +158,10 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
     n = np.full(nb, block, np.int64)
     if nb:
         n[-1] = n_body - (nb - 1) * block
+    source = json.loads(row["source"])
+    dialnorm = (source.get("audio") or {}).get("dialnorm_db") if isinstance(source, dict) else None
     blocks = AudioBlocks(t=t, n=n, block=block, rate=rate, samples=raw.astype(np.float32) / 32768.0,
-                         raw=raw, context=int(row["context_samples"]), layout=row["layout"])
-    return blocks, json.loads(row["source"])
+                         raw=raw, context=int(row["context_samples"]), layout=row["layout"],
+                         dialnorm_db=float(dialnorm) if isinstance(dialnorm, (int, float)) else None)
+    return blocks, source
 

@@ -242,6 +242,32 @@ def events_of(x: np.ndarray, options: dict | None = None, rate: int = RATE, segm
     return run(cfg.get("loudness"), stream_features(x, rate, cfg, segment_s=segment_s))
 
 
+def _ebur128_short_term(path) -> list[tuple[float, float]]:
+    """FFmpeg ebur128's per-100 ms log lines: (t, S) where a full 3 s short-term window exists."""
+    out = subprocess.run([ffmpeg(), "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    return [(float(t), float(st)) for t, st in re.findall(r"t:\s*([\d.]+)\s+TARGET.*?S:\s*(-?[\d.]+)", out)
+            if float(t) >= 3.0 - 1e-6]
+
+
+def test_short_term_maximum_is_found_where_ffmpeg_ebur128_reads_over_the_limit(tmp_path):
+    """A -23 LUFS programme with a 4 s stretch 10 dB louder (about -13 LUFS): one short_term_max event,
+    starting and ending where FFmpeg's short-term meter crosses -18 LUFS (within 0.2 s), with the same
+    maximum (0.2 LU); the programme alone stays under the limit."""
+    x = at_loudness(pink(20.0, seed=11), -23.0)
+    x[int(8 * RATE):int(12 * RATE)] *= 10 ** (10 / 20)
+    path = write_clip(tmp_path / "loud_promo.mkv", audio=np.clip(x, -1, 1).astype(np.float32))
+    rows = [r for r in analyze_source(str(path), DetectorConfig.build(["loudness"])).rows
+            if '"limit_lufs"' in r["details"]]
+    meter = _ebur128_short_term(path)
+    over = [t for t, st in meter if st > -18.0]
+    assert len(rows) == 1 and over
+    assert abs(rows[0]["start_s"] - over[0]) <= 0.2 and abs(rows[0]["end_s"] - over[-1]) <= 0.2, (rows[0], over)
+    assert abs(rows[0]["score"] - max(st for _, st in meter)) <= 0.2
+    clean = events_of(at_loudness(pink(12.0, seed=12), -23.0))
+    assert [e for e in clean if e.check == "short_term_max"] == []
+
+
 def test_programme_check_ebu_atsc_custom():
     compliant = stereo(tone(-23.0, 10.0))
     assert events_of(compliant) == []
@@ -273,11 +299,13 @@ def test_true_peak_events_merge_and_locate():
     bursts = ((1.0, 1.5), (1.8, 2.0), (4.0, 4.2))           # 0.3 s apart (merged), then 2 s (not)
     for a, b in bursts:
         x[int(a * RATE):int(b * RATE)] *= 10 ** (2.8 / 20)  # -0.2 dBFS
-    events = [e for e in events_of(stereo(x), {"standard": "custom", "target_lufs": -3.0, "tolerance_lu": 30.0})]
+    events = [e for e in events_of(stereo(x), {"standard": "custom", "target_lufs": -3.0, "tolerance_lu": 30.0})
+              if e.check != "short_term_max"]   # a -3 dBFS tone is far louder than -18 LUFS short-term, too
     assert [e.check for e in events] == ["true_peak", "true_peak"]
     assert [(round(e.start_s, 2), round(e.end_s, 2)) for e in events] == [(1.0, 2.0), (4.0, 4.2)]
     assert all(e.score == pytest.approx(-0.2, abs=0.1) and e.threshold == -1.0 for e in events)
-    assert events_of(stereo(tone(-1.5, 3.0, 440.0)), {"standard": "custom", "tolerance_lu": 30.0}) == []
+    assert events_of(stereo(tone(-1.5, 3.0, 440.0)), {"standard": "custom", "tolerance_lu": 30.0,
+                                                       "short_term_max_lufs": 0.0}) == []
 
 
 @pytest.fixture(scope="module")
@@ -366,3 +394,44 @@ def test_invariance_stream_has_events(invariance_features):
 def test_split_invariance(invariance_features, cuts):
     for det in DETECTORS:
         assert run(det, split_at(invariance_features, cuts)) == run(det, [invariance_features])
+
+
+# -- AC-3: dialnorm and drc_scale 0 ---------------------------------------------------------------------------
+
+
+def _ac3(tmp_path, name: str, codec: str, layout: str, dialnorm: int, lufs: float = -16.0):
+    """Pink noise at `lufs` encoded by FFmpeg's own AC-3 / E-AC-3 encoder with the given dialnorm."""
+    channels = {"mono": 1, "stereo": 2, "5.1": 6}[layout]
+    pcm = write_clip(tmp_path / f"{name}.mkv",
+                     audio=np.clip(at_loudness(pink(12.0, channels=channels, seed=21), lufs), -1, 1).astype(np.float32))
+    out = tmp_path / f"{name}.{codec}"
+    subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(pcm), "-c:a", codec,
+                    "-channel_layout", layout, "-dialnorm", str(dialnorm), "-b:a", "384k", str(out)], check=True)
+    return out
+
+
+@pytest.mark.parametrize("codec,layout,dialnorm", [("ac3", "stereo", -24), ("ac3", "5.1", -17), ("ac3", "mono", -31),
+                                                   ("eac3", "stereo", -20), ("eac3", "5.1", -27)])
+def test_dialnorm_is_read_from_the_frame_headers(tmp_path, codec, layout, dialnorm):
+    from avwatch.convert.decode import MediaDecoder
+
+    dec = MediaDecoder(str(_ac3(tmp_path, "dn", codec, layout, dialnorm)))
+    for _ in dec.items():
+        pass
+    assert dec.info.audio["dialnorm_db"] == dialnorm
+
+
+def test_dialnorm_against_the_measured_loudness_and_ffmpeg_with_drc_scale_0(tmp_path):
+    """A programme at -16 LUFS labelled -24 dB: one dialnorm event (+8 dB); labelled -16: none. Our
+    integrated loudness equals FFmpeg ebur128's with -drc_scale 0 (to its 0.1 LU rounding)."""
+    wrong = _ac3(tmp_path, "wrong", "ac3", "stereo", -24)
+    rows = [r for r in analyze_source(str(wrong), DetectorConfig.build(["loudness"])).rows if '"dialnorm_db"' in r["details"]]
+    assert len(rows) == 1 and rows[0]["score"] == pytest.approx(8.0, abs=0.5)
+    out = subprocess.run([ffmpeg(), "-hide_banner", "-nostats", "-drc_scale", "0", "-i", str(wrong), "-af",
+                          "ebur128", "-f", "null", "-"], capture_output=True, text=True, check=True).stderr
+    theirs = float(re.findall(r"I:\s+(-?[\d.]+) LUFS", out)[-1])
+    import json
+    assert json.loads(rows[0]["details"])["integrated_lufs"] == pytest.approx(theirs, abs=0.1)
+    right = _ac3(tmp_path, "right", "ac3", "stereo", -16)
+    assert [r for r in analyze_source(str(right), DetectorConfig.build(["loudness"])).rows
+            if '"dialnorm_db"' in r["details"]] == []

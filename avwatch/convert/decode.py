@@ -20,6 +20,7 @@ import numpy as np
 
 from avwatch.convert import frames as px
 from avwatch.convert.options import DecodeOptions
+from avwatch.convert.ac3 import dialnorm_db
 from avwatch.errors import AvwatchError
 from detectors.blockiness import block_grid_features
 from schemas.records import BLOCK_REGIONS
@@ -108,6 +109,9 @@ class MediaDecoder:
         if self.vstream is None and self.astream is None:
             raise AvwatchError(f"{uri} has no video or audio stream to analyse")
         self.decode_errors = 0
+        self._ac3 = self.astream is not None and self.astream.codec_context.name in ("ac3", "eac3")
+        if self._ac3:  # the PCM as produced, for loudness as broadcasters measure it: no dynamic range compression
+            self.astream.codec_context.options = {**dict(self.astream.codec_context.options or {}), "drc_scale": "0"}
         self.info = self._describe()
         self._origin = self._origin_seconds()
         self._vcount = 0
@@ -165,6 +169,10 @@ class MediaDecoder:
         streams = [s for s in (self.vstream, self.astream) if s is not None]
         try:
             for packet in self.container.demux(*streams):
+                if self._ac3 and packet.stream is self.astream and packet.size:
+                    dialnorm = dialnorm_db(bytes(packet))
+                    if dialnorm is not None:
+                        self.info.audio["dialnorm_db"] = dialnorm  # carried in the segments' source
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:

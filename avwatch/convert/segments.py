@@ -95,6 +95,8 @@ class Segmenter:
             self._frames.append(item)
             return []
         if isinstance(item, AudioChunk):
+            if not self._audio:  # a new audio segment: facts learnt from the packets (AC-3 dialnorm)
+                self.refresh_source()
             return self._add_audio(item)
         raise TypeError(f"cannot segment {type(item).__name__}")
 
