@@ -95,15 +95,17 @@ def run() -> dict:
     audio = [s for s in segs if s.kind == "audio"]
     seconds = sum(s.frames for s in audio) / 48000
     blocks = [decode_audio(s.table)[0] for s in audio]
-    arow = {"audio_seconds": round(seconds, 2), "channels": blocks[0].channels,
-            "whole_audio_set_us_per_s": round(_best(lambda: [audio_features(s.table, config) for s in audio])
-                                              / seconds * 1e6)}
-    # issue 15's budget: the audio stage 1 with the audio-health detectors at most 1.3x the set before them
+    # issue 15's budget: the audio stage 1 with the audio-health detectors at most 1.3x the set before them.
+    # The two sets are timed in alternation, best of several rounds each: this machine's noise is ~10%.
     before = DetectorConfig.build([n for n in config.names if n not in ("channel_loss", "phase", "audio_gap")])
-    arow["before_audio_health_set_us_per_s"] = round(
-        _best(lambda: [audio_features(s.table, before) for s in audio]) / seconds * 1e6)
-    arow["audio_set_vs_before_audio_health"] = round(
-        arow["whole_audio_set_us_per_s"] / max(arow["before_audio_health_set_us_per_s"], 1), 3)
+    whole_s, before_s = [], []
+    for _ in range(3):
+        whole_s.append(_best(lambda: [audio_features(s.table, config) for s in audio], reps=5))
+        before_s.append(_best(lambda: [audio_features(s.table, before) for s in audio], reps=5))
+    arow = {"audio_seconds": round(seconds, 2), "channels": blocks[0].channels,
+            "whole_audio_set_us_per_s": round(min(whole_s) / seconds * 1e6),
+            "before_audio_health_set_us_per_s": round(min(before_s) / seconds * 1e6)}
+    arow["audio_set_vs_before_audio_health"] = round(min(whole_s) / min(before_s), 3)
     for det in config.detectors:
         if det.stage1_kind == AUDIO:
             arow[f"{det.name}_us_per_s"] = round(_best(lambda: [det.stage1(b) for b in blocks]) / seconds * 1e6)
