@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detectors.base import Detector
-from detectors.registry import NAMES, REGISTRY
+from detectors.registry import DEFAULT_NAMES, NAMES, OPTIONAL, REGISTRY
 
 
 def parse_names(text: str | None) -> list[str] | None:
@@ -41,7 +41,7 @@ class DetectorConfig:
 
     @classmethod
     def build(cls, names: list[str] | None = None, options: dict[str, dict] | None = None) -> "DetectorConfig":
-        names = list(names) if names else list(NAMES)
+        names = list(names) if names else list(DEFAULT_NAMES)  # optional checks only when named
         options = dict(options or {})
         unknown = [n for n in list(names) + list(options) if n not in REGISTRY]
         if unknown:
@@ -101,7 +101,8 @@ def options_reference_markdown() -> str:
     for name in NAMES:
         klass = REGISTRY[name]
         summary = (sys.modules[klass.__module__].__doc__ or "").strip().splitlines()[0]
-        lines += [f"### {name}", "", f"{summary} (version {klass.version}; reads {', '.join(klass.inputs)})", "",
+        optional = "; optional: runs only when named" if name in OPTIONAL else ""
+        lines += [f"### {name}", "", f"{summary} (version {klass.version}; reads {', '.join(klass.inputs)}{optional})", "",
                   "| option | default | meaning |", "|---|---|---|"]
         for option, default, help_text in klass.Options.describe():
             lines.append(f"| `{option}` | `{default}` | {help_text.replace('|', '&#124;')} |")

@@ -7,7 +7,7 @@ here. Names are short, lower case, and used verbatim in the events table, the co
 from __future__ import annotations
 
 from detectors import (audio_gap, av_sync, black, blockiness, blur, channel_loss, clipping, colorbars, frame_drop, freeze,
-                       loudness, phase, silence, solid_color, stall)
+                       loudness, low_level, phase, silence, solid_color, stall)
 from detectors.base import Detector
 
 REGISTRY: dict[str, type[Detector]] = {
@@ -24,8 +24,12 @@ REGISTRY: dict[str, type[Detector]] = {
     "channel_loss": channel_loss.ChannelLoss,
     "phase": phase.Phase,
     "audio_gap": audio_gap.AudioGap,
+    "low_level": low_level.LowLevel,
     "loudness": loudness.Loudness,
     "av_sync": av_sync.AvSync,
 }
 
 NAMES = tuple(REGISTRY)
+# Optional checks: listed and documented, run only when named (--detectors, a config file's list)
+OPTIONAL = ("low_level",)
+DEFAULT_NAMES = tuple(n for n in NAMES if n not in OPTIONAL)

@@ -395,3 +395,28 @@ def test_audio_gap_corpus_f1_against_the_injected_holes(tmp_path):
         tp, fp, fn = tp + t, fp + f, fn + n
     print(f"audio_gap: tp {tp} fp {fp} fn {fn} F1 {score(tp, fp, fn):.3f}")
     assert tp >= 5 and score(tp, fp, fn) >= 0.95, (tp, fp, fn)
+
+
+# -- low_level (optional) ------------------------------------------------------------------------------
+
+
+def test_low_level_finds_dead_air_with_hiss_and_is_optional(tmp_path, voice):
+    from detectors.low_level import LowLevel
+
+    rng = np.random.default_rng(10)
+    x = speech_programme(voice, 24.0, rng)
+    x[int(6.0 * RATE):int(18.0 * RATE)] = room_tone(12.0, rng, level_db=-56.0)    # the programme lost: hiss
+    path = write_clip(tmp_path / "dead_air.mkv", audio=x)
+    assert "low_level" not in DetectorConfig.build().names                      # optional: off by default
+    rows = analyze_source(str(path), DetectorConfig.build(["low_level", "silence"])).rows
+    assert [r["detector"] for r in rows] == ["low_level"]                        # not silence: hiss is there
+    assert abs(rows[0]["start_s"] - 6.0) <= 0.1 and abs(rows[0]["end_s"] - 18.0) <= 0.1
+    levels = _astats_levels(path, rows[0]["start_s"] + 0.1, rows[0]["end_s"] - 0.1)
+    assert all(rms < -50.0 and peak >= -60.0 for peak, rms in levels)           # FFmpeg reads it the same way
+    det = LowLevel()
+    quiet_cases = {"speech with room tone": speech_programme(voice, 24.0, rng),
+                   "a quiet documentary bed at -45 dBFS": room_tone(24.0, rng, level_db=-45.0),
+                   "digital silence (silence's, not low level)": np.zeros((24 * RATE, 2), np.float32),
+                   "hiss for 8 s only": np.concatenate([music(4.0, rng), room_tone(8.0, rng, -56.0), music(4.0, rng)])}
+    for what, y in quiet_cases.items():
+        assert detector_rows(run(det, stream_features(y, RATE, DetectorConfig((det,)))), "low_level") == [], what

@@ -13,9 +13,9 @@ from detectors.base import AUDIO, VIDEO
 from detectors.config import DetectorConfig
 from detectors.features import AudioBlocks, VideoFrames, check_features, compose_audio, compose_video
 from detectors.records import FRAME_FEATURES
-from detectors.registry import REGISTRY
+from detectors.registry import NAMES, REGISTRY
 
-CONFIG = DetectorConfig.build()
+CONFIG = DetectorConfig.build(list(NAMES))  # the optional detectors too
 
 
 def video_frames(n: int = 3) -> tuple[VideoFrames, dict]:

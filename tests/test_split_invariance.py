@@ -11,13 +11,15 @@ import pickle
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avwatch.convert.decode import MediaDecoder
 from avwatch.convert.segments import Segmenter
-from avwatch.samples import damaged_feed, field_camera, studio_feed, sync_test
+from avwatch.samples import (Injected, SampleClip, damaged_feed, field_camera, read_rgb_frames, real_clip, sine,
+                             studio_feed, sync_test, write_clip)
 from detectors import alarms
 from detectors.alarms import AlarmPolicy
 from detectors.base import AUDIO, CLOSED, ONGOING, OPEN, VIDEO, rows_end
@@ -25,13 +27,27 @@ from detectors.config import DetectorConfig
 from detectors.features import Features, stage1
 from detectors.registry import NAMES
 
-CONFIG = DetectorConfig.build()
-CLIPS = {"studio": studio_feed, "field": field_camera, "sync": sync_test, "damaged": damaged_feed}
+CONFIG = DetectorConfig.build(list(NAMES))  # every detector, the optional ones too
+
+
+def hiss_feed(folder: Path) -> SampleClip:
+    """Programme (a -26 dBFS tone) that drops to a -56 dBFS hiss for 11 s: dead air that is not silent."""
+    rng = np.random.default_rng(9)
+    frames = read_rgb_frames(real_clip("bikes"), limit=16 * 25 // 10, size=(160, 90))
+    frames = (frames * 10)[:16 * 25]
+    audio = sine(16.0, freq=440.0, amplitude=0.05)
+    audio[3 * 48000:14 * 48000] = (rng.standard_normal((11 * 48000, 2)) * 10 ** (-56 / 20)).astype(np.float32)
+    path = write_clip(folder / "hiss_feed.mkv", frames, 25, audio=audio)
+    return SampleClip("hiss_feed", path, [Injected("low_level", 3.0, 14.0, "programme lost, hiss left")])
+
+
+CLIPS = {"studio": studio_feed, "field": field_camera, "sync": sync_test, "damaged": damaged_feed,
+         "hiss": hiss_feed}
 # The demo clip on which each detector fires (stall: on every clip, through the heartbeats after its end).
 CLIP_OF = {"black": "studio", "freeze": "studio", "solid_color": "studio", "colorbars": "studio",
            "silence": "studio", "clipping": "studio", "stall": "studio", "frame_drop": "field", "blur": "field",
            "av_sync": "sync", "loudness": "sync", "blockiness": "damaged",
-           "channel_loss": "studio", "phase": "studio", "audio_gap": "field"}
+           "channel_loss": "studio", "phase": "studio", "audio_gap": "field", "low_level": "hiss"}
 HANG_S = 3.5  # the source hangs at its end: heartbeats go on this long after the last media
 
 
