@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from avwatch.convert.decode import DecodeOptions, MediaDecoder
-from avwatch.convert.segments import FILE_EPOCH, Segmenter
+from avwatch.convert.segments import FILE_EPOCH, TrackSegmenters
 from avwatch.native_threads import use_one_native_thread
 from detectors.analyzer import StreamAnalyzer
 from detectors.config import DetectorConfig
@@ -39,6 +39,7 @@ class LocalResult:
     decode_errors: int = 0
     has_video: bool = False
     has_audio: bool = False
+    audio_tracks: int = 0   # audio tracks analysed; the k-th further one's events are under '<stream_id>.a<k>'
 
 
 def analyze_source(uri: str, config: DetectorConfig, stream_id: str | None = None,
@@ -49,26 +50,28 @@ def analyze_source(uri: str, config: DetectorConfig, stream_id: str | None = Non
     stream_id = stream_id or default_stream_id(uri)
     run_id = run_id or f"local-{uuid.uuid4().hex[:12]}"
     decoder = MediaDecoder(uri, decode)
-    segmenter = Segmenter(stream_id, decoder.info, segment_s=segment_s, epoch=FILE_EPOCH)
+    segmenter = TrackSegmenters(stream_id, decoder.info, segment_s=segment_s, epoch=FILE_EPOCH)
     analyzer = analyzer or StreamAnalyzer(config)
-    state = analyzer.initial_state()
+    states = {seg.stream_id: analyzer.initial_state() for seg in segmenter.all}  # each audio track on its own
     result = LocalResult(stream_id, has_video=decoder.info.has_video, has_audio=decoder.info.has_audio)
+    result.audio_tracks = len(decoder.info.audio_tracks)
     detected_at = datetime.now(timezone.utc)
 
     def handle(segment):
+        state = states[segment.stream_id]
         if segment.kind.startswith("control:"):
             item = stage1(CONTROL.name, segment.table, config, kind=segment.kind.split(":", 1)[1])
         else:
             item = stage1(_RECORD_OF[segment.kind], segment.table, config)
             if segment.kind == "video":
                 result.frames += segment.frames
-            else:
+            elif segment.stream_id == stream_id:  # audio seconds of the first track (the others alike)
                 result.audio_s += segment.frames / decoder.info.audio["sample_rate"]
         result.segments += 1
         outcome = analyzer.add(state, item)
         epoch = state["epoch"] or FILE_EPOCH
         for version, event in outcome.events:
-            result.rows.append(event_row(stream_id, version, event, epoch, run_id, detected_at,
+            result.rows.append(event_row(segment.stream_id, version, event, epoch, run_id, detected_at,
                                          publication=state["publication"]))
         if on_segment is not None:
             on_segment(segment)

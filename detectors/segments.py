@@ -45,8 +45,8 @@ class AudioBlocks:
     n: np.ndarray              # (nb,) samples per channel in each block (the last may be short)
     block: int                 # nominal samples per block
     rate: int                  # samples per second
-    samples: np.ndarray        # (context + N, ch) float32 in [-1, 1), context first
-    raw: np.ndarray            # the same as int16
+    samples: np.ndarray        # (context + N, ch) float32, full scale 1.0 (f32 on the wire may exceed it), context first
+    raw: np.ndarray            # the same as int16 (saturated at full scale, as FFmpeg converts)
     context: int               # leading context samples (the previous segment's tail)
     layout: str = ""           # FFmpeg channel layout name of the source, e.g. "stereo", "5.1"
     dialnorm_db: float | None = None  # AC-3/E-AC-3 dialogue normalisation of the source (dB), if it has one
@@ -146,10 +146,15 @@ def decode_thumb(jpeg: bytes, height: int, width: int) -> np.ndarray:
 
 def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
     row = table.slice(0, 1).to_pylist()[0]
-    if row["sample_format"] != "s16":
-        raise ValueError(f"unsupported audio sample format {row['sample_format']!r}")
     ch = row["channels"]
-    raw = np.frombuffer(row["samples"], np.int16).reshape(-1, ch)
+    if row["sample_format"] == "s16":
+        raw = np.frombuffer(row["samples"], np.int16).reshape(-1, ch)
+        samples = raw.astype(np.float32) / 32768.0
+    elif row["sample_format"] == "f32":  # measured as sent (loudness, true peak above full scale); the
+        samples = np.frombuffer(row["samples"], np.float32).reshape(-1, ch)  # int16 view as FFmpeg converts
+        raw = np.clip(np.rint(samples.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    else:
+        raise ValueError(f"unsupported audio sample format {row['sample_format']!r}")
     rate = row["sample_rate"]
     block = int(round(rate * AUDIO_BLOCK_S))
     n_body = int(row["n_samples"])
@@ -160,7 +165,7 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
         n[-1] = n_body - (nb - 1) * block
     source = json.loads(row["source"])
     dialnorm = (source.get("audio") or {}).get("dialnorm_db") if isinstance(source, dict) else None
-    blocks = AudioBlocks(t=t, n=n, block=block, rate=rate, samples=raw.astype(np.float32) / 32768.0,
+    blocks = AudioBlocks(t=t, n=n, block=block, rate=rate, samples=samples,
                          raw=raw, context=int(row["context_samples"]), layout=row["layout"],
                          dialnorm_db=float(dialnorm) if isinstance(dialnorm, (int, float)) else None)
     return blocks, source

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from avwatch.convert.decode import MediaDecoder, is_live, open_container
-from avwatch.convert.segments import Segment, Segmenter
+from avwatch.convert.segments import Segment, TrackSegmenters
 from avwatch.errors import AvwatchError
 from avwatch.native_threads import use_one_native_thread
 from avwatch.times import parse_iso_time
@@ -125,7 +125,7 @@ class SourcePublisher(threading.Thread):
                       kind, segment.sequence, self.options.send_timeout_s)
             return
         try:
-            future = self.producer.send(topic, key=self.stream_id.encode("utf-8"), value=value, headers=headers,
+            future = self.producer.send(topic, key=segment.stream_id.encode("utf-8"), value=value, headers=headers,
                                         timestamp_ms=ts)
         except KafkaTimeoutError as exc:  # no metadata for the topic: the broker is unreachable
             failed(exc)
@@ -187,7 +187,11 @@ class SourcePublisher(threading.Thread):
         missing = [k for k, present in (("video", info.has_video), ("audio", info.has_audio)) if not present]
         if missing:
             self.stats.note = f"no {missing[0]} stream: publishing {'audio' if missing[0] == 'video' else 'video'} only"
-        segmenter = Segmenter(self.stream_id, info, segment_s=o.segment_s, epoch=epoch)
+        # the video and the first audio track under the stream id; each further audio track as a stream
+        segmenter = TrackSegmenters(self.stream_id, info, segment_s=o.segment_s, epoch=epoch)
+        if len(info.audio_tracks) > 1:
+            tracks = f"{len(info.audio_tracks)} audio tracks: {', '.join(s.stream_id for s in segmenter.all)}"
+            self.stats.note = f"{self.stats.note}; {tracks}" if self.stats.note else tracks
         segmenter_lock = threading.Lock()  # heartbeats take sequence numbers from this thread
         segments: queue.Queue = queue.Queue(maxsize=16)  # bounded: decoding waits for sending
         wall0 = time.monotonic()
@@ -239,9 +243,10 @@ class SourcePublisher(threading.Thread):
                 if idle >= o.heartbeat_s and now - last_beat >= o.heartbeat_s:
                     # the live source hung: advance the stream's clock with a heartbeat
                     with segmenter_lock:
-                        beat = segmenter.control("video" if info.has_video else "audio", "heartbeat",
-                                                 clock["media_now"] + idle)
-                    self._send(beat, epoch)
+                        beats = [seg.control("video" if seg.info.has_video else "audio", "heartbeat",
+                                             clock["media_now"] + idle) for seg in segmenter.all]
+                    for beat in beats:
+                        self._send(beat, epoch)
                     self.stats.heartbeats += 1
                     last_beat = now
                 continue

@@ -23,7 +23,8 @@ FLAGS = {
     "replication": "--topic-replication", "compression": "--compression", "segment_s": "--segment",
     "realtime": "--realtime", "loop": "--loop", "epoch": "--epoch", "heartbeat_s": "--heartbeat",
     "send_timeout_s": "--send-timeout", "open_retries": "--open-retries", "read_timeout_s": "--read-timeout",
-    "fps": "--fps", "width": "--size", "height": "--size",
+    "fps": "--fps", "width": "--size", "height": "--size", "audio_tracks": "--audio-tracks",
+    "audio_format": "--audio-format",
 }
 
 
@@ -58,6 +59,27 @@ def add_decode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=size_arg, default=size, metavar="WxH",
                    help=f"analysis size of the luma plane (default {size[0]} wide, aspect kept)")
     p.add_argument("--segment", **_seconds("segment_s", "seconds of media per Kafka record"))
+    p.add_argument("--audio-tracks", type=tracks_arg, default=DECODE["audio_tracks"], metavar="all|K,L",
+                   help="audio tracks to decode (0 = the first; default all): the first chosen goes with the "
+                        "video under the stream id, each further one is a stream '<id>.a<k>' of its own")
+    p.add_argument("--audio-format", choices=["s16", "f32"], default=DECODE["audio_format"],
+                   help="audio samples on the wire (default %(default)s): f32 keeps what the decoder gives "
+                        "(loudness and true peak measured in floating point, overs above full scale kept) "
+                        "for twice the audio bytes")
+
+
+def tracks_arg(text: str) -> tuple[int, ...] | None:
+    """'all' -> None (every track); '0,2' -> (0, 2)."""
+    if text.strip().lower() == "all":
+        return None
+    try:
+        tracks = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--audio-tracks takes 'all' or track numbers like 0,2, not {text!r}") \
+            from None
+    if not tracks or min(tracks) < 0 or len(set(tracks)) != len(tracks):
+        raise argparse.ArgumentTypeError(f"--audio-tracks takes distinct track numbers from 0, not {text!r}")
+    return tracks
 
 
 def add_publish_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,7 +124,9 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def decode_options(args) -> DecodeOptions:
-    return DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1])
+    return DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1],
+                         audio_tracks=getattr(args, "audio_tracks", None),
+                         audio_format=getattr(args, "audio_format", "s16"))
 
 
 def publish_options(args, **given) -> PublishOptions:

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from schemas.codec import RecordError
 
 MAX_STREAM_ID = 256
+SAMPLE_BYTES = {"s16": 2, "f32": 4}   # audio sample formats on the wire: interleaved int16 or float32
 MAX_SEQUENCE = 1 << 53
 PLANE_SIDE = (8, 4096)          # analysis-size luma plane, pixels
 THUMB_SIDE = (1, 512)
@@ -122,16 +123,18 @@ def _check_audio(table: pa.Table) -> None:
            ("sample_rate", "channels", "sample_format", "n_samples", "context_samples", "pts_s")}
     _in_range("sample_rate", row["sample_rate"], *SAMPLE_RATE)
     _in_range("channels", row["channels"], *CHANNELS)
-    if row["sample_format"] != "s16":
-        raise RecordError(f"unsupported audio sample format {row['sample_format']!r} (this build reads s16)")
+    width = SAMPLE_BYTES.get(row["sample_format"])
+    if width is None:
+        raise RecordError(f"unsupported audio sample format {row['sample_format']!r} (this build reads "
+                          f"{' and '.join(SAMPLE_BYTES)})")
     _in_range("n_samples", row["n_samples"], 0, row["sample_rate"] * 60)
     _in_range("context_samples", row["context_samples"], 0, row["sample_rate"] * 10)
     _finite("pts_s", row["pts_s"])
-    expected = (row["n_samples"] + row["context_samples"]) * row["channels"] * 2
+    expected = (row["n_samples"] + row["context_samples"]) * row["channels"] * width
     got = pc.binary_length(table.column("samples"))[0].as_py()
     if got != expected:
         raise RecordError(f"samples has {got} bytes; {row['n_samples']}+{row['context_samples']} samples x "
-                          f"{row['channels']} channels x 2 bytes = {expected}")
+                          f"{row['channels']} channels x {width} bytes = {expected}")
 
 
 def _same_in_every_row(table: pa.Table, name: str) -> None:

@@ -435,3 +435,35 @@ def test_dialnorm_against_the_measured_loudness_and_ffmpeg_with_drc_scale_0(tmp_
     right = _ac3(tmp_path, "right", "ac3", "stereo", -16)
     assert [r for r in analyze_source(str(right), DetectorConfig.build(["loudness"])).rows
             if '"dialnorm_db"' in r["details"]] == []
+
+
+def test_f32_on_the_wire_measures_overs_above_full_scale_as_ffmpeg_does(tmp_path):
+    """A float source with +2 dBFS peaks: with --audio-format f32 the true peak reads +2.0 dBTP as
+    FFmpeg's ebur128 does; with s16 (the default) the conversion clips it first. The f32 record passes the
+    record guard at twice the bytes."""
+    from avwatch.convert.decode import MediaDecoder
+    from avwatch.convert.options import DecodeOptions
+    from avwatch.convert.segments import Segmenter
+    from schemas.bounds import check_record
+    from schemas.records import AUDIO_SEGMENT
+
+    t = np.arange(8 * RATE) / RATE
+    x = 0.3 * np.sin(2 * np.pi * 997 * t)
+    x[3 * RATE:3 * RATE + 4800] *= 4.2                                 # +2 dBFS for 0.1 s
+    path = write_clip(tmp_path / "overs.mkv", audio=stereo(x).astype(np.float32), acodec="pcm_f32le")
+    out = subprocess.run([ffmpeg(), "-hide_banner", "-nostats", "-i", str(path), "-af", "ebur128=peak=true", "-f",
+                          "null", "-"], capture_output=True, text=True, check=True).stderr
+    theirs = float(re.findall(r"Peak:\s+(-?[\d.]+) dBFS", out)[-1])
+
+    def true_peak(fmt: str) -> float:
+        rows = analyze_source(str(path), DetectorConfig.build(["loudness"]), decode=DecodeOptions(audio_format=fmt)).rows
+        (row,) = [r for r in rows if '"limit_dbtp"' in r["details"]]
+        return row["score"]
+
+    assert true_peak("f32") == pytest.approx(theirs, abs=0.1)
+    assert true_peak("s16") < theirs - 1.0
+    dec = MediaDecoder(str(path), DecodeOptions(audio_format="f32"))
+    seg = Segmenter("f32", dec.info)
+    segments = [s for item in dec.items() for s in seg.add(item) if s.kind == "audio"]
+    check_record(AUDIO_SEGMENT.name, segments[0].table)
+    assert segments[0].table.column("sample_format")[0].as_py() == "f32"

@@ -99,7 +99,8 @@ def test_a_compression_bomb_is_refused_before_arrow_allocates_it():
     ({"sample_rate": 10}, "sample_rate must be between"),
     ({"channels": 0}, "channels must be between"),
     ({"n_samples": 11}, "samples has 40 bytes"),
-    ({"sample_format": "f32"}, "unsupported audio sample format"),
+    ({"sample_format": "f64"}, "unsupported audio sample format"),
+    ({"sample_format": "f32"}, r"channels x 4 bytes"),            # int16 bytes declared as float32
     ({"stream_id": ""}, "stream_id must be 1 to"),
 ])
 def test_hostile_audio_values_are_refused_with_the_field_named(overrides, message):

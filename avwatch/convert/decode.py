@@ -51,10 +51,11 @@ class VideoFrame:
 
 @dataclass
 class AudioChunk:
-    """A run of decoded audio samples, resampled: int16, shape (n, channels)."""
+    """A run of decoded audio samples, resampled: int16 (or float32 with audio_format f32), (n, channels)."""
 
     t: float                 # media seconds of the first sample
     samples: np.ndarray
+    track: int = 0           # which of the source's chosen audio tracks (0: the first, published with the video)
 
 
 @dataclass
@@ -65,6 +66,20 @@ class SourceInfo:
     has_audio: bool
     video: dict = field(default_factory=dict)   # codec, width, height, rate, frame_dur, color_range, ...
     audio: dict = field(default_factory=dict)   # codec, sample_rate (out), channels, layout, src_rate
+    audio_tracks: list = field(default_factory=list)  # the same per chosen audio track (audio is the first)
+
+
+@dataclass
+class _AudioTrack:
+    """One decoded audio track: its description and its resampler's run (see MediaDecoder._audio)."""
+
+    index: int                    # 0 = the first chosen track
+    stream: object
+    info: dict
+    resampler: object = None
+    anchor: float = 0.0
+    expected_in: float = 0.0
+    run_count: int = 0
 
 
 def is_live(uri: str) -> bool:
@@ -105,19 +120,26 @@ class MediaDecoder:
         self.container = container if container is not None else open_container(uri)
         c = self.container
         self.vstream = c.streams.video[0] if (options.video and c.streams.video) else None
-        self.astream = c.streams.audio[0] if (options.audio and c.streams.audio) else None
+        audio = list(c.streams.audio) if options.audio else []
+        if options.audio_tracks is not None and audio:
+            missing = [k for k in options.audio_tracks if k >= len(audio)]
+            if missing:
+                raise AvwatchError(f"{uri} has {len(audio)} audio track(s) (0 to {len(audio) - 1}); "
+                                   f"--audio-tracks asks for {', '.join(map(str, missing))}")
+            audio = [audio[k] for k in options.audio_tracks]
+        self.astreams = audio
+        self.astream = audio[0] if audio else None   # the first chosen track, published with the video
         if self.vstream is None and self.astream is None:
             raise AvwatchError(f"{uri} has no video or audio stream to analyse")
         self.decode_errors = 0
-        self._ac3 = self.astream is not None and self.astream.codec_context.name in ("ac3", "eac3")
-        if self._ac3:  # the PCM as produced, for loudness as broadcasters measure it: no dynamic range compression
-            self.astream.codec_context.options = {**dict(self.astream.codec_context.options or {}), "drc_scale": "0"}
+        for stream in self.astreams:  # the PCM as produced, for loudness as broadcasters measure it:
+            if stream.codec_context.name in ("ac3", "eac3"):  # no dynamic range compression
+                stream.codec_context.options = {**dict(stream.codec_context.options or {}), "drc_scale": "0"}
         self.info = self._describe()
+        self._tracks = {s: _AudioTrack(k, s, self.info.audio_tracks[k]) for k, s in enumerate(self.astreams)}
         self._origin = self._origin_seconds()
         self._vcount = 0
         self._next_keep = None
-        self._resampler = None
-        self._expected_in = 0.0
 
     # -- description -----------------------------------------------------------------------------
 
@@ -144,17 +166,25 @@ class MediaDecoder:
                           "fps": round(fps, 6), "frame_dur": 1.0 / fps, "analysis_width": w,
                           "analysis_height": h, "thumb_width": tw, "thumb_height": th,
                           "pix_fmt": cc.pix_fmt, "color_range": None}
-        if self.astream is not None:
-            cc = self.astream.codec_context
+        for k, stream in enumerate(self.astreams):
+            cc = stream.codec_context
             channels = cc.channels or len(cc.layout.channels) or 1
-            info.audio = {"codec": cc.name, "src_rate": cc.sample_rate, "sample_rate": o.audio_rate,
-                          "channels": channels, "layout": cc.layout.name or f"{channels}c"}
+            language = (stream.metadata or {}).get("language")
+            track = {"codec": cc.name, "src_rate": cc.sample_rate, "sample_rate": o.audio_rate,
+                     "sample_format": o.audio_format,
+                     "channels": channels, "layout": cc.layout.name or f"{channels}c", "track": k,
+                     "stream_index": stream.index}
+            if language:
+                track["language"] = language
+            info.audio_tracks.append(track)
+        if info.audio_tracks:
+            info.audio = info.audio_tracks[0]
         return info
 
     def _origin_seconds(self) -> float:
         """The source's media time zero: the earliest stream start (keeps A/V offsets)."""
         starts = []
-        for s in (self.vstream, self.astream):
+        for s in [self.vstream] + self.astreams:
             if s is not None and s.start_time is not None and s.time_base:
                 starts.append(float(s.start_time * s.time_base))
         if starts:
@@ -166,13 +196,14 @@ class MediaDecoder:
     # -- iteration -------------------------------------------------------------------------------
 
     def items(self) -> Iterator[VideoFrame | AudioChunk]:
-        streams = [s for s in (self.vstream, self.astream) if s is not None]
+        streams = ([self.vstream] if self.vstream is not None else []) + self.astreams
         try:
             for packet in self.container.demux(*streams):
-                if self._ac3 and packet.stream is self.astream and packet.size:
+                track = self._tracks.get(packet.stream)
+                if track is not None and packet.size and track.info["codec"] in ("ac3", "eac3"):
                     dialnorm = dialnorm_db(bytes(packet))
                     if dialnorm is not None:
-                        self.info.audio["dialnorm_db"] = dialnorm  # carried in the segments' source
+                        track.info["dialnorm_db"] = dialnorm  # carried in the segments' source
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:
@@ -188,10 +219,11 @@ class MediaDecoder:
                         item = self._video(frame)
                         if item is not None:
                             yield item
-                    else:
-                        yield from self._audio(frame)
-            if self._resampler is not None:
-                yield from self._drain()  # the resampler's last buffered samples
+                    elif track is not None:
+                        yield from self._audio(frame, track)
+            for track in self._tracks.values():
+                if track.resampler is not None:
+                    yield from self._drain(track)  # the resampler's last buffered samples
         finally:
             self.container.close()
 
@@ -233,44 +265,39 @@ class MediaDecoder:
                           block_ratio=ratio,
                           block_activity=activity)
 
-    def _audio(self, frame) -> Iterator[AudioChunk]:
+    def _audio(self, frame, track: _AudioTrack) -> Iterator[AudioChunk]:
         """Resample to interleaved int16; each continuous run is anchored at its container PTS.
 
         Within a run, sample n of the output is at anchor + n / rate (the resampler is continuous). When
         a frame's PTS disagrees with the run by more than 20 ms (a gap or jump in the source), the
         resampler is flushed and a new run starts at that frame's PTS, so gaps stay gaps.
         """
-        a = self.info.audio
-        if frame is not None:
-            t_in = self._time(frame.pts, frame.time_base or self.astream.time_base)
-            if self._resampler is not None and t_in is not None and \
-                    abs(t_in - self._expected_in) > 0.020:
-                yield from self._drain()
-                self._resampler = None
-            if self._resampler is None:
-                self._resampler = av.AudioResampler(format="s16", layout=self._layout(frame),
-                                                    rate=a["sample_rate"])
-                self._anchor = t_in if t_in is not None else self._expected_in_or_zero()
-                self._expected_in = self._anchor
-                self._run_count = 0
-            self._expected_in += frame.samples / frame.sample_rate
-        yield from self._emit(self._resampler.resample(frame)) if self._resampler is not None else ()
+        t_in = self._time(frame.pts, frame.time_base or track.stream.time_base)
+        if track.resampler is not None and t_in is not None and abs(t_in - track.expected_in) > 0.020:
+            yield from self._drain(track)
+            track.resampler = None
+        if track.resampler is None:
+            track.resampler = av.AudioResampler(format="flt" if self.options.audio_format == "f32" else "s16",
+                                                layout=self._layout(frame, track),
+                                                rate=track.info["sample_rate"])
+            track.anchor = t_in if t_in is not None else track.expected_in
+            track.expected_in = track.anchor
+            track.run_count = 0
+        track.expected_in += frame.samples / frame.sample_rate
+        yield from self._emit(track.resampler.resample(frame), track)
 
-    def _drain(self) -> Iterator[AudioChunk]:
-        yield from self._emit(self._resampler.resample(None))
+    def _drain(self, track: _AudioTrack) -> Iterator[AudioChunk]:
+        yield from self._emit(track.resampler.resample(None), track)
 
-    def _emit(self, frames) -> Iterator[AudioChunk]:
-        a = self.info.audio
+    def _emit(self, frames, track: _AudioTrack) -> Iterator[AudioChunk]:
+        a = track.info
         for out in frames:
             samples = out.to_ndarray().reshape(-1, a["channels"])
-            t = self._anchor + self._run_count / a["sample_rate"]
-            self._run_count += samples.shape[0]
-            yield AudioChunk(t=round(t, 9), samples=samples)
+            t = track.anchor + track.run_count / a["sample_rate"]
+            track.run_count += samples.shape[0]
+            yield AudioChunk(t=round(t, 9), samples=samples, track=track.index)
 
-    def _expected_in_or_zero(self) -> float:
-        return getattr(self, "_expected_in", 0.0)
-
-    def _layout(self, frame):
+    def _layout(self, frame, track: _AudioTrack):
         if frame is not None and frame.layout is not None and frame.layout.name:
             return frame.layout.name
-        return self.info.audio["layout"]
+        return track.info["layout"]

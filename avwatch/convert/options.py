@@ -25,6 +25,9 @@ class DecodeOptions:
     audio_rate: int = 48000
     video: bool = True
     audio: bool = True
+    audio_tracks: tuple[int, ...] | None = None  # which audio tracks (0 = the first), None: all of them
+    audio_format: str = "s16"         # on the wire: s16 (interleaved int16) or f32 (float32: twice the bytes,
+    #                                   loudness and true peak measured as decoded, overs above full scale kept)
 
     def __post_init__(self):
         if self.fps is not None and not (0 < self.fps <= 240):
@@ -33,5 +36,10 @@ class DecodeOptions:
             value = getattr(self, name)
             if value is not None and not (16 <= value <= 4096):
                 raise AvwatchError(f"the analysis {name} must be between 16 and 4096 pixels, got {value}")
+        if self.audio_tracks is not None and (not self.audio_tracks or min(self.audio_tracks) < 0 or
+                                              len(set(self.audio_tracks)) != len(self.audio_tracks)):
+            raise OptionError("audio-tracks", f"must be distinct track numbers from 0, got {self.audio_tracks}")
+        if self.audio_format not in ("s16", "f32"):
+            raise OptionError("audio_format", f"must be s16 or f32, got {self.audio_format!r}")
         if not (8000 <= self.audio_rate <= 192000):
             raise AvwatchError(f"the audio rate must be between 8000 and 192000 Hz, got {self.audio_rate}")

@@ -197,13 +197,15 @@ class Segmenter:
         a = self.info.audio
         buf = np.concatenate(self._audio, axis=0) if len(self._audio) > 1 else self._audio[0]
         body, rest = buf[:n], buf[n:]
-        ctx = self._audio_context if self._audio_context is not None else np.zeros((0, body.shape[1]), np.int16)
-        payload = np.ascontiguousarray(np.concatenate([ctx, body], axis=0).astype(np.int16))
+        fmt = a.get("sample_format", "s16")
+        dtype = np.float32 if fmt == "f32" else np.int16
+        ctx = self._audio_context if self._audio_context is not None else np.zeros((0, body.shape[1]), dtype)
+        payload = np.ascontiguousarray(np.concatenate([ctx, body], axis=0).astype(dtype))
         seq = self._next("audio")
         t = self._audio_t
         table = pa.Table.from_pydict({
             "stream_id": [self.stream_id], "sequence": [seq], "pts_s": [float(t)], "sample_rate": [a["sample_rate"]],
-            "channels": [body.shape[1]], "layout": [a["layout"]], "sample_format": ["s16"], "n_samples": [int(n)],
+            "channels": [body.shape[1]], "layout": [a["layout"]], "sample_format": [fmt], "n_samples": [int(n)],
             "context_samples": [int(ctx.shape[0])], "samples": large_binary([payload.tobytes()]),
             "source": [self._source]}, schema=AUDIO_SEGMENT.schema)
         keep = int(round(AUDIO_CONTEXT_S * a["sample_rate"]))
@@ -212,3 +214,45 @@ class Segmenter:
         self._audio_n = len(rest)
         self._audio_t = t + n / a["sample_rate"]
         return Segment("audio", self.stream_id, seq, float(t), table, frames=int(n))
+
+
+# -- several audio tracks ----------------------------------------------------------------------------
+
+
+def track_stream_id(stream_id: str, track: int) -> str:
+    """The stream id an audio track is published under: the source's own for the first chosen track
+    (with the video), '<id>.a<k>' for the k-th further one."""
+    return stream_id if track == 0 else f"{stream_id}.a{track}"
+
+
+@dataclass
+class TrackSegmenters:
+    """The segmenters of one source: the video and the first chosen audio track under the source's stream
+    id, and each further audio track as an audio-only stream of its own (track_stream_id), so that each
+    track is analysed on its own; a track's records carry `audio.track` (and its language) in their source."""
+
+    stream_id: str
+    info: SourceInfo
+    segment_s: float = 1.0
+    epoch: datetime = FILE_EPOCH
+
+    def __post_init__(self):
+        self.main = Segmenter(self.stream_id, self.info, segment_s=self.segment_s, epoch=self.epoch)
+        self.extra = {}
+        for k in range(1, len(self.info.audio_tracks)):
+            track = SourceInfo(uri=self.info.uri, live=self.info.live, has_video=False, has_audio=True,
+                               audio=self.info.audio_tracks[k], audio_tracks=[self.info.audio_tracks[k]])
+            self.extra[k] = Segmenter(track_stream_id(self.stream_id, k), track, segment_s=self.segment_s,
+                                      epoch=self.epoch, publish_id=self.main.publish_id)
+
+    @property
+    def all(self) -> list[Segmenter]:
+        return [self.main, *self.extra.values()]
+
+    def add(self, item) -> list[Segment]:
+        if isinstance(item, AudioChunk) and item.track:
+            return self.extra[item.track].add(item)
+        return self.main.add(item)
+
+    def finish(self) -> list[Segment]:
+        return [s for seg in self.all for s in seg.finish()]
