@@ -47,7 +47,8 @@ CLIPS = {"studio": studio_feed, "field": field_camera, "sync": sync_test, "damag
 CLIP_OF = {"black": "studio", "freeze": "studio", "solid_color": "studio", "colorbars": "studio",
            "silence": "studio", "clipping": "studio", "stall": "studio", "frame_drop": "field", "blur": "field",
            "av_sync": "sync", "loudness": "sync", "blockiness": "damaged",
-           "channel_loss": "studio", "phase": "studio", "audio_gap": "field", "low_level": "hiss"}
+           "channel_loss": "studio", "phase": "studio", "audio_gap": "field", "low_level": "hiss",
+           "decode_error": "damaged"}
 HANG_S = 3.5  # the source hangs at its end: heartbeats go on this long after the last media
 
 

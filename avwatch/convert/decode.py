@@ -140,6 +140,7 @@ class MediaDecoder:
         self._origin = self._origin_seconds()
         self._vcount = 0
         self._next_keep = None
+        self._rejected = 0   # video packets rejected since the last analysed frame
 
     # -- description -----------------------------------------------------------------------------
 
@@ -208,10 +209,12 @@ class MediaDecoder:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:
                     self.decode_errors += 1  # a corrupt packet: count it, the frame is lost, keep going
+                    self._rejected += packet.stream is self.vstream  # flagged on the next video frame
                     log.debug("%s: corrupt packet at pts %s", self.uri, packet.pts)
                     continue
                 except av.error.FFmpegError as exc:
                     self.decode_errors += 1
+                    self._rejected += packet.stream is self.vstream
                     log.debug("%s: decode error %s", self.uri, exc)
                     continue
                 for frame in decoded:
@@ -259,6 +262,8 @@ class MediaDecoder:
         corrupt = bool(getattr(frame, "is_corrupt", False))
         if corrupt:
             self.decode_errors += 1
+        # a video packet the decoder rejected since the last analysed frame: this frame follows lost data
+        corrupt, self._rejected = corrupt or self._rejected > 0, 0
         return VideoFrame(t=round(t, 9), pts=frame.pts, time_base=frame.time_base or Fraction(1, 1),
                           frame_index=index, pts_missing=missing, keyframe=bool(frame.key_frame),
                           decode_error=corrupt, luma=luma, thumb=thumb, thumb_jpeg=px.encode_jpeg(thumb),
