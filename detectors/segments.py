@@ -7,7 +7,7 @@ detectors share (luma statistics, frame differences); AudioBlocks the PCM of an 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -35,6 +35,7 @@ class VideoFrames:
     luma_std: np.ndarray       # (n,) 0..1 of 255
     diff_prev: np.ndarray      # (n,) mean |Y - Y_prev| as a fraction of 255; NaN where no previous frame
     diff_cells: np.ndarray     # (n, cells) the same per cell of a DIFF_CELLS grid
+    source_video: dict = field(default_factory=dict)  # the segment's source picture facts (codec, size, ...)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
         frame_dur=float(video.get("frame_dur") or 0.04),
         block_ratio=ratio.reshape(-1, nreg)[keep] if nreg else np.ones((n, 9), np.float32),
         block_activity=activity.reshape(-1, nreg)[keep] if nreg else np.zeros((n, 9), np.float32),
-        luma_mean=means, luma_std=stds, diff_prev=diffs, diff_cells=cells)
+        luma_mean=means, luma_std=stds, diff_prev=diffs, diff_cells=cells, source_video=dict(video))
     flags = {name: table.column(name).to_numpy(zero_copy_only=False)[keep]
              for name in ("frame_index", "keyframe", "decode_error", "pts_missing")}
     flags["thumb_jpeg"] = np.array(jpegs, dtype=object)[keep]

@@ -41,14 +41,20 @@ def hiss_feed(folder: Path) -> SampleClip:
     return SampleClip("hiss_feed", path, [Injected("low_level", 3.0, 14.0, "programme lost, hiss left")])
 
 
+def splice_feed(folder: Path) -> SampleClip:
+    from tests.test_format_change import spliced_feed
+
+    return spliced_feed(folder)
+
+
 CLIPS = {"studio": studio_feed, "field": field_camera, "sync": sync_test, "damaged": damaged_feed,
-         "hiss": hiss_feed}
+         "hiss": hiss_feed, "splice": splice_feed}
 # The demo clip on which each detector fires (stall: on every clip, through the heartbeats after its end).
 CLIP_OF = {"black": "studio", "freeze": "studio", "solid_color": "studio", "colorbars": "studio",
            "silence": "studio", "clipping": "studio", "stall": "studio", "frame_drop": "field", "blur": "field",
            "av_sync": "sync", "loudness": "sync", "blockiness": "damaged",
            "channel_loss": "studio", "phase": "studio", "audio_gap": "field", "low_level": "hiss",
-           "decode_error": "damaged"}
+           "decode_error": "damaged", "format_change": "splice"}
 HANG_S = 3.5  # the source hangs at its end: heartbeats go on this long after the last media
 
 

@@ -47,6 +47,7 @@ class VideoFrame:
     thumb_jpeg: bytes        # the same as JPEG: what travels (and serves as evidence)
     block_ratio: np.ndarray  # float32[regions], full-size block-grid gradient ratio
     block_activity: np.ndarray
+    format_changed: bool = False  # the source's picture format (size, pixel format, range) changed here
 
 
 @dataclass
@@ -141,6 +142,7 @@ class MediaDecoder:
         self._vcount = 0
         self._next_keep = None
         self._rejected = 0   # video packets rejected since the last analysed frame
+        self._format_changed = False  # the picture format changed since the last analysed frame
 
     # -- description -----------------------------------------------------------------------------
 
@@ -230,6 +232,10 @@ class MediaDecoder:
         finally:
             self.container.close()
 
+    def _take_format_change(self) -> bool:
+        changed, self._format_changed = self._format_changed, False
+        return changed
+
     def _time(self, pts, time_base) -> float | None:
         if pts is None or time_base is None:
             return None
@@ -249,6 +255,15 @@ class MediaDecoder:
         if v["color_range"] is None:
             v["color_range"] = "full" if px.is_full_range(frame) else "limited"
             v["pix_fmt"] = frame.format.name
+        now = {"width": frame.width, "height": frame.height, "pix_fmt": frame.format.name,
+               "color_range": "full" if px.is_full_range(frame) else "limited"}
+        if any(v[k] != now[k] for k in now):
+            # a mid-stream switch (a splice, an encoder reconfigured): the source facts follow it, analysis
+            # goes on at the same analysis size, and the next analysed frame says so (a new segment starts)
+            log.info("%s: picture format changed at %.3f s: %s", self.uri, t,
+                     {k: (v[k], now[k]) for k in now if v[k] != now[k]})
+            v.update(now)
+            self._format_changed = self._vcount > 1   # the first frame's own format is no change
         interval = v["frame_dur"]
         # Keep a frame once a sampling interval has passed since the last kept one; the quarter-interval
         # slack absorbs timestamp jitter, so an undecimated stream keeps every frame.
@@ -268,7 +283,7 @@ class MediaDecoder:
                           frame_index=index, pts_missing=missing, keyframe=bool(frame.key_frame),
                           decode_error=corrupt, luma=luma, thumb=thumb, thumb_jpeg=px.encode_jpeg(thumb),
                           block_ratio=ratio,
-                          block_activity=activity)
+                          block_activity=activity, format_changed=self._take_format_change())
 
     def _audio(self, frame, track: _AudioTrack) -> Iterator[AudioChunk]:
         """Resample to interleaved int16; each continuous run is anchored at its container PTS.

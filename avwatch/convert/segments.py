@@ -86,6 +86,11 @@ class Segmenter:
 
     def add(self, item) -> list[Segment]:
         if isinstance(item, VideoFrame):
+            if item.format_changed:  # the new format starts a segment of its own, with the new source facts
+                out = [self._flush_video()] if self._frames else []
+                self.refresh_source()
+                self._frames.append(item)
+                return out
             if not self._frames and self._context is None:
                 self.refresh_source()
             if self._frames and item.t >= self._frames[0].t + self.segment_s - 1e-6:
