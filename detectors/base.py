@@ -397,13 +397,14 @@ class RunDetector(Detector):
         if scores.ndim == 1:
             scores = scores[:, None]
         tracks = scores.shape[1]
-        if len(state.runs) != tracks:  # first rows, or the channel count changed
+        events = []
+        if len(state.runs) != tracks:  # first rows, or the channel count changed (a splice): runs end here
+            events += self.close_layout(state, float(rows["t"][0]))
             state.runs = [Run() for _ in range(tracks)]
         edges = self.row_edges(rows)
         ends, starts = (edges[0].tolist(), edges[1].tolist()) if edges is not None else (None, None)
         t, scores = rows["t"].tolist(), scores.tolist()
         thumbs = rows.get("thumb_jpeg")
-        events = []
         for k in range(len(t)):
             for c, run in enumerate(state.runs):
                 score = scores[k][c]
@@ -421,6 +422,11 @@ class RunDetector(Detector):
             events += self.after_row(state, rows, k)
         state.seen_end = rows_end(kind, rows)
         return events
+
+    def close_layout(self, state: RunState, at: float) -> list[Event]:
+        """The tracks are about to change (another channel count): close the runs going on at `at`."""
+        return [e for c, run in enumerate(state.runs) if run.start is not None
+                for e in self.close_run(state, run, max(at, run.start), c)]
 
     def after_row(self, state: RunState, rows, k: int) -> list[Event]:
         """Called after row k on every track (optional): events that complete there."""

@@ -197,6 +197,10 @@ class Clipping(RunDetector):
                 events += self._emit(state)
         return events
 
+    def close_layout(self, state: ClippingState, at: float) -> list[Event]:
+        """Another channel count from here on: the runs and the event being gathered end here."""
+        return super().close_layout(state, at) + self._emit(state)
+
     def finish(self, state: ClippingState, end_s: float) -> list[Event]:
         return super().finish(state, end_s) + self._emit(state)
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from detectors.base import AUDIO, MAJOR, MINOR, Event, Options, Run, RunDetector, RunState, option
+from detectors.base import AUDIO, MAJOR, MINOR, Event, Options, Run, RunDetector, RunState, option, rows_end
 from detectors.segments import AUDIO_BLOCK_S, AudioBlocks
 from detectors.table import Features
 
@@ -103,6 +103,10 @@ class Phase(RunDetector):
         pairs = len(pairs_of)
         if pairs != state.pairs:  # first rows, or the layout changed: start afresh
             state.pairs, state.tail, state.last = pairs, [], []
+        if not pairs:             # mono: no pair to watch (runs of an earlier layout end here)
+            events = self.close_layout(state, float(rows["t"][0]))
+            state.runs, state.seen_end = [], rows_end(kind, rows)
+            return events
         window = max(1, int(round(self.options.window_s / AUDIO_BLOCK_S)))
         tail = np.asarray(state.tail, np.float64).reshape(-1, pairs, 3)
         both = np.concatenate([tail, sums]) if len(tail) else sums

@@ -78,3 +78,32 @@ def test_no_format_change_on_clean_clips():
     for name in ("bikes", "bigbuckbunny"):
         rows = analyze_source(str(real_clip(name)), DetectorConfig.build(["format_change"])).rows
         assert rows == [], name
+
+
+def test_an_audio_layout_switch_mid_stream_is_followed_not_garbled(tmp_path):
+    """Stereo for 2 s, then mono, spliced in one MPEG-TS: the converter starts a new audio run and segment
+    at the switch (the old resampler would read mono as stereo: half the samples, interleaved wrongly),
+    and every detector, the optional ones too, goes on over the new channel count."""
+    from avwatch.convert.decode import MediaDecoder
+    from detectors.registry import NAMES
+
+    rng = np.random.default_rng(4)
+    frames = [np.full((36, 64, 3), 90, np.uint8) for _ in range(50)]
+    parts = []
+    for k, channels in enumerate((2, 1)):
+        clip = write_clip(tmp_path / f"a{k}.mp4", frames, 25, audio=(rng.standard_normal((2 * 48000, channels)) * 0.05)
+                          .astype(np.float32))
+        out = tmp_path / f"a{k}.ts"
+        subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(clip), "-c", "copy", "-bsf:v",
+                        "h264_mp4toannexb", "-output_ts_offset", str(2.0 * k), str(out)], check=True)
+        parts.append(out.read_bytes())
+    path = tmp_path / "layout_switch.ts"
+    path.write_bytes(b"".join(parts))
+    dec = MediaDecoder(str(path))
+    chunks = [(item.t, item.samples.shape[1]) for item in dec.items() if not hasattr(item, "luma")]
+    widths = [w for _, w in chunks]
+    switch = widths.index(1)
+    assert set(widths[:switch]) == {2} and set(widths[switch:]) == {1}   # never mixed up
+    assert abs(chunks[switch][0] - 2.0) <= 0.1
+    result = analyze_source(str(path), DetectorConfig.build(list(NAMES)))
+    assert result.audio_s == pytest.approx(4.0, abs=0.15)               # both parts analysed, none lost

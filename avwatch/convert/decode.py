@@ -78,6 +78,7 @@ class _AudioTrack:
     stream: object
     info: dict
     resampler: object = None
+    signature: tuple | None = None  # (layout, rate, format) of the input the resampler was made for
     anchor: float = 0.0
     expected_in: float = 0.0
     run_count: int = 0
@@ -293,9 +294,20 @@ class MediaDecoder:
         resampler is flushed and a new run starts at that frame's PTS, so gaps stay gaps.
         """
         t_in = self._time(frame.pts, frame.time_base or track.stream.time_base)
-        if track.resampler is not None and t_in is not None and abs(t_in - track.expected_in) > 0.020:
+        layout = self._layout(frame, track)
+        signature = (layout, frame.sample_rate, frame.format.name if frame.format else None)
+        if track.resampler is not None and (signature != track.signature or
+                                            (t_in is not None and abs(t_in - track.expected_in) > 0.020)):
             yield from self._drain(track)
             track.resampler = None
+        if signature != track.signature:
+            if track.signature is not None:  # a mid-stream switch (a splice): the new run has the new layout
+                log.info("%s: audio track %d changed at %.3f s: %s -> %s", self.uri, track.index, t_in or 0.0,
+                         track.signature, signature)
+            channels = len(frame.layout.channels) if frame.layout is not None else track.info["channels"]
+            track.info.update({"channels": channels or track.info["channels"], "layout": layout,
+                               "src_rate": frame.sample_rate})
+            track.signature = signature
         if track.resampler is None:
             track.resampler = av.AudioResampler(format="flt" if self.options.audio_format == "f32" else "s16",
                                                 layout=self._layout(frame, track),

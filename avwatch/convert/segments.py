@@ -184,8 +184,11 @@ class Segmenter:
         rate = self.info.audio["sample_rate"]
         if self._audio_t is not None:
             expected = self._audio_t + self._audio_n / rate
-            if abs(chunk.t - expected) > 1e-3:
-                # a discontinuity in the source: close the segment here, the next starts at chunk.t
+            held = self._audio[0] if self._audio else self._audio_context
+            other_layout = held is not None and held.shape[1] != chunk.samples.shape[1]
+            if abs(chunk.t - expected) > 1e-3 or other_layout:
+                # a discontinuity in the source (or a new channel layout): close the segment here, the next
+                # starts at chunk.t with its own context
                 if self._audio:
                     out.append(self._flush_audio(self._audio_n))
                 self._audio_t, self._audio_context = None, None
