@@ -338,6 +338,19 @@ class Run(State):
         return None
 
 
+def trailing_sums(tail: list, values: np.ndarray, window: int) -> tuple[np.ndarray, list]:
+    """Sums of `values` (n, ...) over the trailing `window` rows ending at each row, the rows before them
+    (`tail`, the last window - 1 rows of earlier calls, kept in a detector's state) included; returns the
+    sums and the new tail. The same sums however the rows were cut."""
+    values = np.asarray(values, np.float64)
+    prior = np.asarray(tail, np.float64).reshape((-1,) + values.shape[1:])
+    both = np.concatenate([prior, values]) if len(prior) else values
+    csum = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(both, axis=0)])
+    ends = np.arange(len(prior) + 1, len(both) + 1)
+    sums = csum[ends] - csum[np.maximum(ends - window, 0)]
+    return sums, (both[-(window - 1):].tolist() if window > 1 else [])
+
+
 @dataclass
 class RunState(State):
     runs: list[Run] = field(default_factory=list)  # one per track (one for video; one per channel or so)
@@ -353,9 +366,10 @@ class RunDetector(Detector):
 
     State = RunState
 
-    @abstractmethod
     def row_scores(self, rows) -> np.ndarray:
-        """(n,) or (n, tracks): the score of a row that wholly shows the defect, NaN for one that does not."""
+        """(n,) or (n, tracks): the score of a row that wholly shows the defect, NaN for one that does not
+        (or override scores())."""
+        raise NotImplementedError(f"{type(self).__name__} must define row_scores or scores")
 
     def row_edges(self, rows) -> tuple[np.ndarray, np.ndarray] | None:
         """For rows that show the defect in part (audio blocks measured to the sample): (ends, starts), each
@@ -375,25 +389,50 @@ class RunDetector(Detector):
         """Where runs still open at the end of the stream end (default: the stream's end)."""
         return end_s
 
+    def scores(self, state: RunState, rows) -> np.ndarray:
+        """row_scores, for detectors whose scores need the rows before these (a trailing window kept in
+        the state): override this instead, and update that state here."""
+        return self.row_scores(rows)
+
+    def min_duration(self, track: int) -> float:
+        """How long a run on `track` must last to be an event (default: options.min_duration_s)."""
+        return self.options.min_duration_s
+
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        """Where the defect of a run from `start` to `end` began and ended. Default: there. A detector that
+        scores trailing windows moves them back by the window's lag (see phase, low_level)."""
+        return start, end
+
     def close_run(self, state: RunState, run: Run, end: float, track: int) -> list[Event]:
-        closed = run.off(end, self.options.min_duration_s)
-        return [] if closed is None else [self.make_event(*closed, track)]
+        closed = run.off(end, 0.0)
+        if closed is None:
+            return []
+        start, end = self.span(closed[0], closed[1])
+        if end - start < self.min_duration(track) - 1e-9:
+            return []
+        return [self.make_event(start, end, closed[2], track)]
 
     def reportable_after(self, event: Event) -> float | None:
         return self.options.min_duration_s
 
     def open_events(self, state: RunState) -> list[Event]:
-        """Each track's run that has lasted min_duration_s by the end of the rows seen (see Detector)."""
-        need = self.options.min_duration_s
+        """Each track's run that has lasted its minimum duration by the end of the rows seen (see Detector)."""
         if state.seen_end is None:
             return []
-        return [self.make_event(run.start, run.start + need, run, c) for c, run in enumerate(state.runs)
-                if run.start is not None and state.seen_end - run.start >= need - 1e-9]
+        out = []
+        for c, run in enumerate(state.runs):
+            if run.start is None:
+                continue
+            start, lasting_to = self.span(run.start, state.seen_end)
+            need = self.min_duration(c)
+            if lasting_to - start >= need - 1e-9:
+                out.append(self.make_event(start, start + need, run, c))
+        return out
 
     def process(self, state: RunState, kind: str, rows) -> list[Event]:
         if kind not in self.inputs or not len(rows):
             return []
-        scores = np.asarray(self.row_scores(rows), np.float64)
+        scores = np.asarray(self.scores(state, rows), np.float64)
         if scores.ndim == 1:
             scores = scores[:, None]
         tracks = scores.shape[1]

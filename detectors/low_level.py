@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from detectors.base import AUDIO, MAJOR, Event, Options, Run, RunDetector, RunState, option
+from detectors.base import AUDIO, MAJOR, Event, Options, Run, RunDetector, RunState, option, trailing_sums
 from detectors.segments import AUDIO_BLOCK_S, AudioBlocks
 from detectors.table import Features
 
@@ -39,7 +39,7 @@ class LowLevelOptions(Options):
 
 @dataclass
 class LowLevelState(RunState):
-    tail: list = field(default_factory=list)  # the last window's (sum of squares, samples, peak), oldest first
+    tail: list = field(default_factory=list)  # the last window's (sum of squares, samples, audible), oldest first
 
 
 class LowLevel(RunDetector):
@@ -60,52 +60,22 @@ class LowLevel(RunDetector):
         return {"low_level_ssq": np.square(x).sum(axis=(1, 2)) / blocks.channels,
                 "low_level_peak": np.abs(x).max(axis=(1, 2)).astype(np.float32)}
 
-    def process(self, state: LowLevelState, kind: str, rows: Features) -> list[Event]:
-        if kind != AUDIO or not len(rows):
-            return []
+    def scores(self, state: LowLevelState, rows: Features) -> np.ndarray:
+        """Per block: the trailing window's RMS where it is low and not silent, NaN elsewhere."""
         o = self.options
         window = max(1, int(round(o.window_s / AUDIO_BLOCK_S)))
-        ssq = rows["low_level_ssq"].astype(np.float64)
-        samples = rows["n"].astype(np.float64)
         peak = rows["low_level_peak"].astype(np.float64)
-        tail = np.asarray(state.tail, np.float64).reshape(-1, 3)
-        both = np.concatenate([tail, np.stack([ssq, samples, peak], axis=1)]) if len(tail) else \
-            np.stack([ssq, samples, peak], axis=1)
-        csum = np.concatenate([np.zeros((1, 2)), np.cumsum(both[:, :2], axis=0)])
-        ends = np.arange(len(tail) + 1, len(both) + 1)
-        win = csum[ends] - csum[np.maximum(ends - window, 0)]
-        # the window's peak: a running maximum over the last `window` blocks
-        peaks = np.array([both[max(0, e - window):e, 2].max() for e in ends])
-        state.tail = both[-(window - 1):].tolist() if window > 1 else []
+        # the window's peak, as a sum of indicator values: blocks at or above the silence level
+        values = np.stack([rows["low_level_ssq"], rows["n"], peak >= 10 ** (o.silence_db / 20)], axis=1)
+        win, state.tail = trailing_sums(state.tail, values, window)
         rms = np.sqrt(win[:, 0] / np.maximum(win[:, 1], 1.0))
-        low = (rms < 10 ** (o.level_db / 20)) & (peaks >= 10 ** (o.silence_db / 20))
-        self._scores = np.where(low, rms, np.nan)  # read by row_scores within this call
-        return super().process(state, kind, rows)
+        low = (rms < 10 ** (o.level_db / 20)) & (win[:, 2] > 0)
+        return np.where(low, rms, np.nan)
 
-    def row_scores(self, rows: Features) -> np.ndarray:
-        return self._scores
-
-    def _start(self, first_low_block_t: float) -> float:
-        """Where the low stretch began: the first low block's window starts window_s before its end (a
-        programme far above the level lifts the window's RMS until it has left the window entirely)."""
-        return first_low_block_t + AUDIO_BLOCK_S - self.options.window_s
-
-    def close_run(self, state: LowLevelState, run: Run, end: float, track: int) -> list[Event]:
-        closed = run.off(end, 0.0)
-        if closed is None:
-            return []
-        start = self._start(closed[0])
-        if end - start < self.options.min_duration_s - 1e-9:
-            return []
-        return [self.make_event(start, end, closed[2], track)]
-
-    def open_events(self, state: LowLevelState) -> list[Event]:
-        need = self.options.min_duration_s
-        if state.seen_end is None:
-            return []
-        return [self.make_event(self._start(run.start), self._start(run.start) + need, run, c)
-                for c, run in enumerate(state.runs)
-                if run.start is not None and state.seen_end - self._start(run.start) >= need - 1e-9]
+    def span(self, start: float, end: float) -> tuple[float, float]:
+        """The first low block's window starts window_s before its end (a programme far above the level
+        lifts the window's RMS until it has left the window entirely)."""
+        return start + AUDIO_BLOCK_S - self.options.window_s, end
 
     def end_of_stream(self, state: LowLevelState, end_s: float) -> float:
         return state.seen_end if state.seen_end is not None else float(end_s)

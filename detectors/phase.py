@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from detectors.base import AUDIO, MAJOR, MINOR, Event, Options, Run, RunDetector, RunState, option, rows_end
+from detectors.base import (AUDIO, MAJOR, MINOR, Event, Options, Run, RunDetector, RunState, option, rows_end,
+                            trailing_sums)
 from detectors.segments import AUDIO_BLOCK_S, AudioBlocks
 from detectors.table import Features
 
@@ -61,7 +62,7 @@ class PhaseOptions(Options):
 @dataclass
 class PhaseState(RunState):
     # runs: per watched pair p, track 2p = out of phase, 2p + 1 = mono carried as stereo
-    tail: list = field(default_factory=list)  # the last window's per-block sums, (blocks, pairs, 3), oldest first
+    tail: list = field(default_factory=list)  # the last window's per-block sums, (blocks, pairs, 4), oldest first
     pairs: int = 0                            # watched pairs of the current layout
     last: list = field(default_factory=list)  # per track, the last block's score (None: not in a run)
 
@@ -92,48 +93,48 @@ class Phase(RunDetector):
 
     # -- per block: trailing-window correlation ---------------------------------------------------
 
+    def scores(self, state: PhaseState, rows: Features) -> np.ndarray:
+        """Per block and track, from the trailing window's sums (state.tail holds the blocks before)."""
+        energy, cross = rows["phase_energy"], rows["phase_cross"]
+        pairs_of = watched_pairs(energy.shape[1])
+        sums = np.zeros((len(rows), len(pairs_of), 4))  # per pair: sum xy, sum xx, sum yy, samples
+        for p, (a, b) in enumerate(pairs_of):
+            sums[:, p] = np.stack([cross[:, a], energy[:, a], energy[:, b], rows["n"]], axis=1)
+        window = max(1, int(round(self.options.window_s / AUDIO_BLOCK_S)))
+        win, state.tail = trailing_sums(state.tail, sums, window)
+        scores, loud = self._window_scores(win)
+        # below programme level the phase is unknown: a run goes on through a pause (speech) unchanged,
+        # i.e. a quiet block repeats the decision of the block before it (the last of the previous call
+        # is kept in state.last, so this holds however the rows were cut)
+        carry = np.array([np.nan if v is None else v for v in state.last]) if len(state.last) == scores.shape[1] \
+            else np.full(scores.shape[1], np.nan)
+        quiet = np.repeat(~loud, 2, axis=1)
+        rows_idx = np.where(quiet, -1, np.arange(len(scores))[:, None])
+        source = np.maximum.accumulate(rows_idx, axis=0)       # the last loud block at or before each one
+        filled = np.take_along_axis(scores, np.maximum(source, 0), axis=0)
+        scores = np.where(source >= 0, filled, carry[None, :])
+        state.last = [None if v != v else float(v) for v in scores[-1].tolist()]
+        return scores
+
     def process(self, state: PhaseState, kind: str, rows: Features) -> list[Event]:
         if kind != AUDIO or not len(rows):
             return []
-        energy, cross = rows["phase_energy"], rows["phase_cross"]
-        pairs_of = watched_pairs(energy.shape[1])
-        sums = np.zeros((len(rows), len(pairs_of), 3))
-        for p, (a, b) in enumerate(pairs_of):
-            sums[:, p, 0], sums[:, p, 1], sums[:, p, 2] = cross[:, a], energy[:, a], energy[:, b]
-        pairs = len(pairs_of)
+        pairs = len(watched_pairs(rows["phase_energy"].shape[1]))
         if pairs != state.pairs:  # first rows, or the layout changed: start afresh
             state.pairs, state.tail, state.last = pairs, [], []
         if not pairs:             # mono: no pair to watch (runs of an earlier layout end here)
             events = self.close_layout(state, float(rows["t"][0]))
             state.runs, state.seen_end = [], rows_end(kind, rows)
             return events
-        window = max(1, int(round(self.options.window_s / AUDIO_BLOCK_S)))
-        tail = np.asarray(state.tail, np.float64).reshape(-1, pairs, 3)
-        both = np.concatenate([tail, sums]) if len(tail) else sums
-        csum = np.concatenate([np.zeros((1, pairs, 3)), np.cumsum(both, axis=0)])
-        ends = np.arange(len(tail) + 1, len(both) + 1)
-        win = csum[ends] - csum[np.maximum(ends - window, 0)]                  # (n, pairs, 3)
-        counts = np.minimum(ends, window) * float(np.median(rows["n"]))       # samples per channel in it
-        state.tail = both[-(window - 1):].tolist() if window > 1 else []
-        scores, loud = self._window_scores(win, counts)
-        # below programme level the phase is unknown: a run goes on through a pause (speech) unchanged
-        quiet = np.repeat(~loud, 2, axis=1)
-        carry = state.last if len(state.last) == scores.shape[1] else [None] * scores.shape[1]
-        for c in range(scores.shape[1]):
-            column = scores[:, c]
-            for k in np.flatnonzero(quiet[:, c]).tolist():
-                column[k] = column[k - 1] if k else (np.nan if carry[c] is None else carry[c])
-        state.last = [None if v != v else float(v) for v in scores[-1].tolist()]
-        self._scores = scores  # read by row_scores within this call
         return super().process(state, kind, rows)
 
-    def _window_scores(self, win: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _window_scores(self, win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(scores (n, 2 pairs), loud (n, pairs)): per block and pair, the window's correlation where it
         is out of phase (and side-to-mid dB where mono, with mono_check), NaN where not; loud where
         both channels are at programme level."""
         o = self.options
-        sxy, sxx, syy = win[:, :, 0], win[:, :, 1], win[:, :, 2]
-        level = (10.0 ** (o.programme_level_db / 20.0)) ** 2 * counts[:, None]
+        sxy, sxx, syy, counts = win[:, :, 0], win[:, :, 1], win[:, :, 2], win[:, :, 3]
+        level = (10.0 ** (o.programme_level_db / 20.0)) ** 2 * counts
         loud = (sxx >= level) & (syy >= level)
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = sxy / np.sqrt(sxx * syy)
@@ -145,15 +146,12 @@ class Phase(RunDetector):
             scores[:, 1::2] = np.where(loud & (side_db <= -o.mono_side_db), side_db, np.nan)
         return scores, loud
 
-    def row_scores(self, rows: Features) -> np.ndarray:
-        return self._scores
-
     # -- events --------------------------------------------------------------------------------------
 
-    def _min_duration(self, track: int) -> float:
+    def min_duration(self, track: int) -> float:
         return self.options.mono_min_duration_s if track % 2 else self.options.min_duration_s
 
-    def _span(self, start: float, end: float) -> tuple[float, float]:
+    def span(self, start: float, end: float) -> tuple[float, float]:
         """Where the defect began and ended, from the first qualifying block and the first block that is
         not: a trailing window qualifies once about 80% of it shows the defect and stops once less does,
         so the window lags the onset by ~0.8 window_s and the end by ~0.2 window_s."""
@@ -161,30 +159,8 @@ class Phase(RunDetector):
         begun = start + AUDIO_BLOCK_S - ONSET_SHARE * w
         return begun, max(begun, end - (1.0 - ONSET_SHARE) * w)
 
-    def close_run(self, state: PhaseState, run: Run, end: float, track: int) -> list[Event]:
-        closed = run.off(end, 0.0)
-        if closed is None:
-            return []
-        start, end = self._span(closed[0], closed[1])
-        if end - start < self._min_duration(track) - 1e-9:
-            return []
-        return [self.make_event(start, end, closed[2], track)]
-
     def reportable_after(self, event: Event) -> float | None:
         return self.options.mono_min_duration_s if event.check.startswith("mono") else self.options.min_duration_s
-
-    def open_events(self, state: PhaseState) -> list[Event]:
-        if state.seen_end is None:
-            return []
-        out = []
-        for c, run in enumerate(state.runs):
-            if run.start is None:
-                continue
-            start, lasting_to = self._span(run.start, state.seen_end)
-            need = self._min_duration(c)
-            if lasting_to - start >= need - 1e-9:
-                out.append(self.make_event(start, start + need, run, c))
-        return out
 
     def end_of_stream(self, state: PhaseState, end_s: float) -> float:
         # a run still going on at the end lasted to the end: no window lag to take off there

@@ -21,6 +21,7 @@ from detectors.audio_gap import AudioGap
 from detectors.channel_loss import ChannelLoss, ChannelLossOptions
 from detectors.config import DetectorConfig
 from detectors.phase import Phase, PhaseOptions
+from tests.alarm_steps import AlarmedDetector
 from tests.media import ffmpeg, speech, write_clip
 from tests.test_audio_detectors import run, stream_features
 
@@ -100,14 +101,13 @@ def panned_lines(voice: np.ndarray, seconds: float) -> np.ndarray:
 
 
 def run_with_alarms(det, parts) -> list:
-    """Stage 2 over the parts with the analyzer's alarm lifecycle: OPEN events as well as CLOSED ones."""
-    from detectors import alarms
+    """Stage 2 over audio parts with the analyzer's alarm lifecycle: OPEN events as well as CLOSED ones."""
     from detectors.base import AUDIO
 
-    state, book, policy, out = det.initial_state(), alarms.new_book(), alarms.AlarmPolicy(), []
+    alarmed = AlarmedDetector(det)
     for p in parts:
-        out += alarms.lifecycle(book, det, det.process(state, AUDIO, p), det.open_events(state), None, policy)
-    return out + alarms.lifecycle(book, det, det.finish(state, 1e9), None, None, policy)
+        alarmed.step(AUDIO, p)
+    return alarmed.finish()
 
 
 def detector_rows(events, name: str) -> list:
@@ -302,13 +302,10 @@ def test_audio_gaps_match_ffprobe_packets_and_a_track_that_stops_is_one_event(tm
 def test_a_track_that_stops_is_raised_while_it_is_missing():
     """Stage 2 alone: video goes on, audio does not; the open alarm comes once the video is
     min_gap_s + arrival_slack_s ahead, and the closed event when the audio returns."""
-    from detectors import alarms
     from detectors.base import AUDIO, VIDEO
     from detectors.table import Features
 
-    det = AudioGap()
-    state = det.initial_state()
-    book, policy = alarms.new_book(), alarms.AlarmPolicy()
+    alarmed = AlarmedDetector(AudioGap())
 
     def video(t0, t1):
         t = np.arange(t0, t1, 0.04)
@@ -318,16 +315,12 @@ def test_a_track_that_stops_is_raised_while_it_is_missing():
         t = np.arange(t0, t1, 0.01)
         return Features({"t": t, "n": np.full(len(t), 480), "rate": np.full(len(t), RATE)})
 
-    out = []
-    for kind, rows in [(AUDIO, audio(0, 2)), (VIDEO, video(0, 2)), (VIDEO, video(2, 4)), (VIDEO, video(4, 5))]:
-        found = det.process(state, kind, rows)
-        out += alarms.lifecycle(book, det, found, det.open_events(state), None, policy)
-        if kind == VIDEO and rows["t"][0] == 4:
-            assert [(e.state, round(e.start_s, 3)) for e in out] == [("open", 2.0)]   # 2.5 s ahead at 4.5 s
-    found = det.process(state, AUDIO, audio(4.8, 5.0))
-    out += alarms.lifecycle(book, det, found, det.open_events(state), None, policy)
-    assert [(e.state, round(e.start_s, 3), round(e.end_s, 3)) for e in out] == [("open", 2.0, 2.5),
-                                                                                  ("closed", 2.0, 4.8)]
+    for kind, rows in [(AUDIO, audio(0, 2)), (VIDEO, video(0, 2)), (VIDEO, video(2, 4))]:
+        assert alarmed.step(kind, rows) == []                            # video 2 s ahead: within the slack
+    assert [(e.state, round(e.start_s, 3)) for e in alarmed.step(VIDEO, video(4, 5))] == [("open", 2.0)]
+    alarmed.step(AUDIO, audio(4.8, 5.0))
+    assert [(e.state, round(e.start_s, 3), round(e.end_s, 3)) for e in alarmed.events] == [("open", 2.0, 2.5),
+                                                                                           ("closed", 2.0, 4.8)]
 
 
 # -- the generated corpus: F1 per detector, clean programmes silent ----------------------------------

@@ -11,6 +11,7 @@ import pytest
 from avwatch.local import analyze_source
 from avwatch.samples import corrupt_packets, read_rgb_frames, real_clip, write_clip
 from detectors.config import DetectorConfig
+from tests.alarm_steps import AlarmedDetector
 from tests.media import ffmpeg
 
 pytestmark = pytest.mark.footage
@@ -52,19 +53,18 @@ def test_no_event_on_clean_footage_and_clean_clips(clean):
 
 def test_a_burst_is_raised_at_its_first_damaged_frame():
     """Stage 2 alone: flagged frames at 1.00 and 1.40 s are one burst, raised at once, closed 1 s after."""
-    from detectors import alarms
     from detectors.base import VIDEO
     from detectors.decode_error import DecodeError
     from detectors.table import Features
 
-    det = DecodeError()
-    state, book, out = det.initial_state(), alarms.new_book(), []
+    alarmed = AlarmedDetector(DecodeError())
     t = np.arange(0, 4, 0.04)
     flags = np.isin(np.round(t, 2), [1.0, 1.4])
+    steps = []
     for a in range(0, len(t), 10):
-        rows = Features({"t": t[a:a + 10], "frame_dur": np.full(len(t[a:a + 10]), 0.04),
-                         "decode_error": flags[a:a + 10]})
-        out += alarms.lifecycle(book, det, det.process(state, VIDEO, rows), det.open_events(state), None,
-                                alarms.AlarmPolicy())
-    states = [(e.state, round(e.start_s, 2), round(e.end_s, 2), e.details["damaged_frames"]) for e in out]
-    assert states[0] == ("open", 1.0, 1.04, 1) and states[-1] == ("closed", 1.0, 1.44, 2)
+        rows = Features({"t": t[a:a + 10], "frame_dur": np.full(len(t[a:a + 10]), 0.04), "decode_error": flags[a:a + 10]})
+        steps.append([(e.state, round(e.start_s, 2), round(e.end_s, 2), e.details["damaged_frames"])
+                      for e in alarmed.step(VIDEO, rows)])
+    assert steps[2] == [("open", 1.0, 1.04, 1)]                  # raised in the step that holds the frame at 1.0 s
+    assert steps[6] == [("closed", 1.0, 1.44, 2)]                # closed once 1 s passed after the one at 1.4 s
+    assert sum(steps, []) == steps[2] + steps[6]

@@ -34,15 +34,19 @@ def test_a_black_published_live_is_alerted_while_it_lasts_and_cleared_when_it_en
     topics = ("live-alarm.video", "live-alarm.audio", "live-alarm.alerts")
     create_topics(broker.bootstrap, list(topics), partitions=1)
     clip = black_clip(tmp_path / "black.mkv", 32, (1, 31))           # 30 s of black from 1 s
-    received: list[tuple[float, dict]] = []
+    received: list[tuple[float, dict, int]] = []
     stop = threading.Event()
 
-    def listen():  # the operator's alarm panel: what arrives on the alerts topic, and when
+    def listen():  # the operator's alarm panel: what arrives on the alerts topic, when, and how much of the
+        from kafka import TopicPartition  # picture had been published by then (video records on the topic)
+
         consumer = KafkaConsumer(topics[2], bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
                                  consumer_timeout_ms=500)
+        video = TopicPartition(topics[0], 0)
         while not stop.is_set():
             for message in consumer:
-                received.append((time.time(), json.loads(message.value)))
+                published_video = consumer.end_offsets([video])[video]
+                received.append((time.time(), json.loads(message.value), published_video))
         consumer.close()
 
     published = {}
@@ -56,7 +60,7 @@ def test_a_black_published_live_is_alerted_while_it_lasts_and_cleared_when_it_en
         published["end"] = time.time()
         deadline = time.time() + 20.0  # the job stops once the black's closed alert is in
         while time.time() < deadline and not any(a["detector"] == "black" and a["state"] == "closed"
-                                                 for _, a in list(received)):
+                                                 for _, a, _ in list(received)):
             time.sleep(0.2)
         time.sleep(1.0)
         for q in spark.streams.active:
@@ -75,15 +79,18 @@ def test_a_black_published_live_is_alerted_while_it_lasts_and_cleared_when_it_en
         stop.set()
         threads[1].join(timeout=120)
         threads[0].join(timeout=10)
-    black = [(at, a) for at, a in received if a["detector"] == "black"]
-    assert [(a["state"], a["start_s"], a["end_s"]) for _, a in black if a["state"] != "ongoing"] == [
+    black = [(at, a, n) for at, a, n in received if a["detector"] == "black"]
+    assert [(a["state"], a["start_s"], a["end_s"]) for _, a, _ in black if a["state"] != "ongoing"] == [
         ("open", 1.0, 2.0), ("closed", 1.0, 31.0)]
-    opened_at = black[0][0]
-    assert opened_at < published["wall0"] + 31.0                      # raised while the picture is black
-    assert [a["end_s"] for _, a in black if a["state"] == "ongoing"] == [12.0, 22.0]  # updated while it lasts
-    assert len({a["event_id"] for _, a in black}) == 1
+    opened_at, _, video_records_then = black[0]
+    # raised while the picture is black: when the open alert arrived, the publisher had not yet sent the
+    # 1 s video segment holding 31 s, where the picture comes back (segments 0..30 at most: 31 records)
+    assert video_records_then <= 31
+    assert [a["end_s"] for _, a, _ in black if a["state"] == "ongoing"] == [12.0, 22.0]  # updated while it lasts
+    assert len({a["event_id"] for _, a, _ in black}) == 1
+    # the latency itself is a benchmark figure (bench/run.py --only latency), not asserted here
     print(f"open alert {opened_at - (published['wall0'] + 2.0):.2f} s after the black became reportable")
-    assert not [a for _, a in received if a["detector"] == "freeze"]  # one alarm: black, not also freeze
+    assert not [a for _, a, _ in received if a["detector"] == "freeze"]  # one alarm: black, not also freeze
     rows = table_rows(tmp_path / "sink")
     freeze = [r for r in rows if r["detector"] == "freeze"]
     assert freeze and all(json.loads(r["details"])["suppressed_by"]["detector"] == "black" for r in freeze)
