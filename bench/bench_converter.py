@@ -86,3 +86,54 @@ def run(bootstrap: str) -> dict:
             "bytes_per_frame_vs_raw_1080p": round(video_bytes / frames / RAW_1080P, 5),
             "all_bytes_per_frame_vs_raw_1080p": round((video_bytes + audio_bytes) / frames / RAW_1080P, 5)}
     return out
+
+
+# -- the transport checks' cost -------------------------------------------------------------------------------
+
+
+def ts_clip(clip: Path) -> Path:
+    """The clip remuxed into MPEG-TS (stream copy): what a TS source costs the converter to read."""
+    out = clip.with_suffix(".ts")
+    if not out.exists():
+        tmp = out.with_suffix(".part.ts")
+        subprocess.run([ffmpeg(), "-v", "error", "-y", "-i", str(clip), "-c", "copy", "-f", "mpegts", str(tmp)],
+                       check=True)
+        tmp.rename(out)
+    return out
+
+
+def decode_cpu(path: Path, transport: bool) -> tuple[float, float]:
+    """CPU seconds of the converter's decoding and per-frame work (no Kafka) over the whole clip, and of
+    that the transport analyser's own."""
+    import time
+
+    from avwatch.convert.decode import MediaDecoder
+    from avwatch.convert.options import DecodeOptions
+
+    started = time.process_time()
+    decoder = MediaDecoder(str(path), DecodeOptions(transport=transport))
+    for _ in decoder.items():
+        pass
+    return time.process_time() - started, (decoder.transport.cpu_s if decoder.transport is not None else 0.0)
+
+
+def transport_cost(height: int = 1080, repeats: int = 7) -> dict:
+    """The converter with the MPEG-TS transport checks on vs off, on the same 1080p TS, alternated in this
+    process, the lowest CPU time of each kept (this machine's run-to-run noise is +-15%: the lowest is the
+    least disturbed). Target: at most 1.10 (the checks add <= 10%). The analyser's own CPU, timed inside
+    it, is reported beside as the share of the run it costs (what the A/B ratio measures, without the noise;
+    the rest of the difference is PyAV reading through a Python file object)."""
+    from avwatch.native_threads import use_one_native_thread
+
+    use_one_native_thread()
+    clip = ts_clip(bench_clip(height))
+    on, off, own = [], [], []
+    for _ in range(repeats):
+        off.append(decode_cpu(clip, transport=False)[0])
+        total, analyser = decode_cpu(clip, transport=True)
+        on.append(total)
+        own.append(analyser)
+    return {"clip": clip.name, "bytes": clip.stat().st_size, "repeats": repeats,
+            "cpu_s_transport_off": round(min(off), 3), "cpu_s_transport_on": round(min(on), 3),
+            "transport_cost_ratio": round(min(on) / min(off), 3),
+            "analyser_cpu_s": round(min(own), 3), "analyser_share_of_run": round(min(own) / min(on), 4)}

@@ -43,6 +43,9 @@ def render(results: dict) -> str:
         c = conv.get(height, {})
         row(f"converter vs FFmpeg, whole 60 s run with start-up ({height})", "report",
             c.get("ratio_vs_ffmpeg_whole_run_long"), None)
+    tr = runs.get("transport", {})
+    row("converter CPU with MPEG-TS transport checks / without (1080p TS)", "≤ 1.10", tr.get("transport_cost_ratio"),
+        None if not tr else tr["transport_cost_ratio"] <= 1.10)
     ratio = c1080.get("bytes_per_frame_vs_raw_1080p")
     row("video bytes on the wire per analysed frame / raw 1080p frame", "≤ 0.01", ratio,
         None if ratio is None else ratio <= 0.01)
@@ -99,6 +102,7 @@ def render(results: dict) -> str:
 
     sections = [
         ("converter", "Converter vs FFmpeg decode + scale", "python bench/run.py --only converter"),
+        ("transport", "MPEG-TS transport checks in the converter", "python bench/run.py --only transport"),
         ("detectors", "Detector stage-1 cost", "python bench/run.py --only detectors"),
         ("e2e", "End to end (converter + Kafka + Spark) vs FFmpeg's detection chain", "python bench/run.py --only e2e"),
         ("e2e_edge", "End to end with --edge-features", "python bench/run.py --only e2e_edge"),

@@ -25,7 +25,7 @@ from bench import bench_converter, bench_detectors, bench_pipeline  # noqa: E402
 from bench.common import machine, write_json  # noqa: E402
 from bench.report import render  # noqa: E402
 
-ALL = ["converter", "detectors", "e2e", "e2e_edge", "spark", "scaling", "latency", "latency100", "streams"]
+ALL = ["converter", "transport", "detectors", "e2e", "e2e_edge", "spark", "scaling", "latency", "latency100", "streams"]
 
 
 def main(argv=None) -> int:
@@ -56,6 +56,8 @@ def main(argv=None) -> int:
             started = time.monotonic()
             if name == "converter":
                 figures = bench_converter.run(stack.bootstrap)
+            elif name == "transport":
+                figures = bench_converter.transport_cost()
             elif name == "detectors":
                 figures = bench_detectors.run()
             elif name == "e2e":
@@ -116,6 +118,8 @@ def headline(runs: dict) -> dict:
     if "converter" in runs:
         h["bytes_per_frame_vs_raw_1080p"] = runs["converter"]["1080p"]["bytes_per_frame_vs_raw_1080p"]
         h["converter_vs_ffmpeg_1080p"] = runs["converter"]["1080p"]["ratio_vs_ffmpeg"]
+    if "transport" in runs:
+        h["converter_transport_cost_1080p"] = runs["transport"]["transport_cost_ratio"]
     if "detectors" in runs:
         h["video_features_us_320x180"] = runs["detectors"]["video"]["320x180"]["whole_video_set_us"]
     return h

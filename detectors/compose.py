@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from detectors.base import AUDIO, VIDEO
+from detectors.facts import AUDIO_FACTS, audio_codes
 from detectors.segments import AudioBlocks, VideoFrames, decode_audio, decode_video, source_of
 from detectors.table import Features
 from detectors.wire import from_ipc, to_ipc
@@ -40,6 +41,7 @@ SHARED_OUTPUTS: dict[str, dict[str, pa.DataType]] = {
         "t": pa.float64(),               # media seconds of each 10 ms block's first sample
         "n": pa.int64(),                 # samples per channel in the block
         "rate": pa.int32(),              # samples per second
+        "audio_format": pa.list_(pa.int64(), len(AUDIO_FACTS)),  # the source's AUDIO_FACTS, coded (format_change)
     },
 }
 EVIDENCE_OUTPUTS = {"thumb_jpeg": pa.binary()}  # video: the frame's thumbnail, JPEG
@@ -97,7 +99,8 @@ def audio_features(table: pa.Table, config) -> Features:
 
 
 def compose_audio(blocks: AudioBlocks, config) -> Features:
-    out = Features(t=blocks.t, n=blocks.n, rate=np.full(len(blocks.t), blocks.rate, np.int32))
+    out = Features(t=blocks.t, n=blocks.n, rate=np.full(len(blocks.t), blocks.rate, np.int32),
+                   audio_format=np.tile(audio_codes(blocks.source_audio), (len(blocks.t), 1)))
     for det in config.detectors:
         if det.stage1_kind == AUDIO:
             _add_stage1(out, det, blocks)

@@ -1,4 +1,5 @@
-"""format_change: the source's picture format switches mid-stream (size, pixel format, colour range, codec).
+"""format_change: the source's picture format (size, pixel format, colour range, codec) or its audio format
+(sample rate, channel layout, codec) switches mid-stream.
 
 A splice between two feeds, an encoder reconfigured, a contribution link falling back to a lower
 resolution: a monitor reports the switch itself, with what it was and what it became, and the alarms of
@@ -6,51 +7,25 @@ the detectors that compare against history (freeze, blur, blockiness, A/V sync, 
 around it as its consequences (detectors/alarms.py). The converter notices the switch on the decoded
 frames, starts a new segment there with the new source facts and goes on at the same analysis size
 (avwatch/convert/decode.py); stage 1 gives each frame its segment's facts, stage 2 reports where they
-change: one event at the first frame in the new format, lasting one frame.
+change: one event at the first frame in the new format, lasting one frame (`check: video`). The audio's
+facts ride in every audio row (detectors/compose.py, `audio_format`); a switch is one event at the first
+10 ms block in the new format (`check: audio`), each audio track on its own.
 
 The first format a stream is met with is no change (a job joining mid-way sees none).
 """
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from detectors.base import MAJOR, VIDEO, Detector, Event, Options, State, option
+from detectors.base import AUDIO, MAJOR, VIDEO, Detector, Event, Options, State, option
+from detectors.facts import AUDIO_FACTS, code as _code, fact as _fact
 from detectors.segments import VideoFrames
 from detectors.table import Features
 
 FACTS = ("width", "height", "pix_fmt", "color_range", "codec")
-
-
-KNOWN_NAMES = ("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv420p10le", "yuv422p10le",
-               "yuv444p10le", "nv12", "p010le", "gray", "rgb24", "bgr24", "bgr0", "rgba", "full", "limited",
-               "h264", "hevc", "mpeg2video", "mpeg4", "vp8", "vp9", "av1", "prores", "mjpeg", "dnxhd", "rawvideo")
-
-
-def _code(value) -> int:
-    """A number for a fact, so that stage 1 rows carry it: sizes as themselves, names by their CRC-32."""
-    if value is None:
-        return -1
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    return int(zlib.crc32(str(value).encode()) & 0x7FFFFFFF)
-
-
-_NAME_OF = {_code(n): n for n in KNOWN_NAMES}
-
-
-def _fact(name: str, code: int):
-    """A code back to what a person reads: a size, a known name, or the code of an unknown name."""
-    if code == -1:
-        return None
-    if name in ("width", "height"):
-        return code
-    return _NAME_OF.get(code, f"other ({code})")
-
-
 @dataclass(frozen=True)
 class FormatChangeOptions(Options):
     report_range: bool = option(True, "report a change of colour range alone (full/limited)")
@@ -59,12 +34,13 @@ class FormatChangeOptions(Options):
 @dataclass
 class FormatChangeState(State):
     codes: list | None = None      # the facts of the format seen last, as codes (FACTS)
+    audio_codes: list | None = None  # the audio's facts seen last, as codes (detectors/facts.AUDIO_FACTS)
 
 
 class FormatChange(Detector):
     name = "format_change"
     version = "1.0"
-    inputs = (VIDEO,)
+    inputs = (VIDEO, AUDIO)
     Options = FormatChangeOptions
     State = FormatChangeState
     stage1_kind = VIDEO
@@ -75,20 +51,43 @@ class FormatChange(Detector):
         return {"format_codes": np.tile(codes, (len(frames.t), 1))}
 
     def process(self, state: FormatChangeState, kind: str, rows: Features) -> list[Event]:
-        if kind != VIDEO or not len(rows):
+        if not len(rows):
             return []
+        if kind == AUDIO:
+            return self._audio(state, rows)
         codes = rows["format_codes"]
         watched = [i for i, k in enumerate(FACTS) if k != "color_range" or self.options.report_range]
         events = []
         for k in range(len(rows)):
             row = [int(c) for c in codes[k].tolist()]
             if state.codes is not None and [row[i] for i in watched] != [state.codes[i] for i in watched]:
-                before = {f: _fact(f, c) for f, c in zip(FACTS, state.codes)}
-                after = {f: _fact(f, c) for f, c in zip(FACTS, row)}
-                changed = {f: [before[f], after[f]] for f in FACTS if before[f] != after[f]}
                 t, dur = float(rows["t"][k]), float(rows["frame_dur"][k])
-                events.append(Event(self.name, t, t + dur, score=float(len(changed)), threshold=1.0,
-                                    severity=MAJOR, check="video",
-                                    details={"changed": changed, "before": before, "after": after}))
+                events.append(self._event("video", FACTS, state.codes, row, t, t + dur))
             state.codes = row
         return events
+
+    def _audio(self, state: FormatChangeState, rows: Features) -> list[Event]:
+        """The audio's sample rate, channel layout or codec switched (a splice, an encoder reconfigured)."""
+        if "audio_format" not in rows:
+            return []
+        codes = rows["audio_format"]
+        changes = np.flatnonzero(np.any(np.diff(codes, axis=0) != 0, axis=1)) + 1 if len(rows) > 1 else np.array([], int)
+        events = []
+        first = [int(c) for c in codes[0].tolist()]
+        if state.audio_codes is not None and first != state.audio_codes:
+            changes = np.concatenate([[0], changes]).astype(int)
+        before = state.audio_codes
+        for k in changes.tolist():
+            row = [int(c) for c in codes[k].tolist()]
+            prev = before if k == 0 else [int(c) for c in codes[k - 1].tolist()]
+            t = float(rows["t"][k])
+            events.append(self._event("audio", AUDIO_FACTS, prev, row, t, t + float(rows["n"][k]) / float(rows["rate"][k])))
+        state.audio_codes = [int(c) for c in codes[-1].tolist()]
+        return events
+
+    def _event(self, check: str, names, was: list, now: list, start: float, end: float) -> Event:
+        before = {f: _fact(f, c) for f, c in zip(names, was)}
+        after = {f: _fact(f, c) for f, c in zip(names, now)}
+        changed = {f: [before[f], after[f]] for f in names if before[f] != after[f]}
+        return Event(self.name, start, end, score=float(len(changed)), threshold=1.0, severity=MAJOR, check=check,
+                     details={"changed": changed, "before": before, "after": after})

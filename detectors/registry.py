@@ -7,7 +7,8 @@ here. Names are short, lower case, and used verbatim in the events table, the co
 from __future__ import annotations
 
 from detectors import (audio_gap, av_sync, black, blockiness, blur, channel_loss, clipping, colorbars, decode_error,
-                       format_change, frame_drop, freeze, loudness, low_level, phase, silence, solid_color, stall)
+                       format_change, frame_drop, freeze, loudness, low_level, phase, silence, solid_color, stall,
+                       transport)
 from detectors.base import Detector
 
 REGISTRY: dict[str, type[Detector]] = {
@@ -19,6 +20,7 @@ REGISTRY: dict[str, type[Detector]] = {
     "solid_color": solid_color.SolidColor,
     "frame_drop": frame_drop.FrameDrop,
     "stall": stall.Stall,
+    "transport": transport.Transport,
     "decode_error": decode_error.DecodeError,
     "format_change": format_change.FormatChange,
     "silence": silence.Silence,

@@ -36,6 +36,7 @@ class VideoFrames:
     diff_prev: np.ndarray      # (n,) mean |Y - Y_prev| as a fraction of 255; NaN where no previous frame
     diff_cells: np.ndarray     # (n, cells) the same per cell of a DIFF_CELLS grid
     source_video: dict = field(default_factory=dict)  # the segment's source picture facts (codec, size, ...)
+    transport: dict | None = None  # MPEG-TS sources: the segment's transport notes (avwatch/convert/transport.py)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class AudioBlocks:
     context: int               # leading context samples (the previous segment's tail)
     layout: str = ""           # FFmpeg channel layout name of the source, e.g. "stereo", "5.1"
     dialnorm_db: float | None = None  # AC-3/E-AC-3 dialogue normalisation of the source (dB), if it has one
+    source_audio: dict = field(default_factory=dict)  # the segment's source audio facts (codec, src_rate, layout)
 
     @property
     def channels(self) -> int:
@@ -114,7 +116,8 @@ def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
         frame_dur=float(video.get("frame_dur") or 0.04),
         block_ratio=ratio.reshape(-1, nreg)[keep] if nreg else np.ones((n, 9), np.float32),
         block_activity=activity.reshape(-1, nreg)[keep] if nreg else np.zeros((n, 9), np.float32),
-        luma_mean=means, luma_std=stds, diff_prev=diffs, diff_cells=cells, source_video=dict(video))
+        luma_mean=means, luma_std=stds, diff_prev=diffs, diff_cells=cells, source_video=dict(video),
+        transport=src.get("transport"))
     flags = {name: table.column(name).to_numpy(zero_copy_only=False)[keep]
              for name in ("frame_index", "keyframe", "decode_error", "pts_missing")}
     flags["thumb_jpeg"] = np.array(jpegs, dtype=object)[keep]
@@ -168,6 +171,7 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
     dialnorm = (source.get("audio") or {}).get("dialnorm_db") if isinstance(source, dict) else None
     blocks = AudioBlocks(t=t, n=n, block=block, rate=rate, samples=samples,
                          raw=raw, context=int(row["context_samples"]), layout=row["layout"],
-                         dialnorm_db=float(dialnorm) if isinstance(dialnorm, (int, float)) else None)
+                         dialnorm_db=float(dialnorm) if isinstance(dialnorm, (int, float)) else None,
+                         source_audio=dict(source.get("audio") or {}) if isinstance(source, dict) else {})
     return blocks, source
 

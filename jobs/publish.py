@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from avwatch.convert.decode import MediaDecoder, is_live, open_container
+from avwatch.convert.decode import MediaDecoder, is_live, open_source
 from avwatch.convert.segments import Segment, TrackSegmenters
 from avwatch.errors import AvwatchError
 from avwatch.native_threads import use_one_native_thread
@@ -146,7 +146,8 @@ class SourcePublisher(threading.Thread):
         delay = 1.0
         for attempt in range(1, attempts + 1):
             try:
-                return open_container(self.uri, read_timeout_s=self.options.read_timeout_s)
+                return open_source(self.uri, read_timeout_s=self.options.read_timeout_s,
+                                   transport=self.options.decode.transport)
             except ConnectionError as exc:
                 if attempt == attempts:
                     raise AvwatchError(f"{self.uri}: cannot connect after {attempts} attempts ({exc}). Check that "
@@ -182,7 +183,8 @@ class SourcePublisher(threading.Thread):
         while a live source delivers nothing."""
         o = self.options
         epoch = resolve_epoch(o.epoch)
-        decoder = MediaDecoder(self.uri, o.decode, container=self._open())
+        container, reader = self._open()
+        decoder = MediaDecoder(self.uri, o.decode, container=container, reader=reader)
         info = decoder.info
         missing = [k for k, present in (("video", info.has_video), ("audio", info.has_audio)) if not present]
         if missing:

@@ -107,3 +107,10 @@ def test_an_audio_layout_switch_mid_stream_is_followed_not_garbled(tmp_path):
     assert abs(chunks[switch][0] - 2.0) <= 0.1
     result = analyze_source(str(path), DetectorConfig.build(list(NAMES)))
     assert result.audio_s == pytest.approx(4.0, abs=0.15)               # both parts analysed, none lost
+    # the switch itself is one format_change event, at the first block in the new layout, before and after
+    switches = [r for r in result.rows if r["detector"] == "format_change"]
+    assert len(switches) == 1, switches
+    details = json.loads(switches[0]["details"])
+    assert details["check"] == "audio" and abs(switches[0]["start_s"] - 2.0) <= 0.1
+    assert details["changed"]["channels"] == [2, 1] and details["changed"]["layout"] == ["stereo", "mono"]
+    assert details["before"]["codec"] == details["after"]["codec"] == "aac"

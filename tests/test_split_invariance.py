@@ -47,14 +47,20 @@ def splice_feed(folder: Path) -> SampleClip:
     return spliced_feed(folder)
 
 
+def transport_feed(folder: Path) -> SampleClip:
+    from tests.ts_media import damaged_ts
+
+    return damaged_ts(folder)
+
+
 CLIPS = {"studio": studio_feed, "field": field_camera, "sync": sync_test, "damaged": damaged_feed,
-         "hiss": hiss_feed, "splice": splice_feed}
+         "hiss": hiss_feed, "splice": splice_feed, "transport": transport_feed}
 # The demo clip on which each detector fires (stall: on every clip, through the heartbeats after its end).
 CLIP_OF = {"black": "studio", "freeze": "studio", "solid_color": "studio", "colorbars": "studio",
            "silence": "studio", "clipping": "studio", "stall": "studio", "frame_drop": "field", "blur": "field",
            "av_sync": "sync", "loudness": "sync", "blockiness": "damaged",
            "channel_loss": "studio", "phase": "studio", "audio_gap": "field", "low_level": "hiss",
-           "decode_error": "damaged", "format_change": "splice"}
+           "decode_error": "damaged", "format_change": "splice", "transport": "transport"}
 HANG_S = 3.5  # the source hangs at its end: heartbeats go on this long after the last media
 
 

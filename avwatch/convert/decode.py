@@ -21,6 +21,7 @@ import numpy as np
 from avwatch.convert import frames as px
 from avwatch.convert.options import DecodeOptions
 from avwatch.convert.ac3 import dialnorm_db
+from avwatch.convert.ts_input import transport_reader
 from avwatch.errors import AvwatchError
 from detectors.blockiness import block_grid_features
 from schemas.records import BLOCK_REGIONS
@@ -48,6 +49,8 @@ class VideoFrame:
     block_ratio: np.ndarray  # float32[regions], full-size block-grid gradient ratio
     block_activity: np.ndarray
     format_changed: bool = False  # the source's picture format (size, pixel format, range) changed here
+    transport: dict | None = None  # MPEG-TS sources: transport notes since the previous analysed frame and the
+    #                                absences going on, times relative to t (avwatch/convert/transport.py)
 
 
 @dataclass
@@ -90,6 +93,12 @@ def is_live(uri: str) -> bool:
 
 def open_container(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
     """Open a file or URL, with a clear error when it is missing or not media."""
+    return open_source(uri, open_timeout_s, read_timeout_s, transport=False)[0]
+
+
+def open_source(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, transport: bool = True):
+    """(container, reader or None): an MPEG-TS file or udp:// source is read through a reader that checks its
+    transport on the way (avwatch/convert/ts_input.py; `reader.analyzer`) when `transport` is on."""
     live = is_live(uri)
     if not live:
         if not os.path.exists(uri):
@@ -97,11 +106,18 @@ def open_container(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float
                                f"srt://, rtsp://, udp://, or an HLS playlist over http(s)).")
         if os.path.isdir(uri):
             raise AvwatchError(f"{uri} is a directory: give media files, e.g. {uri}/*.mp4")
+    reader = transport_reader(uri, read_timeout_s) if transport else None
     options = {}
     if uri.lower().startswith(("rtsp://", "rtsps://")):
         options["rtsp_transport"] = "tcp"
     try:
-        return av.open(uri, options=options, timeout=(open_timeout_s, read_timeout_s) if live else None)
+        if reader is not None:
+            try:
+                return av.open(reader, format="mpegts"), reader
+            except BaseException:
+                reader.close()
+                raise
+        return av.open(uri, options=options, timeout=(open_timeout_s, read_timeout_s) if live else None), None
     except av.error.FileNotFoundError:
         raise AvwatchError(f"{uri}: no such file") from None
     except av.error.InvalidDataError as exc:
@@ -116,10 +132,13 @@ def open_container(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float
 class MediaDecoder:
     """Iterate a source's sampled video frames and audio chunks in decode order."""
 
-    def __init__(self, uri: str, options: DecodeOptions = DecodeOptions(), container=None):
+    def __init__(self, uri: str, options: DecodeOptions = DecodeOptions(), container=None, reader=None):
+        """container (and the transport reader it reads through) as open_source gives them, or opened here."""
         self.uri = uri
         self.options = options
-        self.container = container if container is not None else open_container(uri)
+        if container is None:
+            container, reader = open_source(uri, transport=options.transport)
+        self.container, self._reader = container, reader
         c = self.container
         self.vstream = c.streams.video[0] if (options.video and c.streams.video) else None
         audio = list(c.streams.audio) if options.audio else []
@@ -144,6 +163,10 @@ class MediaDecoder:
         self._next_keep = None
         self._rejected = 0   # video packets rejected since the last analysed frame
         self._format_changed = False  # the picture format changed since the last analysed frame
+        # transport checks need frames to carry their notes: an audio-only transport stream is not checked
+        self.transport = reader.analyzer if reader is not None and self.vstream is not None else None
+        if reader is not None and self.transport is None:
+            reader.analyzer.keep_notes = False
 
     # -- description -----------------------------------------------------------------------------
 
@@ -232,6 +255,8 @@ class MediaDecoder:
                     yield from self._drain(track)  # the resampler's last buffered samples
         finally:
             self.container.close()
+            if self._reader is not None:
+                self._reader.close()
 
     def _take_format_change(self) -> bool:
         changed, self._format_changed = self._format_changed, False
@@ -280,11 +305,28 @@ class MediaDecoder:
             self.decode_errors += 1
         # a video packet the decoder rejected since the last analysed frame: this frame follows lost data
         corrupt, self._rejected = corrupt or self._rejected > 0, 0
+        transport = self._transport_notes(t) if self.transport is not None else None
         return VideoFrame(t=round(t, 9), pts=frame.pts, time_base=frame.time_base or Fraction(1, 1),
                           frame_index=index, pts_missing=missing, keyframe=bool(frame.key_frame),
                           decode_error=corrupt, luma=luma, thumb=thumb, thumb_jpeg=px.encode_jpeg(thumb),
                           block_ratio=ratio,
-                          block_activity=activity, format_changed=self._take_format_change())
+                          block_activity=activity, format_changed=self._take_format_change(),
+                          transport=transport)
+
+    def _transport_notes(self, t: float) -> dict | None:
+        """The transport notes found since the last analysed frame and the absences going on at this frame,
+        in media seconds; `at` is the frame's time here, so that a later shift of the frame (--loop) can
+        shift them along (avwatch/convert/segments.segment_transport)."""
+        if self._origin is None:
+            return None
+        origin = self._origin
+        timed = ("t", "start", "end", "since")
+
+        def media(note: dict) -> dict:
+            return {k: (round(v - origin, 6) if k in timed else v) for k, v in note.items()}
+
+        return {"at": round(t, 9), "notes": [media(n) for n in self.transport.take_notes()],
+                "absent": [media(n) for n in self.transport.absent()], "streams": dict(self.transport.streams)}
 
     def _audio(self, frame, track: _AudioTrack) -> Iterator[AudioChunk]:
         """Resample to interleaved int16; each continuous run is anchored at its container PTS.

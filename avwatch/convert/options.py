@@ -28,6 +28,7 @@ class DecodeOptions:
     audio_tracks: tuple[int, ...] | None = None  # which audio tracks (0 = the first), None: all of them
     audio_format: str = "s16"         # on the wire: s16 (interleaved int16) or f32 (float32: twice the bytes,
     #                                   loudness and true peak measured as decoded, overs above full scale kept)
+    transport: bool = True            # check MPEG-TS sources' transport (files, udp://) as they are read
 
     def __post_init__(self):
         if self.fps is not None and not (0 < self.fps <= 240):

@@ -151,6 +151,10 @@ class Segmenter:
         n = len(rows)
         first = frames[0]
         luma, codings = encode_planes([f.luma for f in rows])
+        sources = [self._source] * n
+        transport = segment_transport(frames)
+        if transport is not None:  # the segment's transport notes ride in its first row's source only
+            sources[0] = json.dumps({**json.loads(self._source), "transport": transport}, sort_keys=True)
         table = pa.Table.from_pydict({
             "stream_id": [self.stream_id] * n,
             "sequence": [seq] * n,
@@ -172,7 +176,7 @@ class Segmenter:
             "thumb": [f.thumb_jpeg for f in rows],
             "block_ratio": [f.block_ratio.tolist() for f in rows],
             "block_activity": [f.block_activity.tolist() for f in rows],
-            "source": [self._source] * n,
+            "source": sources,
         }, schema=VIDEO_SEGMENT.schema)
         self._context = frames[-1]
         return Segment("video", self.stream_id, seq, first.t, table, frames=len(frames))
@@ -192,6 +196,7 @@ class Segmenter:
                 if self._audio:
                     out.append(self._flush_audio(self._audio_n))
                 self._audio_t, self._audio_context = None, None
+                self.refresh_source()   # the new run's facts (a new layout or rate) go with its segments
         if self._audio_t is None:
             self._audio_t, self._audio_n, self._audio = chunk.t, 0, []
         self._audio.append(chunk.samples)
@@ -222,6 +227,26 @@ class Segmenter:
         self._audio_n = len(rest)
         self._audio_t = t + n / a["sample_rate"]
         return Segment("audio", self.stream_id, seq, float(t), table, frames=int(n))
+
+
+def segment_transport(frames: list[VideoFrame]) -> dict | None:
+    """The transport notes of a segment's frames, the absences going on at its last frame and what each PID
+    carries (media seconds); None for sources not checked."""
+    checked = [f for f in frames if f.transport is not None]
+    if not checked:
+        return None
+    timed = ("t", "start", "end", "since")
+
+    def shifted(note: dict, frame: VideoFrame) -> dict:
+        offset = frame.t - frame.transport["at"]   # the frame was shifted after decoding (--loop): follow it
+        if abs(offset) < 1e-6:
+            return note
+        return {k: (round(v + offset, 6) if k in timed else v) for k, v in note.items()}
+
+    last = checked[-1]
+    return {"notes": [shifted(n, f) for f in checked for n in f.transport["notes"]],
+            "absent": [shifted(n, last) for n in last.transport["absent"]],
+            "streams": {str(k): v for k, v in last.transport["streams"].items()}}
 
 
 # -- several audio tracks ----------------------------------------------------------------------------

@@ -1,0 +1,124 @@
+"""Readers that hand an MPEG-TS source's bytes to the transport analyser on their way to FFmpeg.
+
+FFmpeg reads through these file objects (PyAV's Python I/O), so the analyser sees exactly the packets the
+decoder receives, each byte once and in order, with no second read of the source:
+
+  TsFileReader  a .ts file (FFmpeg probes its start, reads its end and seeks back: each byte is fed once, in order)
+  UdpTsReader   udp://host:port carrying MPEG-TS in datagrams (typically 7 packets of 188 bytes)
+
+Other live sources (SRT, RTSP, HLS) are read by FFmpeg's own protocols, without transport checks.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+from avwatch.convert.transport import PACKET, TsAnalyzer, looks_like_ts
+from avwatch.errors import AvwatchError
+
+
+class SourceTimeout(AvwatchError):
+    """A live source delivered nothing for the read timeout."""
+
+
+class TsFileReader:
+    """A file object over a transport stream file that feeds each new byte to `analyzer` as FFmpeg reads it."""
+
+    def __init__(self, path: str, analyzer: TsAnalyzer):
+        self._file = open(path, "rb")
+        self.analyzer = analyzer
+        self._pos = 0
+        self._fed = 0   # bytes before this have been analysed
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        end = self._pos + len(data)
+        # feed only what continues the analysed bytes: FFmpeg re-reads the start after probing and reads the
+        # end to estimate the duration; the analyser sees each byte once, in order
+        if self._pos <= self._fed < end:
+            self.analyzer.feed(data[self._fed - self._pos:])
+            self._fed = end
+        self._pos = end
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._pos = self._file.seek(offset, whence)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class UdpTsReader:
+    """udp://host:port as a file object (no seek: a live stream); datagrams are fed to `analyzer` as they
+    arrive. Binds host:port (127.0.0.1 or an interface address); a multicast group is joined on any interface."""
+
+    def __init__(self, uri: str, analyzer: TsAnalyzer, read_timeout_s: float = 10.0):
+        self.uri, self.analyzer, self.read_timeout_s = uri, analyzer, read_timeout_s
+        host, port = udp_address(uri)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        multicast = _is_multicast(host)
+        try:
+            self._sock.bind(("" if multicast else host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise AvwatchError(f"{uri}: cannot listen on {host}:{port} ({exc}); give a free port of this "
+                               f"machine's address") from None
+        if multicast:
+            self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                                  socket.inet_aton(host) + socket.inet_aton("0.0.0.0"))
+        self._sock.settimeout(read_timeout_s)
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size and size > 0 else 65536
+        while len(self._pending) < min(want, PACKET):
+            try:
+                data = self._sock.recv(65536)
+            except socket.timeout:
+                if self._pending:
+                    break
+                raise SourceTimeout(f"{self.uri}: no data for {self.read_timeout_s:g} s: the source stopped "
+                                    f"(what arrived before was published; the read timeout sets how long to "
+                                    f"wait)") from None
+            self.analyzer.feed(data)
+            self._pending += data
+        out, self._pending = self._pending[:want], self._pending[want:]
+        return out
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def udp_address(uri: str) -> tuple[str, int]:
+    parts = urlsplit(uri)
+    if parts.scheme != "udp" or not parts.port:
+        raise AvwatchError(f"{uri}: give a UDP source as udp://HOST:PORT (e.g. udp://127.0.0.1:5000)")
+    return parts.hostname or "0.0.0.0", parts.port
+
+
+def _is_multicast(host: str) -> bool:
+    try:
+        return 224 <= int(host.split(".")[0]) <= 239
+    except ValueError:
+        return False
+
+
+def transport_reader(uri: str, read_timeout_s: float = 10.0):
+    """A reader (file object with `.analyzer`) for a source whose transport can be checked, else None: a
+    udp:// URL, or a file that starts like MPEG-TS with 188-byte packets."""
+    if uri.lower().startswith("udp://"):
+        return UdpTsReader(uri, TsAnalyzer(), read_timeout_s)
+    if "://" in uri or not os.path.isfile(uri):
+        return None
+    with open(uri, "rb") as f:
+        head = f.read(3 * PACKET)
+    if not looks_like_ts(head):
+        return None
+    return TsFileReader(uri, TsAnalyzer())

@@ -1,0 +1,246 @@
+"""transport: TR 101 290 checks on MPEG-TS sources, on transport streams of real footage muxed by PyAV and by
+the FFmpeg command line, with faults injected into their packets at times found by ffprobe.
+
+Every check must find each fault of its kind in the generated set (F1 >= 0.95, per check) with no
+transport event on clean captures; FFmpeg's own "Continuity check failed" log and ffprobe's packet
+listing are the oracles. The limits are TR 101 290's (nothing here is tuned on these clips).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avwatch.convert.transport import TsAnalyzer
+from avwatch.local import analyze_source
+from avwatch.samples import REAL_CLIPS, real_clip
+from detectors.config import DetectorConfig
+from tests import ts_media as tm
+from tests.media import ffmpeg
+
+TRANSPORT = DetectorConfig.build(["transport"])
+SEEDS = range(5)
+TOLERANCE_S = 1.5   # the transport's clock (PCR) leads the pictures by the decoder's buffer delay
+
+# fault -> (injector, argument drawn from rng, the checks that must report it)
+FAULTS = {
+    "drop": (tm.drop, lambda rng: int(rng.integers(2, 40)), {"continuity"}),
+    "tei": (tm.transport_error, lambda rng: int(rng.integers(1, 6)), {"tei"}),
+    "pat": (tm.remove_pat, lambda rng: float(rng.uniform(0.8, 2.0)), {"pat"}),
+    "pid_stop": (tm.stop_pid, lambda rng: "audio", {"pid"}),
+    "sync": (tm.break_sync, lambda rng: int(rng.integers(2, 6)), {"sync_loss"}),
+    "outage": (tm.outage, lambda rng: float(rng.uniform(1.2, 2.0)), {"pid", "pat", "pmt", "pcr", "pts", "continuity"}),
+}
+
+
+def check_of(row: dict) -> str:
+    """The check family of an event ('continuity pid 256' -> 'continuity', 'pid 257' -> 'pid')."""
+    return json.loads(row["details"])["check"].split(" ")[0]
+
+
+@pytest.fixture(scope="module")
+def clean_ts(tmp_path_factory) -> dict[int, Path]:
+    """Clean captures: each seed its real clip, size, bitrate and audio codec."""
+    folder = tmp_path_factory.mktemp("ts")
+    sizes = [(320, 180), (640, 360), (320, 180), (480, 270), (640, 360)]
+    out = {}
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        out[seed] = tm.make_ts(folder / f"clean{seed}.ts", seed, seconds=8.0, size=sizes[seed],
+                               audio_codec="aac" if seed % 2 else "mp2", bitrate=int(rng.integers(300, 2000)) * 1000)
+    return out
+
+
+@pytest.fixture(scope="module")
+def damaged_set(clean_ts, tmp_path_factory) -> list[dict]:
+    """Each fault on each clean capture at a seeded time: (file, fault, its span)."""
+    folder = tmp_path_factory.mktemp("ts_damaged")
+    cases = []
+    for seed, clean in clean_ts.items():
+        tl = tm.timeline(clean)
+        for k, (name, (inject, draw, expected)) in enumerate(FAULTS.items()):
+            rng = np.random.default_rng(1000 * seed + k)
+            pkts = tm.packets(clean)
+            start, end = inject(pkts, tl, float(rng.uniform(2.0, 4.5)), draw(rng))
+            path = tm.write_packets(folder / f"{name}_{seed}.ts", pkts)
+            cases.append({"path": path, "fault": name, "span": (start, min(end, 8.0)), "expected": expected})
+    return cases
+
+
+def _overlaps(row: dict, span: tuple[float, float]) -> bool:
+    return row["start_s"] <= span[1] + TOLERANCE_S and row["end_s"] >= span[0] - TOLERANCE_S
+
+
+@pytest.mark.footage
+def test_each_check_finds_its_faults_with_f1_of_at_least_095(damaged_set):
+    found = {c: {"tp": 0, "fn": 0, "fp": 0} for c in ("continuity", "tei", "pat", "pmt", "pid", "sync_loss", "pcr",
+                                                     "pts")}
+    for case in damaged_set:
+        rows = analyze_source(str(case["path"]), TRANSPORT).rows
+        for check in case["expected"]:
+            hit = any(check_of(r) == check and _overlaps(r, case["span"]) for r in rows)
+            found[check]["tp" if hit else "fn"] += 1
+        for r in rows:   # any transport event away from the fault is a false alarm of its check
+            if not _overlaps(r, case["span"]):
+                found[check_of(r)]["fp"] += 1
+    report = {}
+    for check, n in found.items():
+        if n["tp"] + n["fn"] == 0:
+            continue
+        precision = n["tp"] / max(1, n["tp"] + n["fp"])
+        recall = n["tp"] / (n["tp"] + n["fn"])
+        report[check] = (round(2 * precision * recall / max(1e-9, precision + recall), 3), n)
+    print("transport F1 per check:", report)
+    assert set(report) == {"continuity", "tei", "pat", "pmt", "pid", "sync_loss", "pcr", "pts"}
+    for check, (f1, n) in report.items():
+        assert f1 >= 0.95, (check, n)
+
+
+@pytest.mark.footage
+def test_no_transport_event_on_clean_captures(clean_ts, tmp_path):
+    """PyAV-muxed captures (MP2 and AAC, 300 kb/s to 2 Mb/s) and the real clips remuxed by FFmpeg's own
+    muxer (other PAT, PCR and PES habits)."""
+    sources = list(clean_ts.values())
+    for name in REAL_CLIPS:
+        out = tmp_path / f"{name}.ts"
+        subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(real_clip(name)), "-c", "copy",
+                        "-f", "mpegts", str(out)], check=True)
+        sources.append(out)
+    for path in sources:
+        result = analyze_source(str(path), TRANSPORT)
+        assert result.frames > 0
+        assert result.rows == [], (path.name, [(r["start_s"], json.loads(r["details"])) for r in result.rows])
+
+
+@pytest.mark.footage
+def test_continuity_errors_are_on_the_pids_ffmpeg_reports(damaged_set):
+    """FFmpeg's demuxer logs 'Continuity check failed for pid N': the same PIDs, for every lost-packet clip."""
+    for case in [c for c in damaged_set if c["fault"] in ("drop", "outage")]:
+        rows = analyze_source(str(case["path"]), TRANSPORT).rows
+        ours = {json.loads(r["details"])["pid"] for r in rows if check_of(r) == "continuity"}
+        assert ours == tm.ffmpeg_continuity_pids(case["path"]), case["path"].name
+
+
+@pytest.mark.footage
+def test_a_stopped_audio_pid_is_one_event_from_its_last_packet_to_the_end(damaged_set):
+    """ffprobe's packet listing says when the audio's last packet was: the PID_error starts there (within
+    the PCR lead) and lasts to the end of the stream; it names the PID and what it carried."""
+    for case in [c for c in damaged_set if c["fault"] == "pid_stop"]:
+        tl = tm.timeline(case["path"])
+        last_audio = max(t for t, _ in tl.audio)
+        rows = [r for r in analyze_source(str(case["path"]), TRANSPORT).rows if check_of(r) == "pid"]
+        assert len(rows) == 1, rows
+        details = json.loads(rows[0]["details"])
+        assert details["pid"] == tl.pids["audio"] and details["carries"].startswith("audio")
+        assert details["tr101290"] == "1.6 PID_error" and rows[0]["severity"] == "major"
+        assert abs(rows[0]["start_s"] - last_audio) <= TOLERANCE_S
+        assert rows[0]["end_s"] >= max(t for t, _ in tl.video) - 0.1
+
+
+@pytest.mark.footage
+def test_a_withheld_pat_is_raised_while_it_lasts_and_closed_when_it_returns(damaged_set):
+    case = next(c for c in damaged_set if c["fault"] == "pat")
+    result = analyze_source(str(case["path"]), TRANSPORT)
+    pats = [r for r in result.reports if check_of(r) == "pat"]
+    assert [r["state"] for r in pats][0] == "open" and pats[-1]["state"] == "closed"
+    assert len({r["event_id"] for r in pats}) == 1
+    opened, closed = pats[0], pats[-1]
+    assert opened["end_s"] - opened["start_s"] == pytest.approx(0.5, abs=1e-6)   # raised after 0.5 s of absence
+    width = case["span"][1] - case["span"][0]
+    assert closed["end_s"] - closed["start_s"] == pytest.approx(width, abs=0.3)
+
+
+@pytest.mark.footage
+def test_a_burst_of_errors_is_one_event_with_its_count(damaged_set):
+    for case in [c for c in damaged_set if c["fault"] == "tei"]:
+        rows = [r for r in analyze_source(str(case["path"]), TRANSPORT).rows if check_of(r) == "tei"]
+        assert len(rows) == 1
+        assert json.loads(rows[0]["details"])["errors"] >= 1 and rows[0]["severity"] == "minor"
+
+
+# -- the analyser on its own: packets built here, bytes cut anywhere ------------------------------------------
+
+
+def _packet(pid: int, cc: int, payload: bool = True, discontinuity: bool = False) -> bytes:
+    if discontinuity:
+        header = bytes([0x47, pid >> 8, pid & 0xFF, 0x30 | cc, 1, 0x80])
+        return header + b"\xff" * (188 - len(header))
+    return bytes([0x47, pid >> 8, pid & 0xFF, (0x10 if payload else 0x20) | cc]) + b"\xff" * 184
+
+
+def _stream(ccs, pid=0x100, **flags) -> bytes:
+    return b"".join(_packet(pid, c, **flags) for c in ccs)
+
+
+LEAD = _stream(range(8), pid=0x200)   # packets of another PID first: the analyser finds sync on five
+
+
+def _counts(data: bytes, cut: int | None = None) -> dict:
+    a = TsAnalyzer()
+    data = LEAD + data
+    step = cut or len(data)
+    for i in range(0, len(data), step):
+        a.feed(data[i:i + step])
+    return a.counts
+
+
+def test_continuity_rules_duplicates_and_discontinuity_indicator():
+    assert _counts(_stream(range(16)) + _stream(range(16)))["continuity"] == 0           # wraps at 16
+    assert _counts(_stream([0, 1, 2, 2, 3]))["continuity"] == 0                            # one duplicate
+    assert _counts(_stream([0, 1, 2, 2, 2, 3]))["continuity"] == 1                         # more than twice
+    assert _counts(_stream([0, 1, 3, 4]))["continuity"] == 1                               # one lost
+    assert _counts(_stream([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0, 0]))["continuity"] == 0
+    # the same counter after 16 lost packets is no duplicate: the bytes differ
+    different = _packet(0x100, 3)[:-1] + b"\x00"
+    assert _counts(_stream([0, 1, 2, 3]) + different)["continuity"] == 1
+    assert _counts(_stream([0, 1]) + _packet(0x100, 9, discontinuity=True) + _stream([10]))["continuity"] == 0
+    assert _counts(_stream([0, 1]) + _stream([1, 1], payload=False) + _stream([2]))["continuity"] == 0
+    assert _counts(_stream([0, 1]) + _stream([5, 9], pid=0x1FFF) + _stream([2]))["continuity"] == 0  # null PID
+    for cut in (1, 188, 376):   # the same across reads
+        assert _counts(_stream([0, 1, 2, 2, 3, 5]), cut)["continuity"] == 1
+
+
+def test_sync_byte_errors_and_sync_loss():
+    good = _stream(range(10))
+    one_bad = bytearray(good)
+    one_bad[188 * 4] = 0x00
+    assert _counts(bytes(one_bad))["sync_byte"] == 1 and _counts(bytes(one_bad))["sync_loss"] == 0
+    lost = bytearray(good + _stream(range(10, 16)))
+    lost[188 * 4] = lost[188 * 5] = 0x00
+    counts = _counts(bytes(lost))
+    assert counts["sync_loss"] == 1 and counts["sync_byte"] == 0
+
+
+@pytest.mark.footage
+@pytest.mark.parametrize("cut", [1, 7, 188, 1316, 4096, 32768])
+def test_the_analyser_gives_the_same_notes_however_the_bytes_arrive(clean_ts, cut):
+    """A file read by FFmpeg in 32 kB blocks or UDP datagrams of 7 packets: the same counts and notes."""
+    data = tm.packets(clean_ts[0])
+    pkts = list(data)
+    del pkts[300:311]                     # lost packets
+    pkts[700][1] |= 0x80                  # a transport error
+    for p in pkts[900:903]:
+        p[0] = 0                          # lost sync
+    raw = b"".join(bytes(p) for p in pkts)
+
+    def notes(step):
+        a = TsAnalyzer()
+        for i in range(0, len(raw), step):
+            a.feed(raw[i:i + step])
+        return a.counts, [(n["check"], n.get("pid"), round(n["t"], 6), n.get("count")) for n in a.take_notes()]
+
+    whole = notes(len(raw))
+    assert whole[0]["continuity"] >= 1 and whole[0]["tei"] == 1 and whole[0]["sync_loss"] == 1
+    counts, found = notes(cut)
+    assert counts == whole[0]
+    # counted notes may be split differently across reads; their sums per check, PID and time may not
+    def summed(ns):
+        out = {}
+        for check, pid, t, count in ns:
+            out[(check, pid, t)] = out.get((check, pid, t), 0) + (count or 1)
+        return out
+
+    assert summed(found) == summed(whole[1])
