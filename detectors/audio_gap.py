@@ -74,10 +74,11 @@ class AudioGap(Detector):
         return self.options.min_gap_s
 
     def finish(self, state: AudioGapState, end_s: float) -> list[Event]:
-        if state.audio_end is None or state.video_end is None or \
-                state.video_end - state.audio_end < self.options.min_gap_s - 1e-9:
+        audio_end, video_end = state.audio_end, state.video_end
+        state.audio_end = state.video_end = None   # closed: nothing is going on after the end (open_events)
+        if audio_end is None or video_end is None or video_end - audio_end < self.options.min_gap_s - 1e-9:
             return []
-        return [self._event(state.audio_end, state.video_end, "track_ended")]
+        return [self._event(audio_end, video_end, "track_ended")]
 
     def _event(self, start: float, end: float, how: str) -> Event:
         return Event(self.name, float(start), float(end), score=round(end - start, 6),

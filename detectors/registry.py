@@ -6,9 +6,9 @@ here. Names are short, lower case, and used verbatim in the events table, the co
 """
 from __future__ import annotations
 
-from detectors import (audio_gap, av_sync, black, blockiness, blur, channel_loss, clipping, colorbars, decode_error,
-                       format_change, frame_drop, freeze, loudness, low_level, phase, silence, solid_color, stall,
-                       transport)
+from detectors import (audio_gap, av_sync, bitrate, black, blockiness, blur, channel_loss, clipping, colorbars,
+                       decode_error, format_change, frame_drop, freeze, loudness, low_level, phase, silence,
+                       solid_color, stall, transport)
 from detectors.base import Detector
 
 REGISTRY: dict[str, type[Detector]] = {
@@ -21,6 +21,7 @@ REGISTRY: dict[str, type[Detector]] = {
     "frame_drop": frame_drop.FrameDrop,
     "stall": stall.Stall,
     "transport": transport.Transport,
+    "bitrate": bitrate.Bitrate,
     "decode_error": decode_error.DecodeError,
     "format_change": format_change.FormatChange,
     "silence": silence.Silence,
@@ -35,5 +36,5 @@ REGISTRY: dict[str, type[Detector]] = {
 
 NAMES = tuple(REGISTRY)
 # Optional checks: listed and documented, run only when named (--detectors, a config file's list)
-OPTIONAL = ("low_level",)
+OPTIONAL = ("low_level", "bitrate")
 DEFAULT_NAMES = tuple(n for n in NAMES if n not in OPTIONAL)

@@ -89,8 +89,9 @@ class Transport(Detector):
 
     def stage1(self, frames: VideoFrames) -> dict:
         out = np.full(len(frames.t), b"", dtype=object)
-        if frames.transport is not None and len(out):
-            out[0] = json.dumps(frames.transport, sort_keys=True).encode()
+        if frames.transport is not None and len(out):   # the bytes per second are the bitrate check's
+            notes = [n for n in frames.transport.get("notes") or [] if n["check"] != "rate"]
+            out[0] = json.dumps({**frames.transport, "notes": notes}, sort_keys=True).encode()
         return {"transport_notes": out}
 
     # -- stage 2 ---------------------------------------------------------------------------------

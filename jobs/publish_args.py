@@ -24,7 +24,7 @@ FLAGS = {
     "realtime": "--realtime", "loop": "--loop", "epoch": "--epoch", "heartbeat_s": "--heartbeat",
     "send_timeout_s": "--send-timeout", "open_retries": "--open-retries", "read_timeout_s": "--read-timeout",
     "fps": "--fps", "width": "--size", "height": "--size", "audio_tracks": "--audio-tracks",
-    "audio_format": "--audio-format",
+    "audio_format": "--audio-format", "transport": "--no-transport-checks",
 }
 
 
@@ -66,6 +66,9 @@ def add_decode_arguments(p: argparse.ArgumentParser) -> None:
                    help="audio samples on the wire (default %(default)s): f32 keeps what the decoder gives "
                         "(loudness and true peak measured in floating point, overs above full scale kept) "
                         "for twice the audio bytes")
+    p.add_argument("--no-transport-checks", dest="transport", action="store_false",
+                   help="read MPEG-TS files and udp:// with FFmpeg alone, without the TR 101 290 transport checks "
+                        "(the transport detector then reports nothing)")
 
 
 def tracks_arg(text: str) -> tuple[int, ...] | None:
@@ -126,7 +129,8 @@ def add_publish_arguments(p: argparse.ArgumentParser) -> None:
 def decode_options(args) -> DecodeOptions:
     return DecodeOptions(fps=args.fps, width=args.size[0], height=args.size[1],
                          audio_tracks=getattr(args, "audio_tracks", None),
-                         audio_format=getattr(args, "audio_format", "s16"))
+                         audio_format=getattr(args, "audio_format", "s16"),
+                         transport=getattr(args, "transport", True))
 
 
 def publish_options(args, **given) -> PublishOptions:

@@ -53,14 +53,24 @@ def transport_feed(folder: Path) -> SampleClip:
     return damaged_ts(folder)
 
 
+def starved_feed(folder: Path) -> SampleClip:
+    from tests import ts_media as tm
+
+    clean = tm.make_ts(folder / "long.ts", seed=11, seconds=22.0, bitrate=1_000_000)
+    pkts = tm.packets(clean)
+    start, end = tm.starve_pid(pkts, tm.timeline(clean), 14.0, 4.0)
+    return SampleClip("starved", tm.write_packets(folder / "starved.ts", pkts),
+                      [Injected("bitrate", start, end, "video PID starved")])
+
+
 CLIPS = {"studio": studio_feed, "field": field_camera, "sync": sync_test, "damaged": damaged_feed,
-         "hiss": hiss_feed, "splice": splice_feed, "transport": transport_feed}
+         "hiss": hiss_feed, "splice": splice_feed, "transport": transport_feed, "starved": starved_feed}
 # The demo clip on which each detector fires (stall: on every clip, through the heartbeats after its end).
 CLIP_OF = {"black": "studio", "freeze": "studio", "solid_color": "studio", "colorbars": "studio",
            "silence": "studio", "clipping": "studio", "stall": "studio", "frame_drop": "field", "blur": "field",
            "av_sync": "sync", "loudness": "sync", "blockiness": "damaged",
            "channel_loss": "studio", "phase": "studio", "audio_gap": "field", "low_level": "hiss",
-           "decode_error": "damaged", "format_change": "splice", "transport": "transport"}
+           "decode_error": "damaged", "format_change": "splice", "transport": "transport", "bitrate": "starved"}
 HANG_S = 3.5  # the source hangs at its end: heartbeats go on this long after the last media
 
 
@@ -174,6 +184,12 @@ def test_every_alarm_raised_is_cleared_and_long_defects_are_raised_before_they_e
     assert closed
     key = lambda e: (e.check, round(e.start_s, 6))  # noqa: E731  (the event id's parts)
     assert {key(e) for e in raised} <= {key(e) for e in closed}          # every alarm raised is cleared
+    cleared = {}
+    for i, e in enumerate(events):
+        if e.state == CLOSED:
+            cleared.setdefault(key(e), i)
+    # and stays cleared: nothing of an alarm comes after its close (the end of a stream included)
+    assert not [e for i, e in enumerate(events) if e.state != CLOSED and i > cleared.get(key(e), len(events))]
     for e in closed:
         need = detector.reportable_after(e)
         if need is not None and e.end_s - e.start_s >= need:              # an open phase: raised first,

@@ -18,6 +18,7 @@ from avwatch.convert.transport import TsAnalyzer
 from avwatch.local import analyze_source
 from avwatch.samples import REAL_CLIPS, real_clip
 from detectors.config import DetectorConfig
+from detectors.table import Features
 from tests import ts_media as tm
 from tests.media import ffmpeg
 
@@ -244,3 +245,61 @@ def test_the_analyser_gives_the_same_notes_however_the_bytes_arrive(clean_ts, cu
         return out
 
     assert summed(found) == summed(whole[1])
+
+
+# -- bitrate (optional) -----------------------------------------------------------------------------------------
+
+
+def _rates(seconds: dict[int, int], pid: str = "256") -> Features:
+    """Feature rows carrying one second's bytes each (as stage 1 gives them), one row per second."""
+    t = np.array(sorted(seconds), float)
+    notes = [json.dumps({"rates": [{"check": "rate", "t": float(s), "bytes": {pid: seconds[s]}}],
+                         "streams": {pid: "video h264"}}).encode() for s in sorted(seconds)]
+    return Features(t=t, frame_dur=np.full(len(t), 1.0), bitrate_notes=np.array(notes, dtype=object))
+
+
+def test_bitrate_low_and_high_runs_against_the_median():
+    from detectors.bitrate import Bitrate
+
+    det = Bitrate()
+    normal = {s: 100_000 + 5_000 * (s % 3) for s in range(30)}
+    rows = {**normal, **{s: 20_000 for s in range(12, 15)}, **{s: 400_000 for s in range(20, 22)},
+            25: 10_000}   # 3 s low, 2 s high, 1 s low (too short)
+    state = det.initial_state()
+    events = det.process(state, "video", _rates(rows)) + det.finish(state, 30.0)
+    found = sorted((e.check, e.start_s, e.end_s) for e in events)
+    assert found == [("high pid 256", 20.0, 22.0), ("low pid 256", 12.0, 15.0)]
+    low = next(e for e in events if e.check.startswith("low"))
+    assert low.details["carries"] == "video h264" and low.details["ratio"] == pytest.approx(20_000 / 105_000, abs=0.001)
+    # nothing before min_history_s seconds of history
+    state = det.initial_state()
+    early = {**{s: 100_000 for s in range(8)}, **{s: 1_000 for s in range(3, 7)}}
+    assert det.process(state, "video", _rates(early)) + det.finish(state, 8.0) == []
+
+
+@pytest.mark.footage
+def test_bitrate_finds_a_starved_video_pid_in_a_transport_stream(tmp_path):
+    clean = tm.make_ts(tmp_path / "long.ts", seed=11, seconds=22.0, bitrate=1_000_000)
+    tl = tm.timeline(clean)
+    pkts = tm.packets(clean)
+    start, end = tm.starve_pid(pkts, tl, 14.0, 4.0)
+    damaged = tm.write_packets(tmp_path / "starved.ts", pkts)
+    config = DetectorConfig.build(["bitrate"])
+    assert analyze_source(str(clean), config).rows == []
+    rows = analyze_source(str(damaged), config).rows
+    assert [json.loads(r["details"])["check"] for r in rows] == [f"low pid {tl.pids['video']}"]
+    assert abs(rows[0]["start_s"] - start) <= TOLERANCE_S and abs(rows[0]["end_s"] - end) <= TOLERANCE_S
+
+
+@pytest.mark.footage
+def test_a_transport_level_splice_shows_its_discontinuities_at_the_splice_only(tmp_path):
+    """Two encodes joined at the transport level (720p then 1080p, each muxed on its own): their
+    continuity counters and clocks do not follow on, which a TR 101 290 monitor reports at the join, and
+    nowhere else."""
+    from tests.test_format_change import ffprobe_switch, spliced_feed
+
+    clip = spliced_feed(tmp_path)
+    switch = ffprobe_switch(clip.path)
+    rows = analyze_source(str(clip.path), TRANSPORT).rows
+    assert {check_of(r) for r in rows} >= {"continuity"}
+    assert all(abs(r["start_s"] - switch) <= TOLERANCE_S for r in rows), [(r["start_s"], check_of(r)) for r in rows]

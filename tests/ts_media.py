@@ -198,3 +198,21 @@ def damaged_ts(folder: Path, seed: int = 3, seconds: float = 14.0):
         injected.append(Injected("transport", start, min(end, seconds), what))
     path = write_packets(folder / "ts_damaged.ts", pkts)
     return SampleClip("ts_damaged", path, sorted(injected, key=lambda i: i.start_s))
+
+
+def starve_pid(pkts: list, tl: Timeline, t: float, seconds: float, keep: float = 0.1, kind: str = "video"):
+    """Between t and t + seconds, all but `keep` of the stream's packets become null packets (an encoder that
+    starves while the multiplex stays up); the PID's continuity counters are renumbered, so only the rate
+    changes."""
+    pid = tl.pids[kind]
+    i, j = tl.packet_at(t), tl.packet_at(t + seconds)
+    mine = [k for k in range(i, j) if pid_of(pkts[k]) == pid]
+    for n, k in enumerate(mine):
+        if (n * keep) % 1.0 >= keep - 1e-9:   # keep one in 1/keep
+            pkts[k] = bytearray(NULL_PACKET)
+    cc = None
+    for p in pkts:
+        if pid_of(p) == pid and p[3] & 0x10:
+            cc = (p[3] & 0x0F) if cc is None else (cc + 1) % 16
+            p[3] = (p[3] & 0xF0) | cc
+    return t, t + seconds

@@ -13,6 +13,7 @@ the packets received, without a second read. The analyser measures; the `transpo
   pcr          2.3 PCR_repetition/discontinuity: consecutive PCR values further apart than allowed (or going
                back) without a discontinuity indicator
   pts          2.5 PTS_error: consecutive PTS of a PID's PES further apart than allowed
+  rate         the bytes of each elementary PID per second of the transport's clock (the `bitrate` check)
 and records when the PAT (1.3), each PMT (1.5) and each elementary PID of a programme (1.6) arrive, so that
 their absences can be measured: a finished gap as a note, an unfinished one as 'absent since'.
 
@@ -57,6 +58,8 @@ class TsAnalyzer:
         self._cc: dict[int, int] = {}        # pid -> last continuity counter
         self._last_packet: dict[int, bytes] = {}  # pid -> its last packet (a duplicate repeats it exactly)
         self._duplicate: dict[int, bool] = {}    # pid -> its last packet was a duplicate
+        self._rate_second: int | None = None     # the clock's whole second being counted, and its bytes per PID
+        self._rate_bytes: dict[int, int] = {}
         self._last_at: dict[int, int] = {}       # pid -> its last packet's number in the stream
         self._pmt_pids: dict[int, int] = {}   # PMT pid -> program number
         self.streams: dict[int, str] = {}     # elementary pid -> "video h264" / "audio aac"
@@ -134,6 +137,7 @@ class TsAnalyzer:
         # the packets parsed one by one, in order (the clock moves at each PCR, so notes get the time of
         # the PCR before them): PCRs, table and PES starts, arrivals of watched PIDs, and errors
         interesting = has_pcr | pusi | tei | cc_error | self._arrivals(pid, has_pcr)
+        clock_before, ticks = self.clock, []
         for k in np.flatnonzero(interesting):
             if tei[k]:
                 self._count("tei", int(pid[k]))
@@ -141,7 +145,32 @@ class TsAnalyzer:
                 self._count("continuity", int(pid[k]))
             self._packet(p[k], int(pid[k]), bool(pusi[k]) and not tei[k], bool(has_pcr[k]), bool(discontinuity[k]),
                          int(af_len[k]) if has_af[k] else -1, bool(has_payload[k]))
+            if has_pcr[k]:
+                ticks.append((int(k), self.clock))
+        self._bytes_per_second(pid, clock_before, ticks)
         self.packets += len(p)
+
+    def _bytes_per_second(self, pid: np.ndarray, clock_before: float | None, ticks: list) -> None:
+        """Bytes of each elementary PID per whole second of the transport's clock (for the bitrate check): each
+        packet counts in the second of the last PCR before it; a second is noted once the clock has left it."""
+        if not self.streams or (clock_before is None and not ticks):
+            return
+        starts = [0] + [k for k, _ in ticks]
+        clocks = [clock_before] + [c for _, c in ticks]
+        ends = starts[1:] + [len(pid)]
+        for a, b, clock in zip(starts, ends, clocks):
+            if clock is None or a >= b:
+                continue
+            second = int(clock // 1)
+            if self._rate_second is not None and second != self._rate_second:
+                self._note({"check": "rate", "t": float(self._rate_second),
+                            "bytes": {str(es): n for es, n in sorted(self._rate_bytes.items())}}, stamp=False)
+                self._rate_bytes = {}
+            self._rate_second = second
+            values, counts = np.unique(pid[a:b], return_counts=True)
+            found = dict(zip(values.tolist(), counts.tolist()))
+            for es in self.streams:
+                self._rate_bytes[es] = self._rate_bytes.get(es, 0) + PACKET * found.get(es, 0)
 
     def _count(self, check: str, pid: int) -> None:
         """One counted error: added to the last note when it is of the same check and PID at the same clock."""
@@ -286,7 +315,9 @@ class TsAnalyzer:
             self._note({"check": "pcr", "start": last, "end": pcr}, stamp=False)
         first = self.clock is None
         self._last_pcr = pcr
-        self.clock = pcr if self.clock is None or pcr >= self.clock or discontinuity else self.clock
+        if self.clock is not None and pcr < self.clock:   # the clock went back (a splice): absences restart
+            self._seen = {key: (min(last, pcr) if last is not None else None) for key, last in self._seen.items()}
+        self.clock = pcr
         if first:
             for note in self._unclocked:
                 note.setdefault("t", pcr)
@@ -306,6 +337,8 @@ class TsAnalyzer:
         self._seen[key] = now
 
     def _note(self, note: dict, stamp: bool = True) -> None:
+        if "start" in note and not stamp:
+            note["t"] = note["start"]
         if not self.keep_notes or len(self._notes) >= MAX_PENDING_NOTES:
             self.dropped_notes += 1
             return
@@ -314,8 +347,6 @@ class TsAnalyzer:
                 self._unclocked.append(note)
                 return
             note["t"] = self.clock
-        else:
-            note["t"] = note["start"]
         self._notes.append(note)
 
     # -- output ----------------------------------------------------------------------------------
