@@ -303,3 +303,26 @@ def test_a_transport_level_splice_shows_its_discontinuities_at_the_splice_only(t
     rows = analyze_source(str(clip.path), TRANSPORT).rows
     assert {check_of(r) for r in rows} >= {"continuity"}
     assert all(abs(r["start_s"] - switch) <= TOLERANCE_S for r in rows), [(r["start_s"], check_of(r)) for r in rows]
+
+
+@pytest.mark.footage
+def test_an_srt_feed_is_received_and_its_transport_checked(clean_ts, tmp_path):
+    """srt:// (received by the system ffmpeg, its payload piped through unchanged): the lost packets of
+    the feed are found as they were sent, and the pictures are analysed."""
+    from tests.conftest import free_port_pair
+
+    tl = tm.timeline(clean_ts[2])
+    pkts = tm.packets(clean_ts[2])
+    tm.drop(pkts, tl, 3.0, 20)
+    damaged = tm.write_packets(tmp_path / "srt_feed.ts", pkts)
+    port = free_port_pair()
+    sender = tm.send_srt(damaged, port, seconds=8.0)
+    import time
+
+    time.sleep(0.5)   # the listener is up
+    result = analyze_source(f"srt://127.0.0.1:{port}", TRANSPORT, stream_id="srt-cam")
+    sender.join(timeout=20)
+    assert result.frames >= 150
+    rows = [r for r in result.rows if check_of(r) == "continuity"]
+    assert rows and all(abs(r["start_s"] - 3.0) <= TOLERANCE_S for r in rows)
+    assert {json.loads(r["details"])["pid"] for r in rows} == tm.ffmpeg_continuity_pids(damaged)

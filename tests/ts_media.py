@@ -216,3 +216,34 @@ def starve_pid(pkts: list, tl: Timeline, t: float, seconds: float, keep: float =
             cc = (p[3] & 0x0F) if cc is None else (cc + 1) % 16
             p[3] = (p[3] & 0xF0) | cc
     return t, t + seconds
+
+
+def send_srt(path: Path, port: int, seconds: float):
+    """An SRT listener on 127.0.0.1:port sending the file's bytes unchanged (no remux), paced over `seconds`
+    by writing them into the system ffmpeg's stdin; returns the sending thread."""
+    import threading
+    import time
+
+    data = Path(path).read_bytes()
+
+    def run():
+        proc = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "data", "-i", "pipe:0", "-map",
+                                 "0", "-c", "copy", "-f", "data", f"srt://127.0.0.1:{port}?mode=listener"],
+                                stdin=subprocess.PIPE)
+        rate, chunk, wall0 = len(data) / seconds, 1316 * 4, time.monotonic()
+        try:
+            for i in range(0, len(data), chunk):
+                ahead = i / rate - (time.monotonic() - wall0)
+                if ahead > 0:
+                    time.sleep(ahead)
+                proc.stdin.write(data[i:i + chunk])
+                proc.stdin.flush()
+            time.sleep(1.0)   # let the last packets through before closing
+            proc.stdin.close()
+            proc.wait(timeout=10)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            proc.kill()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

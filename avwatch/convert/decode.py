@@ -21,7 +21,7 @@ import numpy as np
 from avwatch.convert import frames as px
 from avwatch.convert.options import DecodeOptions
 from avwatch.convert.ac3 import dialnorm_db
-from avwatch.convert.ts_input import transport_reader
+from avwatch.convert.ts_input import needs_pipe, transport_reader
 from avwatch.errors import AvwatchError
 from detectors.blockiness import block_grid_features
 from schemas.records import BLOCK_REGIONS
@@ -106,7 +106,8 @@ def open_source(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 
                                f"srt://, rtsp://, udp://, or an HLS playlist over http(s)).")
         if os.path.isdir(uri):
             raise AvwatchError(f"{uri} is a directory: give media files, e.g. {uri}/*.mp4")
-    reader = transport_reader(uri, read_timeout_s) if transport else None
+    # srt:// always comes through a reader (PyAV's FFmpeg has no SRT); its checks follow `transport`
+    reader = transport_reader(uri, open_timeout_s, read_timeout_s) if transport or needs_pipe(uri) else None
     options = {}
     if uri.lower().startswith(("rtsp://", "rtsps://")):
         options["rtsp_transport"] = "tcp"
@@ -164,7 +165,8 @@ class MediaDecoder:
         self._rejected = 0   # video packets rejected since the last analysed frame
         self._format_changed = False  # the picture format changed since the last analysed frame
         # transport checks need frames to carry their notes: an audio-only transport stream is not checked
-        self.transport = reader.analyzer if reader is not None and self.vstream is not None else None
+        self.transport = (reader.analyzer if reader is not None and self.vstream is not None and options.transport
+                          else None)
         if reader is not None and self.transport is None:
             reader.analyzer.keep_notes = False
 

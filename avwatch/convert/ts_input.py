@@ -5,13 +5,20 @@ decoder receives, each byte once and in order, with no second read of the source
 
   TsFileReader  a .ts file (FFmpeg probes its start, reads its end and seeks back: each byte is fed once, in order)
   UdpTsReader   udp://host:port carrying MPEG-TS in datagrams (typically 7 packets of 188 bytes)
+  PipeTsReader  srt://: the FFmpeg bundled with PyAV has no SRT, so the system's `ffmpeg` (Debian's, built
+                with libsrt) receives it and pipes the payload's bytes through unchanged (`-f data`: no
+                remux, so the transport checked is the one that arrived)
 
-Other live sources (SRT, RTSP, HLS) are read by FFmpeg's own protocols, without transport checks.
+Other live sources (RTSP, RTMP, HLS) are read by FFmpeg's own protocols, without transport checks.
 """
 from __future__ import annotations
 
 import os
+import select
+import shutil
 import socket
+import subprocess
+import time
 from urllib.parse import urlsplit
 
 from avwatch.convert.transport import PACKET, TsAnalyzer, looks_like_ts
@@ -96,6 +103,62 @@ class UdpTsReader:
         self._sock.close()
 
 
+class PipeTsReader:
+    """A live URL received by the system's `ffmpeg` and piped through as raw bytes (srt://)."""
+
+    def __init__(self, uri: str, analyzer: TsAnalyzer, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
+        exe = shutil.which("ffmpeg")
+        if exe is None:
+            raise AvwatchError(f"{uri}: SRT is received by the system's ffmpeg (PyAV's has no SRT), which is not "
+                               f"installed: run `make install` (scripts/install-system-deps.sh) or apt-get install "
+                               f"ffmpeg")
+        self.uri, self.analyzer, self.read_timeout_s = uri, analyzer, read_timeout_s
+        self._proc = subprocess.Popen([exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "data", "-i", uri,
+                                       "-map", "0", "-c", "copy", "-f", "data", "-"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._fd = self._proc.stdout.fileno()
+        self._pending = b""
+        first = self._recv(open_timeout_s)   # connected when the first bytes come
+        if not first:
+            error = self._stop()
+            raise ConnectionError(f"{uri}: {error or 'no data'}")
+        self._pending = first
+
+    def _recv(self, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SourceTimeout(f"{self.uri}: no data for {timeout_s:g} s: the source stopped (what arrived "
+                                    f"before was published; the read timeout sets how long to wait)")
+            ready, _, _ = select.select([self._fd], [], [], left)
+            if ready:
+                data = os.read(self._fd, 65536)
+                if data:
+                    self.analyzer.feed(data)
+                return data   # b"": ffmpeg ended (the sender closed)
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size and size > 0 else 65536
+        if not self._pending:
+            self._pending = self._recv(self.read_timeout_s)
+        out, self._pending = self._pending[:want], self._pending[want:]
+        return out
+
+    def _stop(self) -> str:
+        if self._proc.poll() is None:
+            self._proc.terminate()
+        try:
+            _, err = self._proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            _, err = self._proc.communicate()
+        return (err or b"").decode(errors="replace").strip().splitlines()[-1:][0] if err else ""
+
+    def close(self) -> None:
+        self._stop()
+
+
 def udp_address(uri: str) -> tuple[str, int]:
     parts = urlsplit(uri)
     if parts.scheme != "udp" or not parts.port:
@@ -110,9 +173,16 @@ def _is_multicast(host: str) -> bool:
         return False
 
 
-def transport_reader(uri: str, read_timeout_s: float = 10.0):
+def needs_pipe(uri: str) -> bool:
+    """Sources PyAV's FFmpeg cannot open itself (no SRT in it)."""
+    return uri.lower().startswith("srt://")
+
+
+def transport_reader(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
     """A reader (file object with `.analyzer`) for a source whose transport can be checked, else None: a
-    udp:// URL, or a file that starts like MPEG-TS with 188-byte packets."""
+    udp:// or srt:// URL, or a file that starts like MPEG-TS with 188-byte packets."""
+    if needs_pipe(uri):
+        return PipeTsReader(uri, TsAnalyzer(), open_timeout_s, read_timeout_s)
     if uri.lower().startswith("udp://"):
         return UdpTsReader(uri, TsAnalyzer(), read_timeout_s)
     if "://" in uri or not os.path.isfile(uri):
