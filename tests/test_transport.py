@@ -326,3 +326,46 @@ def test_an_srt_feed_is_received_and_its_transport_checked(clean_ts, tmp_path):
     rows = [r for r in result.rows if check_of(r) == "continuity"]
     assert rows and all(abs(r["start_s"] - 3.0) <= TOLERANCE_S for r in rows)
     assert {json.loads(r["details"])["pid"] for r in rows} == tm.ffmpeg_continuity_pids(damaged)
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (an HLS origin)."""
+    import http.server
+    import threading
+
+    from tests.conftest import free_port_pair
+
+    folder = tmp_path / "origin"
+    folder.mkdir()
+    port = free_port_pair()
+    handler = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=str(folder), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+@pytest.mark.footage
+def test_an_hls_stream_of_ts_segments_has_its_transport_checked(clean_ts, http_folder):
+    """The segments' bytes are checked as fetched: packets lost inside a segment are found; an
+    EXT-X-DISCONTINUITY between two encodes restarts the checks (no error at the join), while the same
+    join without the tag is reported as the broken transport it is."""
+    folder, origin = http_folder
+    tl = tm.timeline(clean_ts[3])
+    pkts = tm.packets(clean_ts[3])
+    tm.drop(pkts, tl, 4.0, 15)
+    tm.write_hls(folder, tm.split_at(pkts, tl), "lossy.m3u8")
+    result = analyze_source(f"{origin}/lossy.m3u8", TRANSPORT, stream_id="hls")
+    assert result.frames >= 190
+    rows = [r for r in result.rows if check_of(r) == "continuity"]
+    assert rows and all(abs(r["start_s"] - 4.0) <= TOLERANCE_S for r in rows)
+
+    first, second = (tm.split_at(tm.packets(clean_ts[k]), tm.timeline(clean_ts[k])) for k in (0, 4))
+    joined = first[:2] + second[:2]
+    tm.write_hls(folder, joined, "tagged.m3u8", discontinuity_before={2})
+    tm.write_hls(folder, joined, "untagged.m3u8")
+    tagged = analyze_source(f"{origin}/tagged.m3u8", TRANSPORT, stream_id="tagged").rows
+    assert tagged == [], [(r["start_s"], check_of(r)) for r in tagged]
+    untagged = analyze_source(f"{origin}/untagged.m3u8", TRANSPORT, stream_id="untagged").rows
+    assert {check_of(r) for r in untagged} & {"continuity", "pcr", "pts"}

@@ -247,3 +247,34 @@ def send_srt(path: Path, port: int, seconds: float):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def write_hls(folder: Path, parts: list[list], name: str = "index.m3u8", seconds: float = 2.0,
+              discontinuity_before: set[int] = frozenset()) -> Path:
+    """A VOD HLS playlist of MPEG-TS segments: each of `parts` (packet lists) is one segment file, in order;
+    an EXT-X-DISCONTINUITY goes before the segments numbered in `discontinuity_before`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{int(seconds + 0.999)}", "#EXT-X-MEDIA-SEQUENCE:0"]
+    for k, pkts in enumerate(parts):
+        segment = f"{Path(name).stem}_{k}.ts"
+        write_packets(folder / segment, pkts)
+        if k in discontinuity_before:
+            lines.append("#EXT-X-DISCONTINUITY")
+        lines += [f"#EXTINF:{seconds:.3f},", segment]
+    lines.append("#EXT-X-ENDLIST")
+    (folder / name).write_text("\n".join(lines) + "\n")
+    return folder / name
+
+
+def split_at(pkts: list, tl: Timeline, seconds: float = 2.0) -> list[list]:
+    """The packets cut into segments of about `seconds` at the video packets' positions."""
+    cuts, t = [0], seconds
+    while True:
+        try:
+            cuts.append(tl.packet_at(t))
+        except ValueError:
+            break
+        t += seconds
+    cuts.append(len(pkts))
+    return [pkts[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]

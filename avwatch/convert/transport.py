@@ -120,6 +120,16 @@ class TsAnalyzer:
             pos += PACKET   # skip the damaged packet, keep the alignment
         self._buf = buf[pos:]
 
+    def discontinuity(self) -> None:
+        """The source says its counters and clocks restart here (an HLS EXT-X-DISCONTINUITY): judge what
+        follows on its own. Bytes held for a partial packet are dropped with the old stream."""
+        self._buf = b""
+        self._synced = False
+        self._cc, self._last_packet, self._duplicate, self._last_at = {}, {}, {}, {}
+        self._last_pcr, self._last_pts = None, {}
+        self._seen = {key: None for key in self._seen}
+        self.clock = None
+
     def _packets(self, p: np.ndarray) -> None:
         b1, b3 = p[:, 1], p[:, 3]
         pid = ((b1 & 0x1F).astype(np.int32) << 8) | p[:, 2]

@@ -8,8 +8,12 @@ decoder receives, each byte once and in order, with no second read of the source
   PipeTsReader  srt://: the FFmpeg bundled with PyAV has no SRT, so the system's `ffmpeg` (Debian's, built
                 with libsrt) receives it and pipes the payload's bytes through unchanged (`-f data`: no
                 remux, so the transport checked is the one that arrived)
+  HlsTsReader   an HLS playlist over http(s) whose segments are MPEG-TS: the segments are fetched in order
+                (a live playlist reloaded until it ends) and their bytes passed on; a playlist with fMP4
+                segments, byte ranges or encryption is left to FFmpeg's HLS demuxer
 
-Other live sources (RTSP, RTMP, HLS) are read by FFmpeg's own protocols, without transport checks.
+Other live sources (RTSP, RTMP, HLS of fMP4 segments) are read by FFmpeg's own protocols, without transport
+checks.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from avwatch.convert.transport import PACKET, TsAnalyzer, looks_like_ts
@@ -159,6 +164,118 @@ class PipeTsReader:
         self._stop()
 
 
+class NotTransportStream(Exception):
+    """The source is not one whose transport this module reads (FFmpeg reads it on its own)."""
+
+
+@dataclass
+class _Segment:
+    sequence: int
+    url: str
+    discontinuity: bool
+
+
+class HlsTsReader:
+    """An HLS playlist of MPEG-TS segments as one byte stream. Each segment's bytes go to the analyser as
+    fetched; EXT-X-DISCONTINUITY tells it that counters and clocks restart there."""
+
+    def __init__(self, uri: str, analyzer: TsAnalyzer, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
+        self.uri, self.analyzer, self.read_timeout_s = uri, analyzer, read_timeout_s
+        self._timeout = open_timeout_s
+        self.playlist = self._media_playlist(uri)
+        self._queue: list[_Segment] = []
+        self._next_sequence = None
+        self._ended = False
+        self._target_s = 2.0
+        self._pending = b""
+        self._reload()
+        if not self._queue:
+            raise NotTransportStream(f"{uri}: no segment yet")
+        first = self._fetch(self._queue[0].url)
+        if not looks_like_ts(first[:3 * PACKET]):
+            raise NotTransportStream(f"{uri}: the segments are not MPEG-TS")
+        self._first = first
+
+    def _get(self, url: str) -> bytes:
+        from urllib.request import urlopen
+
+        try:
+            with urlopen(url, timeout=self._timeout) as response:
+                return response.read()
+        except OSError as exc:
+            raise ConnectionError(f"{url}: {exc}") from None
+
+    def _fetch(self, url: str) -> bytes:
+        return self._get(url)
+
+    def _media_playlist(self, uri: str) -> str:
+        """The playlist itself, or a master playlist's variant of the highest bandwidth."""
+        from urllib.parse import urljoin
+
+        text = self._get(uri).decode("utf-8", errors="replace")
+        if not text.lstrip().startswith("#EXTM3U"):
+            raise NotTransportStream(f"{uri}: not an HLS playlist")
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        variants = []
+        for i, line in enumerate(lines):
+            if line.startswith("#EXT-X-STREAM-INF") and i + 1 < len(lines):
+                bandwidth = 0
+                for part in line.split(":", 1)[1].split(","):
+                    if part.startswith("BANDWIDTH="):
+                        bandwidth = int(part.split("=", 1)[1] or 0)
+                variants.append((bandwidth, urljoin(uri, lines[i + 1])))
+        return max(variants)[1] if variants else uri
+
+    def _reload(self) -> None:
+        from urllib.parse import urljoin
+
+        text = self._get(self.playlist).decode("utf-8", errors="replace")
+        sequence, discontinuity = 0, False
+        for line in (line.strip() for line in text.splitlines()):
+            if line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+                sequence = int(line.split(":", 1)[1])
+            elif line.startswith("#EXT-X-TARGETDURATION:"):
+                self._target_s = float(line.split(":", 1)[1])
+            elif line.startswith(("#EXT-X-MAP", "#EXT-X-BYTERANGE")) or (
+                    line.startswith("#EXT-X-KEY") and "METHOD=NONE" not in line):
+                raise NotTransportStream(f"{self.uri}: fMP4, byte-range or encrypted segments")
+            elif line.startswith("#EXT-X-DISCONTINUITY") and not line.startswith("#EXT-X-DISCONTINUITY-SEQ"):
+                discontinuity = True
+            elif line.startswith("#EXT-X-ENDLIST"):
+                self._ended = True
+            elif line and not line.startswith("#"):
+                if self._next_sequence is None or sequence >= self._next_sequence:
+                    self._queue.append(_Segment(sequence, urljoin(self.playlist, line), discontinuity))
+                    self._next_sequence = sequence + 1
+                sequence, discontinuity = sequence + 1, False
+
+    def read(self, size: int = -1) -> bytes:
+        want = size if size and size > 0 else 65536
+        waited = time.monotonic()
+        while not self._pending:
+            if self._queue:
+                segment = self._queue.pop(0)
+                data = self._first if self._first is not None else self._fetch(segment.url)
+                self._first = None
+                if segment.discontinuity:
+                    self.analyzer.discontinuity()
+                self.analyzer.feed(data)
+                self._pending = data
+            elif self._ended:
+                return b""
+            elif time.monotonic() - waited > self.read_timeout_s:
+                raise SourceTimeout(f"{self.uri}: no new segment for {self.read_timeout_s:g} s: the source "
+                                    f"stopped (what arrived before was published)")
+            else:
+                time.sleep(min(1.0, self._target_s / 2))
+                self._reload()
+        out, self._pending = self._pending[:want], self._pending[want:]
+        return out
+
+    def close(self) -> None:
+        self._queue = []
+
+
 def udp_address(uri: str) -> tuple[str, int]:
     parts = urlsplit(uri)
     if parts.scheme != "udp" or not parts.port:
@@ -180,9 +297,16 @@ def needs_pipe(uri: str) -> bool:
 
 def transport_reader(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
     """A reader (file object with `.analyzer`) for a source whose transport can be checked, else None: a
-    udp:// or srt:// URL, or a file that starts like MPEG-TS with 188-byte packets."""
+    udp:// or srt:// URL, an HLS playlist of MPEG-TS segments, or a file that starts like MPEG-TS with
+    188-byte packets."""
     if needs_pipe(uri):
         return PipeTsReader(uri, TsAnalyzer(), open_timeout_s, read_timeout_s)
+    path = urlsplit(uri).path.lower() if "://" in uri else ""
+    if uri.lower().startswith(("http://", "https://")) and path.endswith(".m3u8"):
+        try:
+            return HlsTsReader(uri, TsAnalyzer(), open_timeout_s, read_timeout_s)
+        except NotTransportStream:
+            return None   # FFmpeg's HLS demuxer reads it
     if uri.lower().startswith("udp://"):
         return UdpTsReader(uri, TsAnalyzer(), read_timeout_s)
     if "://" in uri or not os.path.isfile(uri):
