@@ -17,6 +17,9 @@ notes with each video segment (avwatch/convert/transport.py); this detector turn
                                                    apart, or going back, without a discontinuity indicator
   pts              2.5 PTS_error                   consecutive PTS of a PID more than pts_max_interval_s
                                                    (0.7 s) apart
+  crc              2.2 CRC_error                   PAT or PMT sections whose CRC-32 does not match
+  pat_invalid      1.3a PAT_error_2                another table on PID 0, or a scrambled PAT
+  pmt_invalid      1.5a PMT_error_2                a scrambled PMT
 
 Counted errors closer than merge_gap_s are one event per check and PID (a burst of lost packets is one
 alarm, with its count), raised at the first error. An absence is raised once it has lasted its limit and
@@ -38,11 +41,12 @@ from detectors.table import Features
 
 TR101290 = {"sync_loss": "1.1 TS_sync_loss", "sync_byte": "1.2 Sync_byte_error", "pat": "1.3 PAT_error",
             "continuity": "1.4 Continuity_count_error", "pmt": "1.5 PMT_error", "pid": "1.6 PID_error",
-            "tei": "2.1 Transport_error", "pcr": "2.3 PCR_repetition/discontinuity_error", "pts": "2.5 PTS_error"}
-COUNTED = ("sync_loss", "sync_byte", "continuity", "tei")   # errors counted in bursts
+            "tei": "2.1 Transport_error", "pcr": "2.3 PCR_repetition/discontinuity_error", "pts": "2.5 PTS_error",
+            "crc": "2.2 CRC_error", "pat_invalid": "1.3a PAT_error_2", "pmt_invalid": "1.5a PMT_error_2"}
+COUNTED = ("sync_loss", "sync_byte", "continuity", "tei", "crc", "pat_invalid", "pmt_invalid")  # errors in bursts
 ABSENCES = ("pat", "pmt", "pid")                           # tables and PIDs that must keep arriving
 INTERVALS = ("pcr", "pts")                                 # clock values that must not jump
-PRIORITY_1 = ("sync_loss", "sync_byte", "pat", "continuity", "pmt", "pid")
+PRIORITY_1 = ("sync_loss", "sync_byte", "pat", "continuity", "pmt", "pid", "pat_invalid", "pmt_invalid")
 
 
 @dataclass(frozen=True)
@@ -182,7 +186,7 @@ class Transport(Detector):
         if pid is not None:
             info["pid"] = int(pid)
             info["pid_hex"] = f"0x{int(pid):04X}"
-            carries = "PAT" if check == "pat" else state.streams.get(str(int(pid)))
+            carries = "PAT" if int(pid) == 0 else state.streams.get(str(int(pid)))
             if carries:
                 info["carries"] = carries
         info["duration_s"] = round(end - start, 6)

@@ -244,6 +244,10 @@ class PublishCollector:
                           "time decoded (grows when decoding falls behind a live source)"),
             "up": family("gauge", "avwatch_publish_source_up", "1 while the source is being published"),
         }
+        # MPEG-TS sources: TR 101 290 errors counted by the converter's transport analyser, per check
+        transport = CounterMetricFamily("avwatch_publish_transport_errors", "MPEG-TS transport errors counted by "
+                                        "the converter (TR 101 290: continuity, tei, sync_loss, sync_byte, crc, "
+                                        "pat_invalid, pmt_invalid)", labels=["stream_id", "check"])
         for s in list(self.stats):
             line = s.line()
             labels = [s.stream_id]
@@ -258,7 +262,10 @@ class PublishCollector:
             fams["media"].add_metric(labels, s.media_s)
             fams["lag"].add_metric(labels, line["lag_s"])
             fams["up"].add_metric(labels, 0.0 if s.done else 1.0)
+            for check, count in sorted((getattr(s, "transport", None) or {}).items()):
+                transport.add_metric([s.stream_id, check], count)
         yield from fams.values()
+        yield transport
 
 
 def serve_publish_metrics(stats: list, port: int, host: str = DEFAULT_HOST):

@@ -56,6 +56,7 @@ class SourceStats:
     failed: int = 0
     failed_bytes: int = 0
     decode_errors: int = 0
+    transport: dict | None = None   # MPEG-TS sources: the transport analyser's error counts per check (live)
     heartbeats: int = 0
     media_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -185,6 +186,8 @@ class SourcePublisher(threading.Thread):
         epoch = resolve_epoch(o.epoch)
         container, reader = self._open()
         decoder = MediaDecoder(self.uri, o.decode, container=container, reader=reader)
+        if decoder.transport is not None:
+            self.stats.transport = decoder.transport.counts
         info = decoder.info
         missing = [k for k, present in (("video", info.has_video), ("audio", info.has_audio)) if not present]
         if missing:

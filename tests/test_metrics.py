@@ -156,3 +156,21 @@ def test_grafana_dashboard_uses_the_exported_names():
         assert f'"{base}"' in source, f"{name} is not exported by jobs/metrics.py"
     assert {"avwatch_stream_media_lag_seconds", "avwatch_open_events", "avwatch_dead_letters_total",
             "avwatch_publish_frames_total"} <= names
+
+
+def test_the_converter_exports_its_transport_error_counts_per_check():
+    """What the transport analyser counted for an MPEG-TS source, as a counter per stream and check."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from jobs.metrics import PublishCollector
+    from jobs.publish import SourceStats
+
+    ts = SourceStats("cam-ts", "udp://127.0.0.1:5000")
+    ts.transport = {"continuity": 3, "tei": 0, "sync_loss": 1}
+    plain = SourceStats("cam-mp4", "clip.mp4")
+    registry = CollectorRegistry()
+    registry.register(PublishCollector([ts, plain]))
+    families = {f.name: f.samples for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    assert value(families, "avwatch_publish_transport_errors", stream_id="cam-ts", check="continuity") == 3
+    assert value(families, "avwatch_publish_transport_errors", stream_id="cam-ts", check="sync_loss") == 1
+    assert value(families, "avwatch_publish_transport_errors", stream_id="cam-mp4") is None

@@ -34,6 +34,7 @@ FAULTS = {
     "pid_stop": (tm.stop_pid, lambda rng: "audio", {"pid"}),
     "sync": (tm.break_sync, lambda rng: int(rng.integers(2, 6)), {"sync_loss"}),
     "outage": (tm.outage, lambda rng: float(rng.uniform(1.2, 2.0)), {"pid", "pat", "pmt", "pcr", "pts", "continuity"}),
+    "crc": (tm.corrupt_tables, lambda rng: int(rng.integers(1, 4)), {"crc"}),
 }
 
 
@@ -78,7 +79,7 @@ def _overlaps(row: dict, span: tuple[float, float]) -> bool:
 @pytest.mark.footage
 def test_each_check_finds_its_faults_with_f1_of_at_least_095(damaged_set):
     found = {c: {"tp": 0, "fn": 0, "fp": 0} for c in ("continuity", "tei", "pat", "pmt", "pid", "sync_loss", "pcr",
-                                                     "pts")}
+                                                     "pts", "crc", "sync_byte", "pat_invalid", "pmt_invalid")}
     for case in damaged_set:
         rows = analyze_source(str(case["path"]), TRANSPORT).rows
         for check in case["expected"]:
@@ -95,7 +96,8 @@ def test_each_check_finds_its_faults_with_f1_of_at_least_095(damaged_set):
         recall = n["tp"] / (n["tp"] + n["fn"])
         report[check] = (round(2 * precision * recall / max(1e-9, precision + recall), 3), n)
     print("transport F1 per check:", report)
-    assert set(report) == {"continuity", "tei", "pat", "pmt", "pid", "sync_loss", "pcr", "pts"}
+    assert set(report) == {"continuity", "tei", "pat", "pmt", "pid", "sync_loss", "pcr", "pts", "crc"}
+    assert not any(found[c]["fp"] for c in ("sync_byte", "pat_invalid", "pmt_invalid"))
     for check, (f1, n) in report.items():
         assert f1 >= 0.95, (check, n)
 
@@ -202,6 +204,18 @@ def test_continuity_rules_duplicates_and_discontinuity_indicator():
     assert _counts(_stream([0, 1]) + _stream([5, 9], pid=0x1FFF) + _stream([2]))["continuity"] == 0  # null PID
     for cut in (1, 188, 376):   # the same across reads
         assert _counts(_stream([0, 1, 2, 2, 3, 5]), cut)["continuity"] == 1
+
+
+def test_scrambled_or_foreign_tables_on_table_pids():
+    """A PAT packet with the scrambling bits set, or a section of another table on PID 0 (TR 101 290 1.3a)."""
+    pat = bytearray(_packet(0, 0))
+    pat[1] |= 0x40                     # a section starts here
+    pat[4:7] = bytes([0, 0x42, 0xB0])  # pointer 0, table_id 0x42 (an SDT) on PID 0
+    assert _counts(bytes(pat))["pat_invalid"] == 1
+    scrambled = bytearray(_packet(0, 0))
+    scrambled[1] |= 0x40
+    scrambled[3] |= 0x80
+    assert _counts(bytes(scrambled))["pat_invalid"] == 1
 
 
 def test_sync_byte_errors_and_sync_loss():

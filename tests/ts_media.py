@@ -278,3 +278,18 @@ def split_at(pkts: list, tl: Timeline, seconds: float = 2.0) -> list[list]:
         t += seconds
     cuts.append(len(pkts))
     return [pkts[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def corrupt_tables(pkts: list, tl: Timeline, t: float, count: int) -> tuple[float, float]:
+    """Flip a byte inside the section of `count` PAT packets from t (a bit error in the table: its CRC-32
+    no longer matches)."""
+    i = tl.packet_at(t)
+    done = 0
+    for p in pkts[i:]:
+        if pid_of(p) == 0 and p[1] & 0x40:
+            offset = 4 + (p[4] + 1 if p[3] & 0x20 else 0)   # after the adaptation field
+            p[offset + 1 + p[offset] + 9] ^= 0x5A          # program_number's low byte, inside the section
+            done += 1
+            if done == count:
+                break
+    return t, t

@@ -328,7 +328,7 @@ class MediaDecoder:
             return {k: (round(v - origin, 6) if k in timed else v) for k, v in note.items()}
 
         return {"at": round(t, 9), "notes": [media(n) for n in self.transport.take_notes()],
-                "absent": [media(n) for n in self.transport.absent()], "streams": dict(self.transport.streams)}
+                "absent": [media(n) for n in self.transport.absent()], "streams": self.transport.pid_names()}
 
     def _audio(self, frame, track: _AudioTrack) -> Iterator[AudioChunk]:
         """Resample to interleaved int16; each continuous run is anchored at its container PTS.

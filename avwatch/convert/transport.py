@@ -13,6 +13,8 @@ the packets received, without a second read. The analyser measures; the `transpo
   pcr          2.3 PCR_repetition/discontinuity: consecutive PCR values further apart than allowed (or going
                back) without a discontinuity indicator
   pts          2.5 PTS_error: consecutive PTS of a PID's PES further apart than allowed
+  crc          2.2 CRC_error: a PAT or PMT section whose CRC-32 does not match (not counted as arriving)
+  pat_invalid  1.3a: a section other than a PAT on PID 0, or a scrambled PAT; pmt_invalid 1.5a: a scrambled PMT
   rate         the bytes of each elementary PID per second of the transport's clock (the `bitrate` check)
 and records when the PAT (1.3), each PMT (1.5) and each elementary PID of a programme (1.6) arrive, so that
 their absences can be measured: a finished gap as a note, an unfinished one as 'absent since'.
@@ -73,7 +75,8 @@ class TsAnalyzer:
         self.keep_notes = True                # off when nobody takes them (no frames to carry them)
         self.dropped_notes = 0
         self.cpu_s = 0.0                      # CPU spent here (what the checks cost the converter)
-        self.counts = {"sync_loss": 0, "sync_byte": 0, "continuity": 0, "tei": 0}
+        self.counts = {"sync_loss": 0, "sync_byte": 0, "continuity": 0, "tei": 0, "crc": 0, "pat_invalid": 0,
+                       "pmt_invalid": 0}
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -256,6 +259,9 @@ class TsAnalyzer:
         if offset >= PACKET:
             return
         payload = pkt[offset:].tobytes()
+        if (pid == 0 or pid in self._pmt_pids) and pkt[3] & 0xC0:   # a PAT or PMT must not be scrambled
+            self._count("pat_invalid" if pid == 0 else "pmt_invalid", pid)
+            return
         if pid == 0:
             self._pat(payload)
         elif pid in self._pmt_pids:
@@ -265,16 +271,29 @@ class TsAnalyzer:
 
     # -- tables ----------------------------------------------------------------------------------
 
-    def _section(self, payload: bytes, table_id: int) -> bytes | None:
+    def _section(self, payload: bytes, table_id: int, pid: int, check: str) -> bytes | None:
+        """The table section that starts in this payload, if it is whole and sound: a section of another
+        table on a PAT/PMT PID is `<check>_invalid` (TR 101 290 1.3a/1.5a), a CRC that does not match is
+        `crc` (2.2); neither counts as the table's arrival. A section longer than its packet is taken as
+        it is (its CRC cannot be checked here)."""
         pointer = payload[0]
         body = payload[1 + pointer:]
-        if len(body) < 8 or body[0] != table_id:
+        if len(body) < 8 or body[0] == 0xFF:   # stuffing
+            return None
+        if body[0] != table_id:
+            self._count(f"{check}_invalid", pid)
             return None
         length = ((body[1] & 0x0F) << 8) | body[2]
-        return body[:3 + length] if len(body) >= 3 + length else body
+        if len(body) < 3 + length:
+            return body
+        section = body[:3 + length]
+        if _crc32_mpeg(section) != 0:
+            self._count("crc", pid)
+            return None
+        return section
 
     def _pat(self, payload: bytes) -> None:
-        sec = self._section(payload, 0x00)
+        sec = self._section(payload, 0x00, 0, "pat")
         if sec is None:
             return
         self._arrive(("pat", 0))
@@ -286,7 +305,7 @@ class TsAnalyzer:
                 self._pmt_pids[pmt_pid] = program
 
     def _pmt(self, pid: int, payload: bytes) -> None:
-        sec = self._section(payload, 0x02)
+        sec = self._section(payload, 0x02, pid, "pmt")
         if sec is None or len(sec) < 12:
             return
         self._arrive(("pmt", pid))
@@ -378,6 +397,10 @@ class TsAnalyzer:
                 out.append({"check": check, "pid": pid, "since": last, "for_s": round(now - last, 6)})
         return out
 
+    def pid_names(self) -> dict[int, str]:
+        """What each known PID carries: the PAT, the PMTs and the programmes' elementary streams."""
+        return {0: "PAT", **{pid: f"PMT of programme {n}" for pid, n in self._pmt_pids.items()}, **self.streams}
+
     def describe(self, pid: int) -> str | None:
         """What a PID carries, as the PMT says ("video h264"), the PAT/PMT, or None."""
         if pid == 0:
@@ -385,6 +408,27 @@ class TsAnalyzer:
         if pid in self._pmt_pids:
             return f"PMT of programme {self._pmt_pids[pid]}"
         return self.streams.get(pid)
+
+
+def _crc_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i << 24
+        for _ in range(8):
+            c = ((c << 1) ^ 0x04C11DB7) if c & 0x80000000 else (c << 1)
+        table.append(c & 0xFFFFFFFF)
+    return table
+
+
+_CRC_TABLE = _crc_table()
+
+
+def _crc32_mpeg(data: bytes) -> int:
+    """CRC-32/MPEG-2 (ISO/IEC 13818-1 annex A); over a whole section, its own CRC included, it is 0."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _CRC_TABLE[((crc >> 24) ^ byte) & 0xFF]
+    return crc
 
 
 def _find_sync(buf: bytes, start: int) -> int | None:
