@@ -33,8 +33,11 @@ measured accuracy: docs/detectors_av_sync.md.
   c_i (one scene cut landing on one drum beat is one coincidence, not a measurement). A window is
   reliable when all three reach their minimum and picture and sound both change; otherwise it is "not
   enough data", counted in the state and never an event.
-- Decision (ITU-R BT.1359-1): an offset is detectable when the audio leads by more than 45 ms or lags by
-  more than 125 ms, and unacceptable beyond 90 ms early / 185 ms late. An event is a run of at least
+- Decision: a monitor sits at a point of the broadcast chain, so it alarms at that point's tolerance, EBU
+  R37 (2007): audio no more than 40 ms early or 60 ms late (`early_threshold_ms`, `late_threshold_ms`; ATSC
+  IS-191's 15/45 ms is tighter). What a viewer notices is the severity, by ITU-R BT.1359-1: undetectable
+  within 45 ms early / 125 ms late, detectable beyond, unacceptable beyond 90 ms early / 185 ms late
+  (`details.bt1359`; major when unacceptable, else minor). An event is a run of at least
   `min_windows` reliable windows, covering at least `min_duration_s` of media, whose offsets are all
   beyond the threshold on the same side and agree with their mean within `agreement_ms`. A reliable
   in-sync window, or a reliable window with a different offset, closes a run; unreliable windows
@@ -58,6 +61,10 @@ from detectors.base import AUDIO, MAJOR, MINOR, VIDEO, Detector, Event, Options,
 from detectors.segments import AudioBlocks
 from detectors.table import Features
 
+# EBU Technical Recommendation R37-2007, "The relative timing of the sound and vision components of a
+# television signal": at any point of the chain, sound at most 40 ms early and 60 ms late.
+R37_EARLY_MS = 40.0
+R37_LATE_MS = 60.0
 # ITU-R BT.1359-1 (1998), "Relative timing of sound and vision for broadcasting", Fig. 1: thresholds of
 # detectability (sound 45 ms early / 125 ms late) and acceptability (90 ms early / 185 ms late).
 BT1359_DETECT_EARLY_MS = 45.0
@@ -96,10 +103,10 @@ def region_label(region: tuple[int, ...]) -> str:
 
 @dataclass(frozen=True)
 class AvSyncOptions(Options):
-    early_threshold_ms: float = option(BT1359_DETECT_EARLY_MS, "audio leading the picture by more than this "
-                                       "is reported (ms; ITU-R BT.1359 detectability: 45)", min=0.0, max=1000.0)
-    late_threshold_ms: float = option(BT1359_DETECT_LATE_MS, "audio lagging the picture by more than this is "
-                                      "reported (ms; ITU-R BT.1359 detectability: 125)", min=0.0, max=1000.0)
+    early_threshold_ms: float = option(R37_EARLY_MS, "audio leading the picture by more than this is reported "
+                                       "(ms; EBU R37: 40; ITU-R BT.1359 detectability: 45)", min=0.0, max=1000.0)
+    late_threshold_ms: float = option(R37_LATE_MS, "audio lagging the picture by more than this is reported "
+                                      "(ms; EBU R37: 60; ITU-R BT.1359 detectability: 125)", min=0.0, max=1000.0)
     window_s: float = option(10.0, "length of one correlation window (s)", min=2.0, max=60.0)
     hop_s: float = option(2.0, "step between window starts (s)", min=0.2, max=60.0)
     max_lag_ms: float = option(500.0, "largest offset searched either way (ms)", min=100.0, max=2000.0)
