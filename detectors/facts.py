@@ -35,6 +35,8 @@ def fact(name: str, code: int):
         return None
     if name in ("width", "height", "src_rate", "channels"):
         return code
+    if name == "frame_rate":   # coded in millihertz
+        return code / 1000.0
     return NAME_OF.get(code, f"other ({code})")
 
 

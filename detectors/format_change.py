@@ -1,4 +1,4 @@
-"""format_change: the source's picture format (size, pixel format, colour range, codec) or its audio format
+"""format_change: the source's picture format (size, pixel format, colour range, codec, frame rate) or its audio format
 (sample rate, channel layout, codec) switches mid-stream.
 
 A splice between two feeds, an encoder reconfigured, a contribution link falling back to a lower
@@ -6,7 +6,8 @@ resolution: a monitor reports the switch itself, with what it was and what it be
 the detectors that compare against history (freeze, blur, blockiness, A/V sync, loudness) are suppressed
 around it as its consequences (detectors/alarms.py). The converter notices the switch on the decoded
 frames, starts a new segment there with the new source facts and goes on at the same analysis size
-(avwatch/convert/decode.py); stage 1 gives each frame its segment's facts, stage 2 reports where they
+(avwatch/convert/decode.py; a frame rate switch is recognised after six consecutive steps between
+decoded frames at another rate); stage 1 gives each frame its segment's facts, stage 2 reports where they
 change: one event at the first frame in the new format, lasting one frame (`check: video`). The audio's
 facts ride in every audio row (detectors/compose.py, `audio_format`); a switch is one event at the first
 10 ms block in the new format (`check: audio`), each audio track on its own.
@@ -25,7 +26,7 @@ from detectors.facts import AUDIO_FACTS, code as _code, fact as _fact
 from detectors.segments import VideoFrames
 from detectors.table import Features
 
-FACTS = ("width", "height", "pix_fmt", "color_range", "codec")
+FACTS = ("width", "height", "pix_fmt", "color_range", "codec", "frame_rate")
 @dataclass(frozen=True)
 class FormatChangeOptions(Options):
     report_range: bool = option(True, "report a change of colour range alone (full/limited)")
@@ -33,6 +34,7 @@ class FormatChangeOptions(Options):
 
 @dataclass
 class FormatChangeState(State):
+    VERSION = 2                    # 2: + frame_rate in FACTS
     codes: list | None = None      # the facts of the format seen last, as codes (FACTS)
     audio_codes: list | None = None  # the audio's facts seen last, as codes (detectors/facts.AUDIO_FACTS)
 
@@ -47,7 +49,10 @@ class FormatChange(Detector):
     stage1_outputs = {"format_codes": pa.list_(pa.int64(), len(FACTS))}   # per frame: its segment's FACTS, coded
 
     def stage1(self, frames: VideoFrames) -> dict:
-        codes = np.array([_code(frames.source_video.get(k)) for k in FACTS], np.int64)
+        facts = dict(frames.source_video)
+        rate = facts.get("src_fps")
+        facts["frame_rate"] = None if rate is None else int(round(float(rate) * 1000))   # coded in millihertz
+        codes = np.array([_code(facts.get(k)) for k in FACTS], np.int64)
         return {"format_codes": np.tile(codes, (len(frames.t), 1))}
 
     def process(self, state: FormatChangeState, kind: str, rows: Features) -> list[Event]:

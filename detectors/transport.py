@@ -46,6 +46,7 @@ TR101290 = {"sync_loss": "1.1 TS_sync_loss", "sync_byte": "1.2 Sync_byte_error",
 COUNTED = ("sync_loss", "sync_byte", "continuity", "tei", "crc", "pat_invalid", "pmt_invalid")  # errors in bursts
 ABSENCES = ("pat", "pmt", "pid")                           # tables and PIDs that must keep arriving
 INTERVALS = ("pcr", "pts")                                 # clock values that must not jump
+EPS = 1e-6   # s: a gap of exactly a limit (a PCR every 100 ms) is within it
 PRIORITY_1 = ("sync_loss", "sync_byte", "pat", "continuity", "pmt", "pid", "pat_invalid", "pmt_invalid")
 
 
@@ -131,13 +132,13 @@ class Transport(Detector):
             start, end = float(note["start"]), float(note["end"])
             state.absent.pop(_key(check, pid), None)
             limit = self._limit(check)
-            if end - start <= limit:
+            if end - start <= limit + EPS:   # TR 101 290: "more than" the limit
                 return []
             return [self._event(check, pid, start, end, state, {"absent_s": round(end - start, 3),
                                                                  REPORTABLE_AFTER: limit})]
         if check in INTERVALS:
             start, end = float(note["start"]), float(note["end"])
-            if 0 <= end - start <= self._limit(check):
+            if 0 <= end - start <= self._limit(check) + EPS:
                 return []
             span = (start, max(end, start) + (dur if end <= start else 0.0))
             detail = {"gap_s": round(end - start, 3)} if end > start else {"went_back_s": round(start - end, 3)}
@@ -205,7 +206,7 @@ class Transport(Detector):
         for key, (since, lasted) in state.absent.items():   # those that have lasted their limit
             check, pid = _unkey(key)
             limit = self._limit(check)
-            if lasted >= limit - 1e-9:
+            if lasted > limit + EPS:
                 out.append(self._event(check, pid, since, since + limit, state, {REPORTABLE_AFTER: limit}))
         return out
 
@@ -219,7 +220,7 @@ class Transport(Detector):
         events = [e for key in list(state.bursts) for e in self._close(state, key)]
         for key, (since, lasted) in sorted(state.absent.items()):
             check, pid = _unkey(key)
-            if lasted > self._limit(check):   # on the transport's clock; the event runs to the stream's end
+            if lasted > self._limit(check) + EPS:   # on the transport's clock; the event runs to the stream's end
                 events.append(self._event(check, pid, since, max(end_s, since + lasted), state,
                                           {"absent_s": round(max(end_s - since, lasted), 3), "until": "end of stream",
                                            REPORTABLE_AFTER: self._limit(check)}))

@@ -114,3 +114,39 @@ def test_an_audio_layout_switch_mid_stream_is_followed_not_garbled(tmp_path):
     assert details["check"] == "audio" and abs(switches[0]["start_s"] - 2.0) <= 0.1
     assert details["changed"]["channels"] == [2, 1] and details["changed"]["layout"] == ["stereo", "mono"]
     assert details["before"]["codec"] == details["after"]["codec"] == "aac"
+
+
+def _rate_splice(folder: Path, first: int, second: int, switch_s: float = 3.0) -> Path:
+    """FFmpeg's test pattern at one frame rate then another, joined at the transport level with continuous
+    timestamps (the second part offset to start where the first ends)."""
+    parts = []
+    for k, (rate, offset) in enumerate(((first, 0.0), (second, switch_s))):
+        out = folder / f"rate{k}.ts"
+        subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size=320x180:rate={rate}", "-t", str(switch_s), "-c:v", "libx264", "-g", str(rate),
+                        "-output_ts_offset", str(offset), "-f", "mpegts", str(out)], check=True)
+        parts.append(out.read_bytes())
+    path = folder / f"rate_{first}_{second}.ts"
+    path.write_bytes(b"".join(parts))
+    return path
+
+
+@pytest.mark.parametrize("first, second", [(25, 50), (50, 25), (30, 25)])
+def test_a_frame_rate_switch_is_one_event_with_before_and_after(tmp_path, first, second):
+    path = _rate_splice(tmp_path, first, second)
+    rows = analyze_source(str(path), DetectorConfig.build(["format_change"])).rows
+    assert len(rows) == 1, rows
+    details = json.loads(rows[0]["details"])
+    assert details["changed"] == {"frame_rate": [float(first), float(second)]}
+    # recognised after a few frames at the new rate (6 steps between decoded frames)
+    assert 3.0 - 0.05 <= rows[0]["start_s"] <= 3.0 + 7 / second
+
+
+def test_dropped_frames_are_no_frame_rate_switch(tmp_path):
+    """Frames lost here and there (single long steps) leave the frame rate alone."""
+    from avwatch.samples import field_camera
+
+    clip = field_camera(tmp_path)
+    assert any(i.detector == "frame_drop" for i in clip.injected)
+    rows = analyze_source(str(clip.path), DetectorConfig.build(["format_change"])).rows
+    assert rows == []

@@ -107,6 +107,12 @@ def test_no_transport_event_on_clean_captures(clean_ts, tmp_path):
     """PyAV-muxed captures (MP2 and AAC, 300 kb/s to 2 Mb/s) and the real clips remuxed by FFmpeg's own
     muxer (other PAT, PCR and PES habits)."""
     sources = list(clean_ts.values())
+    for rate in (25, 50):   # FFmpeg's muxer on a low-rate stream: a PCR every 100 ms exactly, the limit
+        out = tmp_path / f"testsrc{rate}.ts"
+        subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size=320x180:rate={rate}", "-f", "lavfi", "-i", "sine=frequency=440", "-t", "6",
+                        "-c:v", "libx264", "-g", str(rate), "-c:a", "mp2", "-f", "mpegts", str(out)], check=True)
+        sources.append(out)
     for name in REAL_CLIPS:
         out = tmp_path / f"{name}.ts"
         subprocess.run([ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(real_clip(name)), "-c", "copy",

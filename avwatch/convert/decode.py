@@ -32,6 +32,16 @@ LIVE_SCHEMES = ("http://", "https://", "rtmp://", "rtmps://", "rtsp://", "rtsps:
                 "tcp://")
 
 
+RATE_STEPS = 6   # consecutive frame steps at another rate that make a frame rate switch
+STANDARD_RATES = (23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 100.0, 119.88, 120.0)
+
+
+def _standard_rate(fps: float) -> float:
+    """The broadcast rate within 0.5% of a measured one (30000/1001 as 29.97), else the measured rate."""
+    near = min(STANDARD_RATES, key=lambda r: abs(r - fps))
+    return near if abs(near - fps) <= 0.005 * near else fps
+
+
 @dataclass
 class VideoFrame:
     """One sampled frame, ready for a video segment."""
@@ -164,6 +174,8 @@ class MediaDecoder:
         self._next_keep = None
         self._rejected = 0   # video packets rejected since the last analysed frame
         self._format_changed = False  # the picture format changed since the last analysed frame
+        self._last_t = None           # the previous decoded frame's time, and the steps since (frame rate)
+        self._steps: list[float] = []
         # transport checks need frames to carry their notes: an audio-only transport stream is not checked
         self.transport = (reader.analyzer if reader is not None and self.vstream is not None and options.transport
                           else None)
@@ -292,6 +304,8 @@ class MediaDecoder:
                      {k: (v[k], now[k]) for k in now if v[k] != now[k]})
             v.update(now)
             self._format_changed = self._vcount > 1   # the first frame's own format is no change
+        if not missing:
+            self._follow_frame_rate(t)
         interval = v["frame_dur"]
         # Keep a frame once a sampling interval has passed since the last kept one; the quarter-interval
         # slack absorbs timestamp jitter, so an undecimated stream keeps every frame.
@@ -314,6 +328,29 @@ class MediaDecoder:
                           block_ratio=ratio,
                           block_activity=activity, format_changed=self._take_format_change(),
                           transport=transport)
+
+    def _follow_frame_rate(self, t: float) -> None:
+        """A frame rate switch mid-stream (a splice of a 50 fps feed into a 25 fps one): when RATE_STEPS
+        consecutive steps between decoded frames agree with each other and not with the rate in use, the
+        source facts take the new rate (and the analysed rate and frame interval follow it), and the next
+        analysed frame starts a segment of its own. Dropped frames (a single long step) and jitter do not."""
+        v = self.info.video
+        if self._last_t is not None:
+            self._steps = (self._steps + [t - self._last_t])[-RATE_STEPS:]
+        self._last_t = t
+        if len(self._steps) < RATE_STEPS:
+            return
+        step = float(np.median(self._steps))
+        nominal = 1.0 / v["src_fps"]
+        if step <= 0 or any(abs(x - step) > 0.1 * step for x in self._steps) or abs(step - nominal) <= 0.1 * nominal:
+            return
+        src_fps = _standard_rate(1.0 / step)
+        fps = min(self.options.fps, src_fps) if self.options.fps else \
+            src_fps / max(1, math.ceil(src_fps / self.options.max_fps - 1e-6))
+        log.info("%s: frame rate changed at %.3f s: %g -> %g fps", self.uri, t, v["src_fps"], src_fps)
+        v.update({"src_fps": round(src_fps, 6), "fps": round(fps, 6), "frame_dur": 1.0 / fps})
+        self._format_changed = True
+        self._steps = []
 
     def _transport_notes(self, t: float) -> dict | None:
         """The transport notes found since the last analysed frame and the absences going on at this frame,

@@ -40,6 +40,7 @@ PTS_HZ = 90000.0
 NOTE_FLOOR_S = {"pat": 0.25, "pmt": 0.25, "pid": 0.5, "pcr": 0.1, "pts": 0.35}  # pcr: the limit itself (FFmpeg
 # muxes a PCR every 20-80 ms; noting every interval above 40 ms would fill the records)
 
+EPS = 1e-6                 # s: clock values are 90 kHz ticks as floats; a gap of exactly a limit is within it
 DUPLICATE_WINDOW = 32      # packets: a duplicate follows the packet it repeats this closely
 MAX_PENDING_NOTES = 20000  # notes waiting for a frame to carry them; beyond this they are counted, not kept
 
@@ -330,7 +331,7 @@ class TsAnalyzer:
         b = payload[9:14]
         pts = (((b[0] >> 1) & 0x07) << 30 | b[1] << 22 | (b[2] >> 1) << 15 | b[3] << 7 | b[4] >> 1) / PTS_HZ
         last = self._last_pts.get(pid)
-        if last is not None and pts - last > NOTE_FLOOR_S["pts"]:
+        if last is not None and pts - last > NOTE_FLOOR_S["pts"] + EPS:
             self._note({"check": "pts", "pid": pid, "start": last, "end": pts}, stamp=False)
         if last is None or pts > last:
             self._last_pts[pid] = pts
@@ -340,7 +341,7 @@ class TsAnalyzer:
         base = (int(b[0]) << 25) | (int(b[1]) << 17) | (int(b[2]) << 9) | (int(b[3]) << 1) | (int(b[4]) >> 7)
         pcr = base / PTS_HZ
         last = self._last_pcr
-        if last is not None and not discontinuity and (pcr - last > NOTE_FLOOR_S["pcr"] or pcr < last):
+        if last is not None and not discontinuity and (pcr - last > NOTE_FLOOR_S["pcr"] + EPS or pcr < last):
             self._note({"check": "pcr", "start": last, "end": pcr}, stamp=False)
         first = self.clock is None
         self._last_pcr = pcr
@@ -361,7 +362,7 @@ class TsAnalyzer:
     def _arrive(self, key: tuple) -> None:
         now = self.clock
         last = self._seen.get(key)
-        if now is not None and last is not None and now - last > NOTE_FLOOR_S[key[0]]:
+        if now is not None and last is not None and now - last > NOTE_FLOOR_S[key[0]] + EPS:
             self._note({"check": key[0], "pid": key[1], "start": last, "end": now}, stamp=False)
         self._seen[key] = now
 
@@ -393,7 +394,7 @@ class TsAnalyzer:
         if now is None:
             return out
         for (check, pid), last in self._seen.items():
-            if last is not None and now - last > NOTE_FLOOR_S[check]:
+            if last is not None and now - last > NOTE_FLOOR_S[check] + EPS:
                 out.append({"check": check, "pid": pid, "since": last, "for_s": round(now - last, 6)})
         return out
 
