@@ -180,13 +180,15 @@ def test_frame_features_hold_every_stage1_video_column():
     from detectors.config import DetectorConfig
     from detectors.features import stage1
     from detectors.records import FRAME_FEATURE_COLUMNS
+    from detectors.registry import NAMES
 
     clip = write_clip(Path(tempfile.mkdtemp()) / "c.mp4", read_rgb_frames(real_clip("bikes"), limit=30), 25)
     decoder = MediaDecoder(str(clip))
     seg = Segmenter("c", decoder.info)
     segments = [s for item in decoder.items() for s in seg.add(item)] + seg.finish()
     video = next(s for s in segments if s.kind == "video")
-    columns = set(stage1("video_segment", video.table, DetectorConfig.build()).features)
+    # every registered detector, the optional ones too: the table holds the complete set
+    columns = set(stage1("video_segment", video.table, DetectorConfig.build(list(NAMES))).features)
     assert columns - {"t", "frame_index"} == set(FRAME_FEATURE_COLUMNS)
 
 
