@@ -10,8 +10,16 @@ has luma ~32 in limited range, under the black level) is not black to a viewer; 
 chroma (thumbnail max - min channel) exceeds max_chroma is left to solid_color. Set max_chroma to 1 to
 get blackdetect's luma-only decision.
 
+Beyond blackdetect too: a black picture under a channel logo or a burnt-in clock is still black. The
+picture is cut into an 8x8 grid; when the cells that are not black (under 99.5% black pixels) are at
+most `max_overlay_cells` cells, none in the centre 4x4 (graphics sit in the corners and along the edges),
+the rest of the picture is judged alone: black if at least `overlay_rest_threshold` of it is and at least
+`1 - max_overlay_share` of the whole. A logo or clock covering up to 5% of the picture leaves a black
+picture black.
+
 Hard negatives: fades through black shorter than min_duration_s (too short); dark night scenes (a few
-percent of brighter pixels keep them below picture_threshold).
+percent of brighter pixels, spread over the picture rather than gathered in a corner, keep them below
+picture_threshold).
 """
 from __future__ import annotations
 
@@ -34,6 +42,18 @@ class BlackOptions(Options):
                                     min=0.0, max=1.0)
     max_chroma: float = option(0.15, "a picture whose mean chroma (fraction of range) exceeds this is a dark "
                                "colour, not black (1 = luma only, like blackdetect)", min=0.0, max=1.0)
+    max_overlay_cells: int = option(9, "cells of an 8x8 grid, outside its centre 4x4, that graphics (a logo, a "
+                                     "clock) may touch on a black picture (0: whole-picture rule only)", min=0,
+                                    max=48)
+    max_overlay_share: float = option(0.07, "most of the picture that is not black under graphics", min=0.0,
+                                      max=0.2)
+    overlay_rest_threshold: float = option(0.995, "share of black pixels the rest of the picture needs when "
+                                           "graphics are set aside", min=0.9, max=1.0)
+
+
+GRID = 8   # cells per side for the graphics rule
+# where graphics sit: the two outer rings of cells (corners and edges; the centre 4x4 cells are picture)
+RING = np.array([min(i, j, GRID - 1 - i, GRID - 1 - j) < 2 for i in range(GRID) for j in range(GRID)])
 
 
 def black_level(pixel_threshold: float, full_range: bool) -> float:
@@ -51,6 +71,32 @@ def black_fraction(luma: np.ndarray, level: float) -> np.ndarray:
     return (flat <= int(np.floor(level))).mean(axis=1).astype(np.float32)
 
 
+def black_cells(luma: np.ndarray, level: float) -> np.ndarray:
+    """Share of black pixels per cell of a GRID x GRID grid, (n, H, W) -> (n, GRID*GRID)."""
+    y = np.asarray(luma)
+    n, h, w = y.shape
+    ys = np.linspace(0, h, GRID + 1).astype(int)
+    xs = np.linspace(0, w, GRID + 1).astype(int)
+    black = y <= int(np.floor(level))
+    rows = np.add.reduceat(black, ys[:-1], axis=1)          # (n, GRID, W)
+    sums = np.add.reduceat(rows, xs[:-1], axis=2)           # (n, GRID, GRID)
+    area = np.outer(np.diff(ys), np.diff(xs))
+    return (sums / area).reshape(n, -1).astype(np.float32)
+
+
+def black_rest(cells: np.ndarray, max_cells: int, cell_threshold: float = 0.995) -> np.ndarray:
+    """Per frame, the black share of the picture outside its graphics: when the cells under cell_threshold
+    are at most max_cells, none in the centre (RING), the mean of the other cells; else the whole mean."""
+    below = cells < cell_threshold
+    count = below.sum(axis=1)
+    on_ring = ~(below & ~RING).any(axis=1)
+    use = (count > 0) & (count <= max_cells) & on_ring
+    rest = np.where(below, np.nan, cells)
+    with np.errstate(invalid="ignore"):
+        kept = np.nanmean(np.where(use[:, None], rest, cells), axis=1)
+    return np.where(use, kept, cells.mean(axis=1)).astype(np.float32)
+
+
 def mean_chroma(thumbs: np.ndarray) -> np.ndarray:
     """Mean of (max - min) over the RGB channels per pixel, as a fraction of 255: (n, h, w, 3) -> (n,)."""
     t = np.asarray(thumbs)
@@ -62,22 +108,34 @@ def mean_chroma(thumbs: np.ndarray) -> np.ndarray:
 
 class Black(RunDetector):
     name = "black"
-    version = "1.0"
+    version = "1.1"
     inputs = (VIDEO,)
     Options = BlackOptions
     stage1_kind = VIDEO
     stage1_outputs = {"black_frac": pa.float32(),     # share of black pixels, 0..1
-                      "black_chroma": pa.float32()}   # mean chroma of the thumbnail, 0..1
+                      "black_chroma": pa.float32(),   # mean chroma of the thumbnail, 0..1
+                      "black_rest": pa.float32()}     # share of black pixels outside graphics on the ring, 0..1
 
     def stage1(self, frames: VideoFrames) -> dict:
-        level = black_level(self.options.pixel_threshold, frames.full_range)
-        return {"black_frac": black_fraction(frames.luma, level), "black_chroma": mean_chroma(frames.thumbs)}
+        o = self.options
+        level = black_level(o.pixel_threshold, frames.full_range)
+        out = {"black_frac": black_fraction(frames.luma, level), "black_chroma": mean_chroma(frames.thumbs)}
+        if len(frames.luma) and o.max_overlay_cells:
+            out["black_rest"] = black_rest(black_cells(frames.luma, level), o.max_overlay_cells,
+                                           o.overlay_rest_threshold)
+        else:
+            out["black_rest"] = out["black_frac"].copy()
+        return out
 
     def row_scores(self, rows: Features) -> np.ndarray:
         o = self.options
         frac = rows["black_frac"].astype(np.float64)
         chroma = rows["black_chroma"] if "black_chroma" in rows else np.zeros(len(frac))
-        return np.where((frac >= o.picture_threshold) & (chroma <= o.max_chroma), frac, np.nan)
+        rest = rows["black_rest"].astype(np.float64) if "black_rest" in rows else frac
+        black = frac >= o.picture_threshold
+        if o.max_overlay_cells:   # black under graphics: the rest of the picture black, the graphics small
+            black |= (rest >= o.overlay_rest_threshold) & (frac >= 1.0 - o.max_overlay_share)
+        return np.where(black & (chroma <= o.max_chroma), frac, np.nan)
 
     def make_event(self, start: float, end: float, run: Run, track: int) -> Event:
         mean = run.sum / max(run.n, 1)

@@ -41,7 +41,7 @@ class FormatChangeState(State):
 
 class FormatChange(Detector):
     name = "format_change"
-    version = "1.0"
+    version = "1.1"
     inputs = (VIDEO, AUDIO)
     Options = FormatChangeOptions
     State = FormatChangeState

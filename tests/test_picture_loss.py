@@ -220,6 +220,47 @@ def test_black_hard_negatives_short_fade_and_dark_scene(bikes_frames, tmp_path):
     assert ffmpeg_intervals(path, "blackdetect=d=1:pix_th=0.10:pic_th=0.98", "black_start", "black_end") == []
 
 
+def _with_graphics(frame: np.ndarray, i: int, logo_share: float) -> np.ndarray:
+    """A station logo in the top-right corner (about logo_share of the picture) and a running clock in the
+    bottom-left one, burnt in as a playout server does, over the picture whatever it is."""
+    import cv2
+
+    out = frame.copy()
+    h, w = out.shape[:2]
+    lw = int(round(np.sqrt(logo_share * 2.0 * w * h)))   # a 2:1 box of the given share of the picture
+    lh = max(4, lw // 2)
+    cv2.rectangle(out, (w - lw - 12, 10), (w - 12, 10 + lh), (230, 230, 240), -1)
+    cv2.putText(out, "AV1", (w - lw - 6, 10 + lh - 6), cv2.FONT_HERSHEY_SIMPLEX, lh / 40, (200, 20, 30), 2)
+    cv2.putText(out, f"20:15:{(i // FPS) % 60:02d}", (14, h - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                (255, 255, 255), 2)
+    return out
+
+
+@pytest.mark.parametrize("logo_share", [0.01, 0.025, 0.035])   # with the clock: 2.4% to 4.9% of the picture
+def test_black_under_a_logo_and_a_running_clock_is_still_black(bikes_frames, tmp_path, logo_share):
+    """Playout goes black but the channel logo and the clock stay on air (up to 5% of the picture)."""
+    frames = []
+    for i, f in enumerate(bikes_frames):
+        picture = np.zeros_like(f) if 75 <= i < 175 else f     # black from 3.0 s to 7.0 s
+        frames.append(_with_graphics(picture, i, logo_share))
+    covered = 1.0 - float(np.mean([(f.max(axis=2) <= 20).mean() for f in frames[75:175]]))
+    assert covered <= 0.05, covered
+    path = write_clip(tmp_path / "logo_black.mp4", frames, FPS)
+    assert analyze(path, ["black"]) == [("black", pytest.approx(3.0, abs=DT), pytest.approx(7.0, abs=DT))]
+    # blackdetect's whole-picture rule misses it once the graphics pass 2%
+    if covered > 0.025:
+        assert ffmpeg_intervals(path, "blackdetect=d=1:pix_th=0.10:pic_th=0.98", "black_start", "black_end") == []
+
+
+def test_a_dark_scene_under_the_graphics_is_not_black(bikes_frames, tmp_path):
+    """The night scene of the hard negatives, with the logo and clock over it: its highlights are spread
+    over the picture, not gathered where graphics sit."""
+    frames = [_with_graphics((255 * (f / 255.0) ** 4).astype(np.uint8) if 50 <= i < 200 else f, i, 0.03)
+              for i, f in enumerate(bikes_frames)]
+    path = write_clip(tmp_path / "dark_logo.mp4", frames, FPS)
+    assert analyze(path, ["black"]) == []
+
+
 def test_freeze_in_real_footage_with_keyframes_inside_agrees_with_freezedetect(bikes_frames, tmp_path):
     frames = [f.copy() for f in bikes_frames]
     for i in range(100, 150):       # frame 99 (3.96 s) frozen until frame 150 (6.00 s)
