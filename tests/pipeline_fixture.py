@@ -128,3 +128,35 @@ def events_sink(mixed_run) -> Path:
 def injected(clips) -> set[tuple[str, str]]:
     """(stream_id, detector) pairs the sink must show: the defects injected into the demo clips."""
     return {(c.stream_id, i.detector) for c in clips for i in c.injected}
+
+
+def stop_stream_job_once(spark, done, timeout_s: float) -> None:
+    """Wait until done() (or timeout_s), give the batch in progress a second, then stop the stream query."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and not done():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    for q in spark.streams.active:
+        if q.name == "avwatch-stream":
+            q.stop()
+
+
+def run_live_job(spark, bootstrap: str, topics: tuple[str, str, str], sink, workers: list, stop) -> None:
+    """The stream job on a 0.5 s trigger with an alerts topic, not stopping when idle: the worker threads
+    (a listener on the alerts, a publisher that ends by stop_stream_job_once) start first; once the job
+    returns, `stop` is set and they are joined (a list: workers started meanwhile are joined too)."""
+    import threading
+
+    threads = [threading.Thread(target=f, daemon=True) for f in workers]
+    for t in threads:
+        t.start()
+    args = stream_args(bootstrap, topics[:2], sink, "--alerts-topic", topics[2], "--trigger", "0.5")
+    args.until_idle = False
+    try:
+        run(args, spark=spark)
+    finally:
+        stop.set()
+        for t in threads[::-1] + [t for t in workers if isinstance(t, threading.Thread)]:
+            t.join(timeout=120)

@@ -16,7 +16,7 @@ from avwatch.samples import read_rgb_frames, real_clip, sine, write_clip
 from jobs.kafka_io import create_topics, read_all
 from jobs.publish import PublishOptions, publish
 from jobs.stream import run
-from tests.pipeline_fixture import stream_args, table_rows
+from tests.pipeline_fixture import run_live_job, stop_stream_job_once, stream_args, table_rows
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 FPS = 25
@@ -58,27 +58,11 @@ def test_a_black_published_live_is_alerted_while_it_lasts_and_cleared_when_it_en
         publish([str(clip)], ["live-cam"], PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0],
                                                           audio_topic=topics[1], realtime=True))
         published["end"] = time.time()
-        deadline = time.time() + 20.0  # the job stops once the black's closed alert is in
-        while time.time() < deadline and not any(a["detector"] == "black" and a["state"] == "closed"
-                                                 for _, a, _ in list(received)):
-            time.sleep(0.2)
-        time.sleep(1.0)
-        for q in spark.streams.active:
-            if q.name == "avwatch-stream":
-                q.stop()
+        # the job stops once the black's closed alert is in
+        stop_stream_job_once(spark, lambda: any(a["detector"] == "black" and a["state"] == "closed"
+                                                for _, a, _ in list(received)), 20.0)
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (listen, publisher)]
-    for t in threads:
-        t.start()
-    args = stream_args(broker.bootstrap, topics[:2], tmp_path / "sink", "--alerts-topic", topics[2],
-                       "--trigger", "0.5")
-    args.until_idle = False
-    try:
-        run(args, spark=spark)
-    finally:
-        stop.set()
-        threads[1].join(timeout=120)
-        threads[0].join(timeout=10)
+    run_live_job(spark, broker.bootstrap, topics, tmp_path / "sink", [listen, publisher], stop)
     black = [(at, a, n) for at, a, n in received if a["detector"] == "black"]
     assert [(a["state"], a["start_s"], a["end_s"]) for _, a, _ in black if a["state"] != "ongoing"] == [
         ("open", 1.0, 2.0), ("closed", 1.0, 31.0)]

@@ -15,10 +15,9 @@ from kafka import KafkaConsumer, TopicPartition
 
 from jobs.kafka_io import create_topics
 from jobs.publish import PublishOptions, publish
-from jobs.stream import run
 from tests import ts_media as tm
 from tests.conftest import free_port_pair
-from tests.pipeline_fixture import stream_args, table_rows
+from tests.pipeline_fixture import run_live_job, stop_stream_job_once, table_rows
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 BURST_AT_S = 8.0          # media time of the lost datagrams
@@ -79,33 +78,19 @@ def test_a_burst_of_lost_udp_datagrams_is_alerted_while_the_stream_goes_on(spark
                 PublishOptions(bootstrap=broker.bootstrap, video_topic=topics[0], audio_topic=topics[1],
                                read_timeout_s=3.0))
 
+    workers = [listen]
+
     def sender_then_stop():
         while not any(q.name == "avwatch-stream" for q in spark.streams.active):
             time.sleep(0.2)
-        threads.append(threading.Thread(target=converter, daemon=True))
-        threads[-1].start()
+        workers.append(threading.Thread(target=converter, daemon=True))   # joined once the job returns
+        workers[-1].start()
         time.sleep(1.0)   # the converter is listening
         send_udp(pkts, times, port, burst, stop, sent)
-        deadline = time.time() + 15.0
-        while time.time() < deadline and not any(a["detector"] == "transport" for a, _ in list(received)):
-            time.sleep(0.2)
-        time.sleep(1.0)
-        for q in spark.streams.active:
-            if q.name == "avwatch-stream":
-                q.stop()
+        stop_stream_job_once(spark, lambda: any(a["detector"] == "transport" for a, _ in list(received)), 15.0)
 
-    threads = [threading.Thread(target=f, daemon=True) for f in (listen, sender_then_stop)]
-    for t in threads:
-        t.start()
-    args = stream_args(broker.bootstrap, topics[:2], tmp_path / "sink", "--alerts-topic", topics[2],
-                       "--trigger", "0.5")
-    args.until_idle = False
-    try:
-        run(args, spark=spark)
-    finally:
-        stop.set()
-        for t in threads[::-1]:   # the converter ends at its read timeout once the feed stops
-            t.join(timeout=60)
+    workers.append(sender_then_stop)
+    run_live_job(spark, broker.bootstrap, topics, tmp_path / "sink", workers, stop)
     transport = [(a, n) for a, n in received if a["detector"] == "transport"]
     assert transport, ([a["detector"] for a, _ in received], sent.get("converter"))
     continuity = [(a, n) for a, n in transport if a["details"]["check"].startswith("continuity")]
