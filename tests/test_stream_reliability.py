@@ -281,11 +281,15 @@ def test_state_returns_to_where_it_started_when_streams_end_or_vanish(spark, bro
             seq += 1
             stop.wait(0.5)
 
+    # decoded before the job starts, so that the four streams are sent within a second or so and are all in
+    # the state together (decoding them while sending let the first file's state end before the last came)
+    files = [segments_of(clip, f"file-{i}") for i in range(3)]   # files that end
+    vanishing = [s for s in segments_of(clip, "vanishing") if not s.kind.startswith("control")]
+
     def streams():
         time.sleep(6.0)
-        for i in range(3):  # files that end
-            send_segments(broker.bootstrap, topics, segments_of(clip, f"file-{i}"))
-        vanishing = [s for s in segments_of(clip, "vanishing") if not s.kind.startswith("control")]
+        for segments in files:
+            send_segments(broker.bootstrap, topics, segments)
         send_segments(broker.bootstrap, topics, vanishing)  # a live stream that stops without an end
 
     def stop_when_state_is_back():  # the job stops once state came back to the keeper alone (32 s at most)
