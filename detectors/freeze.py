@@ -10,6 +10,11 @@ Beyond freezedetect:
   difference stays under `refresh_tolerance`, followed by still frames again, does not end the freeze.
 - Synthetic graphics (title cards, slates) are legitimately still; when the frozen picture is mostly
   flat (flat_frac >= graphic_flat_fraction), it must last graphic_min_duration_s before it is reported.
+- A frozen picture with graphics inserted downstream still running (a clock, a ticker, an animated logo
+  in the top or bottom row of the 4x4 difference grid): a frame whose other cells are still, with at
+  most `max_moving_cells` moving cells all in those rows, is a still frame of a *partial* freeze; the
+  event says `partial` and which cells moved (cells numbered row by row from the top left, 0-15).
+  A talking head or any motion in the picture's middle rows is not.
 - A frozen picture decodes to exact repeats between refreshes (the encoder codes "no change"), while a
   live static shot that an encoder smoothed still changes a little on every frame. A run is reported
   only if at least repeat_share of its frames repeat the previous one within exact_noise (-80 dB); a
@@ -44,6 +49,14 @@ class FreezeOptions(Options):
                                           min=0.0, max=1.0)
     graphic_min_duration_s: float = option(10.0, "shortest freeze of a graphic reported (s)", min=0.0,
                                            max=3600.0)
+    max_moving_cells: int = option(4, "a freeze goes on while at most this many cells of the top and bottom "
+                                   "rows of the 4x4 grid move (a clock, a ticker); 0: whole-picture freezes only",
+                                   min=0, max=8)
+
+
+# the cells of the 4x4 difference grid (schemas.records.DIFF_CELLS) where downstream graphics run: top and
+# bottom rows
+GRAPHICS_CELLS = frozenset(range(0, 4)) | frozenset(range(12, 16))
 
 
 def flat_fraction(luma: np.ndarray, step: float = 2.0) -> np.ndarray:
@@ -76,13 +89,14 @@ class FreezeState(State):
     prev_flat: float = 0.0
     prev_thumb: bytes | None = None
     seen_end: float | None = None      # where the rows seen so far end (media s)
+    moved: int = 0                     # cells that moved during the run (bit k: cell k): a partial freeze
 
-    VERSION = 2
+    VERSION = 3   # 3: + moved
 
 
 class Freeze(Detector):
     name = "freeze"
-    version = "1.0"
+    version = "1.1"
     inputs = (VIDEO,)
     Options = FreezeOptions
     State = FreezeState
@@ -92,20 +106,36 @@ class Freeze(Detector):
     def stage1(self, frames: VideoFrames) -> dict:
         return {"flat_frac": flat_fraction(frames.luma)}
 
+    def _still(self, diff: float, cells) -> tuple[bool, float, int]:
+        """(still, the difference of its still part, its moving cells as a bitmask) of one frame: the whole
+        picture within `noise`, or all but at most max_moving_cells cells of the graphics rows."""
+        o = self.options
+        if diff == diff and diff <= o.noise:
+            return True, diff, 0
+        if not o.max_moving_cells or cells is None or diff != diff:
+            return False, diff, 0
+        moving = [k for k, d in enumerate(cells) if not d <= o.noise]
+        if not moving or len(moving) > o.max_moving_cells or not set(moving) <= GRAPHICS_CELLS:
+            return False, diff, 0
+        rest = max((d for k, d in enumerate(cells) if k not in moving), default=0.0)
+        return True, float(rest), sum(1 << k for k in moving)
+
     def process(self, state: FreezeState, kind: str, rows: Features) -> list[Event]:
         o = self.options
         events = []
+        cells_of = rows["diff_cells"] if "diff_cells" in rows else None
         for k in range(len(rows)):
             t = float(rows["t"][k])
-            diff = float(rows["diff_prev"][k])
             cellmax = float(rows["diff_cellmax"][k])
-            still = diff == diff and diff <= o.noise  # NaN (no previous frame) is not still
+            still, diff, moving = self._still(float(rows["diff_prev"][k]),
+                                              None if cells_of is None else cells_of[k].tolist())
             if state.start is not None:
                 if still:
                     state.spike_t = None
                     state.frames += 1
                     state.repeats += diff <= o.exact_noise
                     state.max_diff = max(state.max_diff, diff)
+                    state.moved |= moving
                 elif state.spike_t is None and cellmax == cellmax and cellmax <= o.refresh_tolerance:
                     state.spike_t = t  # maybe a keyframe refresh: decide on the next frame
                     state.max_diff = max(state.max_diff, diff)
@@ -115,13 +145,18 @@ class Freeze(Detector):
                 # the previous frame is the frozen picture: the freeze starts there
                 state.start, state.ref_flat, state.evidence = state.prev_t, state.prev_flat, state.prev_thumb
                 state.max_diff, state.frames, state.repeats = diff, 1, int(diff <= o.exact_noise)
-                state.spike_t = None
+                state.spike_t, state.moved = None, moving
             state.prev_t = t
             state.prev_flat = float(rows["flat_frac"][k])
             state.prev_thumb = rows["thumb_jpeg"][k]
         if len(rows):
             state.seen_end = rows_end(kind, rows)
         return events
+
+    @staticmethod
+    def _partial(moved: int) -> dict:
+        cells = [k for k in range(16) if moved >> k & 1]
+        return {"partial": True, "moved_cells": cells} if cells else {}
 
     def reportable_after(self, event: Event) -> float | None:
         o = self.options
@@ -136,7 +171,8 @@ class Freeze(Detector):
             return []
         return [Event(self.name, state.start, state.start + needed, score=state.max_diff, threshold=o.noise,
                       severity=MAJOR, details={"max_diff": round(state.max_diff, 6), "still_frames": state.frames,
-                                               "graphic": needed != o.min_duration_s},
+                                               "graphic": needed != o.min_duration_s,
+                                               **self._partial(state.moved)},
                       evidence=state.evidence)]
 
     def finish(self, state: FreezeState, end_s: float) -> list[Event]:
@@ -156,8 +192,8 @@ class Freeze(Detector):
                            details={"duration_s": round(end - start, 3), "max_diff": round(state.max_diff, 6),
                                     "still_frames": state.frames, "repeat_share": round(repeats, 3),
                                     "graphic": graphic,
-                                    "flat_fraction": round(flat, 3)},
+                                    "flat_fraction": round(flat, 3), **self._partial(state.moved)},
                            evidence=state.evidence)]
-        state.start, state.evidence, state.max_diff, state.frames, state.repeats, state.spike_t = \
-            None, None, 0.0, 0, 0, None
+        state.start, state.evidence, state.max_diff, state.frames, state.repeats, state.spike_t, state.moved = \
+            None, None, 0.0, 0, 0, None, 0
         return event

@@ -261,6 +261,40 @@ def test_a_dark_scene_under_the_graphics_is_not_black(bikes_frames, tmp_path):
     assert analyze(path, ["black"]) == []
 
 
+def _ticker(frame: np.ndarray, i: int) -> np.ndarray:
+    """A news ticker scrolling along the bottom (4 px per frame) and a running clock above it."""
+    import cv2
+
+    out = frame.copy()
+    h, w = out.shape[:2]
+    out[h - 28:h - 4] = (20, 30, 110)
+    text = "MARKETS OPEN HIGHER  +++  WEATHER: SHOWERS LATER  +++  TRAFFIC: A1 CLOSED  +++  " * 3
+    cv2.putText(out, text, (w - 4 * i % (w * 4), h - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1)
+    cv2.putText(out, f"20:15:{(i // FPS) % 60:02d}", (w - 110, h - 36), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
+                (255, 255, 255), 2)
+    return out
+
+
+def test_a_frozen_picture_under_a_running_ticker_and_clock_is_a_partial_freeze(bikes_frames, tmp_path):
+    """Playout froze while the graphics inserted downstream keep running: a freeze, marked partial, naming
+    the cells that moved (the bottom row only)."""
+    frames = [_ticker(bikes_frames[99] if 100 <= i < 200 else f, i) for i, f in enumerate(bikes_frames)]
+    path = write_clip(tmp_path / "ticker_freeze.mp4", frames, FPS)
+    result = analyze_source(str(path), DetectorConfig.build(["freeze"]))
+    assert [(r["start_s"], r["end_s"]) for r in result.rows] == [(pytest.approx(99 * DT, abs=DT),
+                                                                 pytest.approx(200 * DT, abs=DT))]
+    import json
+
+    details = json.loads(result.rows[0]["details"])
+    assert details["partial"] is True and details["moved_cells"] and set(details["moved_cells"]) <= {12, 13, 14, 15}
+    # the same graphics over moving pictures: no freeze (the picture's middle moves)
+    moving = [_ticker(f, i) for i, f in enumerate(bikes_frames)]
+    assert analyze(write_clip(tmp_path / "ticker_live.mp4", moving, FPS), ["freeze"]) == []
+    # and with partial freezes off, the ticker breaks the freeze into nothing reportable
+    off = analyze_source(str(path), DetectorConfig.build(["freeze"], {"freeze": {"max_moving_cells": 0}})).rows
+    assert all(not json.loads(r["details"]).get("partial") for r in off)
+
+
 def test_freeze_in_real_footage_with_keyframes_inside_agrees_with_freezedetect(bikes_frames, tmp_path):
     frames = [f.copy() for f in bikes_frames]
     for i in range(100, 150):       # frame 99 (3.96 s) frozen until frame 150 (6.00 s)
