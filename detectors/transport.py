@@ -169,12 +169,12 @@ class Transport(Detector):
             events += self._close(state, key)
         return events
 
-    def _close(self, state: TransportState, key: str, end: float | None = None) -> list[Event]:
+    def _close(self, state: TransportState, key: str) -> list[Event]:
         burst = state.bursts.pop(key, None)
         if burst is None:
             return []
         check, pid = _unkey(key)
-        return [self._burst_event(state, check, pid, burst, burst["end"] if end is None else end)]
+        return [self._burst_event(state, check, pid, burst, burst["end"])]
 
     def _burst_event(self, state, check, pid, burst, end) -> Event:
         details = {"errors": burst["count"], **burst["detail"],

@@ -101,13 +101,9 @@ def is_live(uri: str) -> bool:
     return uri.lower().startswith(LIVE_SCHEMES)
 
 
-def open_container(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
-    """Open a file or URL, with a clear error when it is missing or not media."""
-    return open_source(uri, open_timeout_s, read_timeout_s, transport=False)[0]
-
-
 def open_source(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0, transport: bool = True):
-    """(container, reader or None): an MPEG-TS file or udp:// source is read through a reader that checks its
+    """Open a file or URL, with a clear error when it is missing or not media: (container, reader or None).
+    An MPEG-TS file or udp:// source is read through a reader that checks its
     transport on the way (avwatch/convert/ts_input.py; `reader.analyzer`) when `transport` is on."""
     live = is_live(uri)
     if not live:

@@ -402,14 +402,6 @@ class TsAnalyzer:
         """What each known PID carries: the PAT, the PMTs and the programmes' elementary streams."""
         return {0: "PAT", **{pid: f"PMT of programme {n}" for pid, n in self._pmt_pids.items()}, **self.streams}
 
-    def describe(self, pid: int) -> str | None:
-        """What a PID carries, as the PMT says ("video h264"), the PAT/PMT, or None."""
-        if pid == 0:
-            return "PAT"
-        if pid in self._pmt_pids:
-            return f"PMT of programme {self._pmt_pids[pid]}"
-        return self.streams.get(pid)
-
 
 def _crc_table() -> list[int]:
     table = []

@@ -33,6 +33,37 @@ from avwatch.errors import AvwatchError
 class SourceTimeout(AvwatchError):
     """A live source delivered nothing for the read timeout."""
 
+    def __init__(self, uri: str, seconds: float, what: str = "data"):
+        super().__init__(f"{uri}: no {what} for {seconds:g} s: the source stopped (what arrived before was "
+                         f"published; the read timeout sets how long to wait)")
+
+
+class LiveReader:
+    """A live source as a file object for FFmpeg (no seek): each chunk the source gives (`_next_chunk`;
+    b"" when it ended) goes to the analyser as it arrives, then to FFmpeg in the sizes it reads."""
+
+    def __init__(self, analyzer: TsAnalyzer):
+        self.analyzer = analyzer
+        self._pending = b""
+
+    def _next_chunk(self) -> bytes:
+        raise NotImplementedError
+
+    def _hold(self, chunk: bytes) -> None:
+        if chunk:
+            self.analyzer.feed(chunk)
+        self._pending = chunk
+
+    def read(self, size: int = -1) -> bytes:
+        if not self._pending:
+            self._hold(self._next_chunk())
+        want = size if size and size > 0 else 65536
+        out, self._pending = self._pending[:want], self._pending[want:]
+        return out
+
+    def close(self) -> None:
+        pass
+
 
 class TsFileReader:
     """A file object over a transport stream file that feeds each new byte to `analyzer` as FFmpeg reads it."""
@@ -65,12 +96,13 @@ class TsFileReader:
         self._file.close()
 
 
-class UdpTsReader:
-    """udp://host:port as a file object (no seek: a live stream); datagrams are fed to `analyzer` as they
-    arrive. Binds host:port (127.0.0.1 or an interface address); a multicast group is joined on any interface."""
+class UdpTsReader(LiveReader):
+    """udp://host:port: the datagrams as they arrive. Binds host:port (127.0.0.1 or an interface address); a
+    multicast group is joined on any interface."""
 
     def __init__(self, uri: str, analyzer: TsAnalyzer, read_timeout_s: float = 10.0):
-        self.uri, self.analyzer, self.read_timeout_s = uri, analyzer, read_timeout_s
+        super().__init__(analyzer)
+        self.uri, self.read_timeout_s = uri, read_timeout_s
         host, port = udp_address(uri)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -86,29 +118,18 @@ class UdpTsReader:
             self._sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
                                   socket.inet_aton(host) + socket.inet_aton("0.0.0.0"))
         self._sock.settimeout(read_timeout_s)
-        self._pending = b""
 
-    def read(self, size: int = -1) -> bytes:
-        want = size if size and size > 0 else 65536
-        while len(self._pending) < min(want, PACKET):
-            try:
-                data = self._sock.recv(65536)
-            except socket.timeout:
-                if self._pending:
-                    break
-                raise SourceTimeout(f"{self.uri}: no data for {self.read_timeout_s:g} s: the source stopped "
-                                    f"(what arrived before was published; the read timeout sets how long to "
-                                    f"wait)") from None
-            self.analyzer.feed(data)
-            self._pending += data
-        out, self._pending = self._pending[:want], self._pending[want:]
-        return out
+    def _next_chunk(self) -> bytes:
+        try:
+            return self._sock.recv(65536)
+        except socket.timeout:
+            raise SourceTimeout(self.uri, self.read_timeout_s) from None
 
     def close(self) -> None:
         self._sock.close()
 
 
-class PipeTsReader:
+class PipeTsReader(LiveReader):
     """A live URL received by the system's `ffmpeg` and piped through as raw bytes (srt://)."""
 
     def __init__(self, uri: str, analyzer: TsAnalyzer, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
@@ -117,38 +138,26 @@ class PipeTsReader:
             raise AvwatchError(f"{uri}: SRT is received by the system's ffmpeg (PyAV's has no SRT), which is not "
                                f"installed: run `make install` (scripts/install-system-deps.sh) or apt-get install "
                                f"ffmpeg")
-        self.uri, self.analyzer, self.read_timeout_s = uri, analyzer, read_timeout_s
+        super().__init__(analyzer)
+        self.uri, self.read_timeout_s = uri, read_timeout_s
         self._proc = subprocess.Popen([exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "data", "-i", uri,
                                        "-map", "0", "-c", "copy", "-f", "data", "-"],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self._fd = self._proc.stdout.fileno()
-        self._pending = b""
         first = self._recv(open_timeout_s)   # connected when the first bytes come
         if not first:
             error = self._stop()
             raise ConnectionError(f"{uri}: {error or 'no data'}")
-        self._pending = first
+        self._hold(first)
 
     def _recv(self, timeout_s: float) -> bytes:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise SourceTimeout(f"{self.uri}: no data for {timeout_s:g} s: the source stopped (what arrived "
-                                    f"before was published; the read timeout sets how long to wait)")
-            ready, _, _ = select.select([self._fd], [], [], left)
-            if ready:
-                data = os.read(self._fd, 65536)
-                if data:
-                    self.analyzer.feed(data)
-                return data   # b"": ffmpeg ended (the sender closed)
+        ready, _, _ = select.select([self._fd], [], [], timeout_s)
+        if not ready:
+            raise SourceTimeout(self.uri, timeout_s)
+        return os.read(self._fd, 65536)   # b"": ffmpeg ended (the sender closed)
 
-    def read(self, size: int = -1) -> bytes:
-        want = size if size and size > 0 else 65536
-        if not self._pending:
-            self._pending = self._recv(self.read_timeout_s)
-        out, self._pending = self._pending[:want], self._pending[want:]
-        return out
+    def _next_chunk(self) -> bytes:
+        return self._recv(self.read_timeout_s)
 
     def _stop(self) -> str:
         if self._proc.poll() is None:
@@ -158,7 +167,8 @@ class PipeTsReader:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             _, err = self._proc.communicate()
-        return (err or b"").decode(errors="replace").strip().splitlines()[-1:][0] if err else ""
+        lines = (err or b"").decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
 
     def close(self) -> None:
         self._stop()
@@ -175,23 +185,23 @@ class _Segment:
     discontinuity: bool
 
 
-class HlsTsReader:
+class HlsTsReader(LiveReader):
     """An HLS playlist of MPEG-TS segments as one byte stream. Each segment's bytes go to the analyser as
     fetched; EXT-X-DISCONTINUITY tells it that counters and clocks restart there."""
 
     def __init__(self, uri: str, analyzer: TsAnalyzer, open_timeout_s: float = 10.0, read_timeout_s: float = 10.0):
-        self.uri, self.analyzer, self.read_timeout_s = uri, analyzer, read_timeout_s
+        super().__init__(analyzer)
+        self.uri, self.read_timeout_s = uri, read_timeout_s
         self._timeout = open_timeout_s
         self.playlist = self._media_playlist(uri)
         self._queue: list[_Segment] = []
         self._next_sequence = None
         self._ended = False
         self._target_s = 2.0
-        self._pending = b""
         self._reload()
         if not self._queue:
             raise NotTransportStream(f"{uri}: no segment yet")
-        first = self._fetch(self._queue[0].url)
+        first = self._get(self._queue[0].url)
         if not looks_like_ts(first[:3 * PACKET]):
             raise NotTransportStream(f"{uri}: the segments are not MPEG-TS")
         self._first = first
@@ -204,9 +214,6 @@ class HlsTsReader:
                 return response.read()
         except OSError as exc:
             raise ConnectionError(f"{url}: {exc}") from None
-
-    def _fetch(self, url: str) -> bytes:
-        return self._get(url)
 
     def _media_playlist(self, uri: str) -> str:
         """The playlist itself, or a master playlist's variant of the highest bandwidth."""
@@ -249,28 +256,21 @@ class HlsTsReader:
                     self._next_sequence = sequence + 1
                 sequence, discontinuity = sequence + 1, False
 
-    def read(self, size: int = -1) -> bytes:
-        want = size if size and size > 0 else 65536
+    def _next_chunk(self) -> bytes:
         waited = time.monotonic()
-        while not self._pending:
-            if self._queue:
-                segment = self._queue.pop(0)
-                data = self._first if self._first is not None else self._fetch(segment.url)
-                self._first = None
-                if segment.discontinuity:
-                    self.analyzer.discontinuity()
-                self.analyzer.feed(data)
-                self._pending = data
-            elif self._ended:
+        while not self._queue:
+            if self._ended:
                 return b""
-            elif time.monotonic() - waited > self.read_timeout_s:
-                raise SourceTimeout(f"{self.uri}: no new segment for {self.read_timeout_s:g} s: the source "
-                                    f"stopped (what arrived before was published)")
-            else:
-                time.sleep(min(1.0, self._target_s / 2))
-                self._reload()
-        out, self._pending = self._pending[:want], self._pending[want:]
-        return out
+            if time.monotonic() - waited > self.read_timeout_s:
+                raise SourceTimeout(self.uri, self.read_timeout_s, "new segment")
+            time.sleep(min(1.0, self._target_s / 2))
+            self._reload()
+        segment = self._queue.pop(0)
+        data = self._first if self._first is not None else self._get(segment.url)
+        self._first = None
+        if segment.discontinuity:
+            self.analyzer.discontinuity()
+        return data
 
     def close(self) -> None:
         self._queue = []
