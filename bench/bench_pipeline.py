@@ -13,6 +13,8 @@
               segment that ends it to its `closed` alert; p50/p95 at 10 and 100 streams
 5. bytes      bytes on the wire per analysed frame vs a raw 1080p frame (from the converter run)
 6. scaling    backlog throughput with 1 vs 2 executor cores, and 2 vs 4 topic partitions
+7. batch      the fixed cost of a micro-batch: a warm job fed one heartbeat record per batch, CPU-s of
+              every process and wall ms per batch, with its parts from the query listener and the sink
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from bench.common import CpuWindow, bench_clip, ffmpeg, frame_count, run_timed
 from bench.harness import JobProcess, Replay, convert_once, end_offsets
@@ -191,7 +194,8 @@ def latency(bootstrap: str, work: Path, streams: int = 10, seconds: float = 60.0
     name = f"lat{streams}"
     topics = (f"bench.{name}.video", f"bench.{name}.audio")
     alerts = f"bench.{name}.alerts"
-    create_topics(bootstrap, list(topics) + [alerts], partitions=4)
+    cores = int(master[len("local["):-1])  # the job's default: one topic partition per core
+    create_topics(bootstrap, list(topics) + [alerts], partitions=cores)
     job = JobProcess(work / name, bootstrap, topics, master=master,
                      extra=["--alerts-topic", alerts, "--starting-offsets", "latest", "--trigger", "0.5"])
     consumer = KafkaConsumer(alerts, bootstrap_servers=bootstrap, auto_offset_reset="latest",
@@ -213,7 +217,7 @@ def latency(bootstrap: str, work: Path, streams: int = 10, seconds: float = 60.0
         while time.monotonic() < deadline and not job.progress():
             time.sleep(0.5)
         listener.start()
-        replay = Replay(bootstrap, topics, clip, streams=streams, prefix=name)
+        replay = Replay(bootstrap, topics, clip, streams=streams, prefix=name, partitions=cores)
         replay.run_for(seconds)
         time.sleep(10)
         table_seen = {}
@@ -257,37 +261,135 @@ def latency(bootstrap: str, work: Path, streams: int = 10, seconds: float = 60.0
             "open_alerts_measured": len(open_lat),
             "alert_open_p50_s": pct(open_lat, 50), "alert_open_p95_s": pct(open_lat, 95),
             "table_commit_p50_s": pct(table_lat, 50), "table_commit_p95_s": pct(table_lat, 95),
+            "micro_batch": batch_parts(job),
             "note": "table latency: detected_at (set by stage 2, before the Delta commit) minus publish time"}
 
 
-def scaling(bootstrap: str, work: Path) -> dict:
+def scaling(bootstrap: str, work: Path, streams: int = 40) -> dict:
     """Backlog throughput (frames per wall second) for local[1] vs local[2], and 2 vs 4 partitions, on edge
-    features (the analysis side)."""
+    features (the analysis side): a backlog of `streams` streams x 60 s, published first; each job (default
+    batch sizing and partitions) is timed from its query's start to its catch-up."""
     clip = convert_once(bench_clip(720, seconds=10.0), edge=True)
-    out = {}
+    out = {"streams": streams}
     for partitions in (2, 4):
         topics = (f"bench.sc{partitions}.video", f"bench.sc{partitions}.audio")
-        replay = Replay(bootstrap, topics, clip, streams=8, prefix=f"sc{partitions}-", partitions=partitions,
+        replay = Replay(bootstrap, topics, clip, streams=streams, prefix=f"sc{partitions}-", partitions=partitions,
                         speed=1000.0)
-        replay.run_for(clip.seconds * 2)
+        replay.run_for(clip.seconds * 6)  # 60 s per stream
         replay.stop()
         frames = replay.frames
         for cores in (1, 2):
             if partitions == 2 and cores == 1:
                 continue
             job = JobProcess(work / f"sc{partitions}-{cores}", bootstrap, topics, master=f"local[{cores}]",
-                             extra=["--alerts-topic", "", "--max-offsets-per-trigger", "64"])
+                             extra=["--alerts-topic", ""])
             try:
                 deadline = time.monotonic() + 300
-                while time.monotonic() < deadline and not job.progress():
-                    time.sleep(0.1)
+                while time.monotonic() < deadline and '"query": "started"' not in job.log_path.read_text(errors="replace"):
+                    time.sleep(0.05)
                 t0 = time.monotonic()
                 done_at = job.wait_caught_up(end_offsets(bootstrap, topics), timeout=900, poll=0.1)
             finally:
                 job.stop()
             out[f"local{cores}_partitions{partitions}_frames_per_s"] = round(frames / (done_at - t0), 1)
+            out[f"local{cores}_partitions{partitions}_batches"] = len(job.progress())
     out["cores_2_vs_1"] = round(out["local2_partitions4_frames_per_s"] / out["local1_partitions4_frames_per_s"], 3)
     out["partitions_4_vs_2"] = round(out["local2_partitions4_frames_per_s"] / out["local2_partitions2_frames_per_s"], 3)
-    out["note"] = ("edge-feature segments; throughput from the first micro-batch to catch-up on an 8-stream "
-                   "backlog (start-up and JIT warm-up included)")
+    out["note"] = (f"edge-feature segments; throughput from the query's start to catch-up on a {streams}-stream "
+                   "backlog (the first batch's planning and JIT warm-up included)")
     return out
+
+
+def batch_parts(job: JobProcess, skip: int = 3) -> dict:
+    """Median per micro-batch with input, from the job's log: Spark's phases (query listener), the state
+    store's commit, the sink's phases, and the median stream's saved state (bytes)."""
+    progress = [p for p in job.progress() if p.get("input_rows")][skip:]
+    sinks = job.sink_lines()[skip:]
+
+    def med(values):
+        values = [v for v in values if v is not None]
+        return round(float(statistics.median(values)), 1) if values else None
+
+    parts = {k: med([p.get("parts_ms", {}).get(k) for p in progress])
+             for k in sorted({k for p in progress for k in p.get("parts_ms", {})})}
+    sink = {k: med([s["sink_ms"].get(k, 0.0) for s in sinks])
+            for k in sorted({k for s in sinks for k in s.get("sink_ms", {})})}
+    return {"batches": len(progress), "batch_ms_p50": med([p.get("batch_ms") for p in progress]),
+            "batch_ms_p90": round(float(np.percentile([p["batch_ms"] for p in progress], 90)), 1) if progress else None,
+            "parts_ms": parts, "state_commit_ms": med([p.get("state_commit_ms") for p in progress]),
+            "sink_ms": sink, "state_bytes_per_stream": med([s.get("state_bytes_median") for s in sinks])}
+
+
+def batch_cost(bootstrap: str, work: Path, rounds: int = 20) -> dict:
+    """The fixed cost of a micro-batch: a warm job (local[2]) fed a single heartbeat record per batch. Each
+    round sends one record and waits for the batch that holds it to commit; CPU of every process on the
+    machine over the round, minus the machine's idle rate measured before (the broker's and the job's own
+    polling)."""
+    from datetime import datetime, timezone
+
+    from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, producer
+    from schemas import CONTROL, encode
+
+    clip = convert_once(bench_clip(720, seconds=10.0), edge=True)
+    topics = ("bench.fixed.video", "bench.fixed.audio")
+    replay = Replay(bootstrap, topics, clip, streams=1, prefix="fixed", partitions=2)
+    job = JobProcess(work / "fixed", bootstrap, topics, master="local[2]",
+                     extra=["--alerts-topic", "", "--trigger", "0.1"])
+    prod = producer(bootstrap, linger_ms=0)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not job.progress():
+            time.sleep(0.2)
+        replay.run_for(3.0)  # a live stream with a little history: its state is a real one
+        job.wait_caught_up(end_offsets(bootstrap, topics), timeout=300)
+        sid, media_t = "fixed0", 3.0
+        source = replay._source(sid)
+
+        def beat(seq: int) -> None:
+            table = pa.Table.from_pylist([{
+                "stream_id": sid, "sequence": seq, "kind": "heartbeat", "media_time_s": media_t + seq * 0.1,
+                "wall_time": datetime.now(timezone.utc), "source": source}], schema=CONTROL.schema)
+            prod.send(topics[0], key=sid.encode(), value=encode(CONTROL, table),
+                      headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"heartbeat")])
+            prod.flush()
+
+        first = len(job.progress())
+        seq0 = 1000
+        for k in range(5):  # warm-up: JIT, the plan's first runs
+            beat(seq0 + k)
+            job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.02)
+        time.sleep(2)
+        with CpuWindow() as idle:
+            time.sleep(5)
+        idle_rate = idle.cpu / idle.wall
+        cpu, wall = [], []
+        for k in range(rounds):
+            with CpuWindow() as w:
+                beat(seq0 + 5 + k)
+                job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.01)
+            cpu.append(w.cpu - idle_rate * w.wall)
+            wall.append(w.wall)
+            time.sleep(0.3)
+        parts = batch_parts(_Since(job, first + 5))
+    finally:
+        prod.close()
+        replay.stop()
+        job.stop()
+    return {"rounds": rounds, "batch_fixed_cpu_s": round(statistics.median(cpu), 3),
+            "batch_fixed_wall_ms": round(statistics.median(wall) * 1000, 1),
+            "idle_cpu_per_s": round(idle_rate, 3), **{k: v for k, v in parts.items() if k != "state_bytes_per_stream"},
+            "note": "one heartbeat record per micro-batch on a warm local[2] job (trigger 0.1 s); CPU of every "
+                    "process minus the idle rate; wall from the send to the batch's commit (poll 10 ms)"}
+
+
+class _Since:
+    """A JobProcess's log lines from the n-th progress line on."""
+
+    def __init__(self, job: JobProcess, n: int):
+        self.job, self.n = job, n
+
+    def progress(self):
+        return self.job.progress()[self.n:]
+
+    def sink_lines(self):
+        return self.job.sink_lines()[self.n:]

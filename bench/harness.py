@@ -34,7 +34,7 @@ class JobProcess:
         self.bootstrap = bootstrap
         cmd = [sys.executable, "-m", "jobs.stream", "--bootstrap", bootstrap, "--video-topic", topics[0],
                "--audio-topic", topics[1], "--sink", str(self.sink), "--checkpoint", str(self.checkpoint),
-               "--master", master, "--trigger", "1"] + (extra or [])
+               "--master", master] + (extra or [])
         env = {**os.environ, "AVWATCH_SPARK_LOG_LEVEL": "ERROR"}
         self.proc = subprocess.Popen(cmd, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT,
                                      start_new_session=True, env=env)
@@ -46,6 +46,17 @@ class JobProcess:
                 try:
                     out.append(json.loads(line.split("avwatch.progress: ", 1)[1]))
                 except (IndexError, ValueError):
+                    pass
+        return out
+
+    def sink_lines(self) -> list[dict]:
+        """The sink's per-batch lines (jobs/sinks.py): its phases in ms, events, the median state size."""
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if '"sink_batch"' in line:
+                try:
+                    out.append(json.loads(line[line.index("{"):]))
+                except ValueError:
                     pass
         return out
 

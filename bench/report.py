@@ -63,12 +63,14 @@ def render(results: dict) -> str:
     row("e2e with --edge-features, CPU per frame vs floor", "≤ 1.25", ee.get("cost_vs_floor"),
         None if not ee else ee["cost_vs_floor"] <= 1.25)
     sp = runs.get("spark", {})
-    row("Spark job frames per CPU-s vs local runner", "≥ 0.5", sp.get("spark_vs_local"),
-        None if not sp else sp["spark_vs_local"] >= 0.5)
+    row("Spark job frames per CPU-s vs local runner", "≥ 0.8", sp.get("spark_vs_local"),
+        None if not sp else sp["spark_vs_local"] >= 0.8)
     st = runs.get("streams", {})
-    row(f"real-time 25 fps streams sustained on local[1], edge features ({_fmt(st.get('seconds'))} s)", "≥ 40",
-        st.get("streams") if st.get("sustained") else f"{st.get('streams')} not sustained" if st else None,
-        None if not st else bool(st.get("sustained")) and st["streams"] >= 40)
+    row(f"real-time 25 fps streams sustained on local[1], edge features ({_fmt(st.get('seconds'))} s)", "≥ 100",
+        st.get("streams") if st.get("sustained") else (
+            f"{st.get('streams')} not sustained (local[1] backlog rate: "
+            f"{_fmt(results.get('streams_per_core'))} streams)") if st else None,
+        None if not st else bool(st.get("sustained")) and st["streams"] >= 100)
     lat = runs.get("latency", {})
     row("closed-alert latency p95 at 10 streams (s)", "≤ 2", lat.get("alert_p95_s"),
         None if not lat or lat.get("alert_p95_s") is None else lat["alert_p95_s"] <= 2)
@@ -80,8 +82,17 @@ def render(results: dict) -> str:
     row("open-alert latency p95 at 100 streams, local[2] (s)", "report", l100.get("alert_open_p95_s"),
         None if not l100 else True)
     sc = runs.get("scaling", {})
-    row("scaling: 2 cores vs 1 (backlog throughput)", "report", sc.get("cores_2_vs_1"), None if not sc else True)
+    row(f"scaling: 2 cores vs 1 ({_fmt(sc.get('streams', 8))}-stream backlog throughput)", "≥ 1.7",
+        sc.get("cores_2_vs_1"), None if not sc else sc["cores_2_vs_1"] >= 1.7)
     row("scaling: 4 partitions vs 2", "report", sc.get("partitions_4_vs_2"), None if not sc else True)
+    state_bytes = lat.get("micro_batch", {}).get("state_bytes_per_stream")
+    row("saved state per stream, steady state, all detectors (bytes)", "≤ 20,000", state_bytes,
+        None if state_bytes is None else state_bytes <= 20000)
+    fixed = runs.get("batch", {})
+    row("fixed cost of a micro-batch (one heartbeat), CPU-s of all processes", "report",
+        fixed.get("batch_fixed_cpu_s"), None if not fixed else True)
+    row("fixed cost of a micro-batch (one heartbeat), wall ms", "report",
+        fixed.get("batch_fixed_wall_ms"), None if not fixed else True)
 
     conv_met = all(conv.get(h, {}).get("ratio_vs_ffmpeg", 0) >= 0.8 for h in ("1080p", "720p"))
     lines += ["", "Why the unmet targets fall short, in brief (profiles and before/after figures in "
@@ -89,12 +100,14 @@ def render(results: dict) -> str:
     if conv and not conv_met:
         lines.append("- converter: decoding is ~70% of its CPU per frame; the block-grid features on the full-size "
                      "picture, the scale, the thumbnail, luma coding, Arrow/zstd and Kafka add ~1-1.5 ms per frame.")
-    lines += ["- e2e and Spark vs local: the streaming job still pays a fixed cost per micro-batch whatever it "
-              "holds (planning, task scheduling and closure (de)serialisation, RocksDB state commits); the "
-              "events MERGE, which was the largest part (~3 CPU-s when Spark ran it), is now done by the driver "
-              "with delta-rs (~35 ms). A single 1080p stream published at full speed rides few, small batches, so "
-              "that fixed cost is still most of its ~21 ms of CPU per frame, against ~2 ms for the same "
-              "detectors in one process; it is shared as more streams ride each batch.", "",
+    lines += ["- streams per core, 100-stream latency: the per-stream step's Python (decoding the records and "
+              "running 18 detectors, ~11 ms of CPU per stream-second of media) bounds them, not Spark: 100 "
+              "streams need ~1.1 CPU-s per second before the job's own work.",
+              "- e2e vs FFmpeg: decoding 1080p is half of the run's CPU; the rest is the converter's start-up and "
+              "the job's fixed cost per micro-batch (0.52 CPU-s: planning, scheduling, Python round trips), paid "
+              "~15 times for one file published at full speed.",
+              "- scaling: the measured window includes the first batch's Python worker start-up and JIT warm-up, "
+              "and 40 streams split unevenly over two state partitions.", "",
               "The converter's rate is its steady state: the difference between a 20 s and a 60 s run of the same "
               "content, for it and for FFmpeg. Its start-up (~0.9 CPU-s: importing PyAV, OpenCV, pyarrow, pandas "
               "and kafka-python, connecting, creating topics) is paid once per run, which the whole-run rows "
@@ -110,6 +123,7 @@ def render(results: dict) -> str:
         ("streams", "Streams per core", "python bench/run.py --only streams [--streams N --streams-seconds S]"),
         ("latency", "Alert latency", "python bench/run.py --only latency"),
         ("scaling", "Scaling", "python bench/run.py --only scaling"),
+        ("batch", "The fixed cost of a micro-batch", "python bench/run.py --only batch"),
     ]
     for key, title, cmd in sections:
         lines += ["", f"## {title}", "", f"Reproduce: `.venv/bin/{cmd}`", ""]

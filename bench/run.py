@@ -25,13 +25,15 @@ from bench import bench_converter, bench_detectors, bench_pipeline  # noqa: E402
 from bench.common import machine, write_json  # noqa: E402
 from bench.report import render  # noqa: E402
 
-ALL = ["converter", "transport", "detectors", "e2e", "e2e_edge", "spark", "scaling", "latency", "latency100", "streams"]
+ALL = ["converter", "transport", "detectors", "e2e", "e2e_edge", "spark", "scaling", "batch", "latency", "latency100",
+       "streams"]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", help=f"comma-separated subset of {','.join(ALL)}")
-    p.add_argument("--streams", type=int, default=40, help="streams for the streams-per-core run (default 40, the target)")
+    p.add_argument("--streams", type=int, default=100,
+                   help="streams for the streams-per-core run (default 100, the target)")
     p.add_argument("--streams-seconds", type=float, default=180.0, help="its duration (default 180)")
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.md/.json")
     args = p.parse_args(argv)
@@ -70,6 +72,8 @@ def main(argv=None) -> int:
                 figures = bench_pipeline.streams_per_core(stack.bootstrap, work, args.streams, args.streams_seconds)
             elif name == "latency":
                 figures = bench_pipeline.latency(stack.bootstrap, work)
+            elif name == "batch":
+                figures = bench_pipeline.batch_cost(stack.bootstrap, work)
             elif name == "latency100":
                 figures = bench_pipeline.latency(stack.bootstrap, work, streams=100, seconds=60.0)
             else:
@@ -112,6 +116,12 @@ def headline(runs: dict) -> dict:
     if "latency" in runs:
         h["alert_p95_s"] = runs["latency"]["alert_p95_s"]
         h["alert_open_p95_s"] = runs["latency"].get("alert_open_p95_s")
+        if runs["latency"].get("micro_batch", {}).get("state_bytes_per_stream") is not None:
+            h["state_bytes_per_stream"] = runs["latency"]["micro_batch"]["state_bytes_per_stream"]
+    if "scaling" in runs:
+        h["scaling_2_vs_1"] = runs["scaling"]["cores_2_vs_1"]
+    if "batch" in runs:
+        h["batch_fixed_cpu_s"] = runs["batch"]["batch_fixed_cpu_s"]
     if "latency100" in runs:
         h["alert_p95_s_100"] = runs["latency100"]["alert_p95_s"]
         h["alert_open_p95_s_100"] = runs["latency100"].get("alert_open_p95_s")

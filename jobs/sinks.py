@@ -111,6 +111,19 @@ def explode_features(batches, run_id: str):
         yield pa.RecordBatch.from_pydict(columns, schema=FRAME_FEATURES.schema).cast(target)
 
 
+class _PhaseClock:
+    """Milliseconds spent in each named phase since the previous mark."""
+
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.parts[phase] = round(self.parts.get(phase, 0.0) + (now - self._t) * 1000, 1)
+        self._t = now
+
+
 class BatchSink:
     """Writes one micro-batch of stage-2 output rows to the alerts topic and the Delta tables."""
 
@@ -155,8 +168,10 @@ class BatchSink:
         keep_features = self.keep_features
         if keep_features:
             df.persist()
+        clock = _PhaseClock()  # where the sink's part of a micro-batch goes, logged per batch
         try:
             small = [r.asDict() for r in df.filter(F.col("row_type") != "features").collect()]
+            clock.mark("collect")
             reports = [r for r in small if r["row_type"] == "event"]
             events = [{k: r[k] for k in ANOMALY_EVENT.schema.names} for r in reports]
             alerts = alert_reports(reports)
@@ -168,14 +183,17 @@ class BatchSink:
                     self._alert_once(alerts, batch_id)
                 except AlertsNotDelivered as exc:
                     undelivered = exc         # the tables are still written; then the batch fails
+                clock.mark("alerts")
             if events:
                 events = dedupe_events(events)  # the table holds each event's latest state
                 now = datetime.now(timezone.utc)
                 for row in events:
                     row["detected_at"] = row.get("detected_at") or now
                 merge_batch(self.path(EVENTS), events, self.app_id + "-events", batch_id)
+                clock.mark("events_merge")
             if dead:
                 self._append_dead_letters(dead, batch_id)
+                clock.mark("dead_letters")
             if undelivered is not None:
                 raise undelivered
             n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id) \
@@ -184,13 +202,16 @@ class BatchSink:
                 self.webhooks.deliver([json.loads(alert_json(r)) for r in alerts], batch_id)
             status = [r for r in small if r["row_type"] == "status"]
             self.status.update(status)
+            clock.mark("status")
             if self.metrics is not None:
                 self.metrics.on_batch(events, dead, status, self.totals["alerts"] - alerts_before)
             self.totals["events"] += len(events)
             self.totals["dead_letters"] += len(dead)
             self.totals["feature_segments"] += n_feat
-            if events or dead:
-                log.info(json.dumps({"batch": batch_id, "events": len(events), "dead_letters": len(dead)}))
+            sizes = sorted(r["state_bytes"] for r in status if r.get("state_bytes") is not None)
+            log.info(json.dumps({"sink_batch": batch_id, "events": len(events), "dead_letters": len(dead),
+                                 "alerts": self.totals["alerts"] - alerts_before, "sink_ms": clock.parts,
+                                 "state_bytes_median": sizes[len(sizes) // 2] if sizes else None}))
         finally:
             if keep_features:
                 df.unpersist()

@@ -1,13 +1,14 @@
 """The Structured Streaming job: Kafka -> per-stream detectors -> Delta tables + alerts topic.
 
-    Kafka (video + audio topics)
-      │ watermark on the record timestamp (media time)
-      ▼ stage 1, stateless (mapInArrow): decode each Arrow segment, compute its stage-1 features
-      ▼ stage 2, stateful per stream (applyInPandasWithState): reorder by sequence number, run every
-      │   detector's state machine; a processing-time timeout per stream drives stall detection
-      ▼ foreachBatch (jobs/sinks.py): in Delta (exactly-once): anomaly_events (MERGE on event_id),
-          dead_letter, frame_features (append), each with an app transaction so a replayed micro-batch
-          is skipped; then the alerts topic (key = event_id), once per batch (recorded in _alerts_sent)
+    Kafka (video + audio topics), key = stream id
+      │ grouped by stream id (the key read as text)
+      ▼ one stateful step per stream (applyInPandasWithState, jobs/stream_stages.py StreamStep): check and
+      │   decode each record, compute its stage-1 features, reorder by sequence number and run every
+      │   detector's state machine, all in one Python call; a processing-time timeout per stream drives
+      │   stall detection and the end of streams that vanish
+      ▼ foreachBatch (jobs/sinks.py): the alerts topic first (key = event_id, once per batch, recorded in
+          _alerts_sent), then Delta (exactly-once): anomaly_events (MERGE on event_id), dead_letter,
+          frame_features (append), each with an app transaction so a replayed micro-batch is skipped
 
 Run it with ./spark-submit.sh stream [...] on a cluster or locally, or `python -m jobs.stream`.
 """
@@ -20,13 +21,16 @@ import sys
 import uuid
 
 from avwatch.errors import AvwatchError
-from avwatch.locations import join_uri
+from avwatch.locations import join_uri, local_path
 from jobs.publish_options import DEFAULT_AUDIO_TOPIC, DEFAULT_VIDEO_TOPIC
 
 log = logging.getLogger("avwatch.stream")
 
 DEFAULT_ALERTS_TOPIC = "avwatch.alerts"
 DEFAULT_MAX_RECORD_BYTES = 12 * 1024 * 1024
+DEFAULT_MAX_OFFSETS_PER_TRIGGER = 2000  # records: a segment is ~1 s of one stream's video or audio
+LOCAL_CHECKPOINT_FILE_MANAGER = \
+    "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kafka-config", metavar="FILE",
                    help="Kafka client properties (security.protocol, sasl.*, ssl.*) for every Kafka client of the "
                         "job: the source, the alerts producer, topic creation (docs/operations.md)")
-    p.add_argument("--topic-partitions", type=int, default=4, help="partitions of topics created here (default 4)")
+    p.add_argument("--topic-partitions", type=int, default=None, metavar="N",
+                   help="partitions of topics created here (default: the cores Spark has, so that each reads one; "
+                        "an existing topic keeps its own)")
     p.add_argument("--topic-replication", type=int, default=1,
                    help="replication factor of topics created here (default 1: the single-node local stack)")
     p.add_argument("--video-topic", default=DEFAULT_VIDEO_TOPIC)
@@ -51,13 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allowed lateness: how far newer segments may run ahead of a missing one (media s)")
     p.add_argument("--stall-timeout", type=float, default=10.0, metavar="SECONDS",
                    help="processing time without records after which a stream's clock is advanced (stall)")
-    p.add_argument("--trigger", type=float, default=1.0, metavar="SECONDS", help="micro-batch interval")
+    p.add_argument("--trigger", type=float, default=0.5, metavar="SECONDS",
+                   help="micro-batch interval (default 0.5; a batch runs only when records arrived)")
     p.add_argument("--until-idle", action="store_true", help="process what is in Kafka now, then stop (availableNow)")
     p.add_argument("--starting-offsets", default="earliest", choices=["earliest", "latest"])
-    p.add_argument("--max-offsets-per-trigger", type=int, help="cap on records per micro-batch")
-    p.add_argument("--state-partitions", type=int, default=None,
-                   help="partitions of the per-stream state (fixed by the first run of a checkpoint; default: "
-                        "spark.sql.shuffle.partitions, 2 unless set)")
+    p.add_argument("--max-offsets-per-trigger", type=int, default=DEFAULT_MAX_OFFSETS_PER_TRIGGER, metavar="N",
+                   help="cap on records per micro-batch, so that a backlog (a restart, a new checkpoint) runs in "
+                        f"batches of bounded memory (default {DEFAULT_MAX_OFFSETS_PER_TRIGGER}: ~1,000 stream-seconds "
+                        "of segments; 0: no cap)")
+    p.add_argument("--min-offsets-per-trigger", type=int, metavar="N",
+                   help="wait for at least N new records (or --max-trigger-delay) before a micro-batch: fewer, "
+                        "larger batches when many streams trickle in, at the price of latency (default: none)")
+    p.add_argument("--max-trigger-delay", type=float, default=2.0, metavar="SECONDS",
+                   help="with --min-offsets-per-trigger: the longest a micro-batch waits for them (default 2)")
+    p.add_argument("--state-partitions", type=int, default=None, metavar="N",
+                   help="partitions of the per-stream state: how many tasks run the streams' detectors at once "
+                        "(default: the cores Spark has; each costs a state-store commit per micro-batch; fixed "
+                        "by the first run of a checkpoint, docs/operations.md)")
     p.add_argument("--max-record-bytes", type=int, default=DEFAULT_MAX_RECORD_BYTES,
                    help="records larger than this go to the dead-letter table")
     p.add_argument("--features", action="store_true", help="also write the frame_features table")
@@ -123,67 +139,55 @@ def app_id(spark, checkpoint: str) -> str:
     return write_text_once(spark, location, f"avwatch-stream-{uuid.uuid4().hex}\n").strip()
 
 
+def on_local_file_system(spark, location: str) -> bool:
+    """A file:// URI, or a plain path while the cluster's default file system is the local one."""
+    if local_path(location) is None:
+        return False
+    if str(location).startswith("file:"):
+        return True
+    default_fs = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+    return default_fs.startswith("file:")
+
+
+def trigger_sizing(args) -> dict:
+    """The Kafka source's batch-size options: a default cap so that a backlog is cut into bounded batches,
+    and, when asked, a minimum that lets records gather for up to --max-trigger-delay."""
+    out = {"startingOffsets": args.starting_offsets}
+    if args.max_offsets_per_trigger:
+        out["maxOffsetsPerTrigger"] = args.max_offsets_per_trigger
+    if args.min_offsets_per_trigger:
+        out["minOffsetsPerTrigger"] = args.min_offsets_per_trigger
+        out["maxTriggerDelay"] = f"{int(args.max_trigger_delay * 1000)}ms"
+    return out
+
+
 def build_query(spark, args, config, bootstrap: str, run_id: str, metrics=None):
     """Wire the streaming query (not started): returns (DataStreamWriter, the sink writer object)."""
-    import pandas as pd
+    from pyspark.sql import functions as F
     from pyspark.sql.streaming.state import GroupStateTimeout
 
-    from jobs.pandas_rows import to_records
+    from avwatch.kafka_config import client_properties
+    from detectors.alarms import AlarmPolicy
+    from jobs.kafka_io import kafka_source
     from jobs.sinks import BatchSink
     from jobs.spark_schemas import arrow_to_spark
-    from detectors.alarms import AlarmPolicy
-    from jobs.stream_stages import STAGE1_SCHEMA, STAGE2_SCHEMA, Stage2, dump_state, stage1_batches, status_row
+    from jobs.stream_stages import STAGE2_SCHEMA, Stage2, StreamStep
 
     kinds_by_topic = {args.video_topic: "video", args.audio_topic: "audio"}
-    from avwatch.kafka_config import client_properties
-    from jobs.kafka_io import kafka_source
-
     reader = kafka_source(spark.readStream, bootstrap, client_properties(args), [args.video_topic, args.audio_topic],
-                          args.max_record_bytes, startingOffsets=args.starting_offsets,
-                          maxOffsetsPerTrigger=args.max_offsets_per_trigger or None)
+                          args.max_record_bytes, **trigger_sizing(args))
+    # No watermark: streams do not share a clock (a file re-published on an old epoch beside a live camera),
+    # and a watermark on the record timestamp would make the stateful operator drop the rows of the stream
+    # that is behind. Lateness is judged per stream in media time by stage 2 (late rows are dead letters).
     raw = (reader.load()
-           .select("key", "value", "topic", "partition", "offset", "timestamp")
-           .withWatermark("timestamp", f"{int(args.lateness)} seconds"))
-
-    max_bytes = args.max_record_bytes
-
-    def stage1(batches):
-        yield from stage1_batches(batches, config, kinds_by_topic, max_bytes)
-
-    features = raw.mapInArrow(stage1, arrow_to_spark(STAGE1_SCHEMA))
-
+           .select(F.col("key").cast("string").alias("stream_id"), "key", "value", "topic", "partition", "offset",
+                   "timestamp"))
     stage2 = Stage2(config, run_id, args.lateness, keep_features=args.features,
                     idle_ttl_s=args.idle_state_ttl, ended_ttl_s=args.ended_state_ttl,
                     alarms=AlarmPolicy.build(args.alarm_update, args.no_suppress), alert_max_age_s=args.alert_max_age)
-    out_columns = STAGE2_SCHEMA.names
-    # A finite run (--until-idle) reads what is there: no processing-time stalls (timeouts far away).
-    idle_ms = int((args.stall_timeout if not args.until_idle else 365 * 86400) * 1000)
-
-    def stateful(key, pdf_iter, group_state):
-        stream_id = key[0]
-        if group_state.hasTimedOut:
-            state = stage2.load(group_state.get[0])
-            rows, state = stage2.on_timeout(stream_id, state, args.stall_timeout)
-        else:
-            rows_in = [row for pdf in pdf_iter for row in to_records(pdf)]
-            state = stage2.load(group_state.get[0]) if group_state.exists else None
-            rows, state = stage2.process(stream_id, rows_in, state)
-            status = status_row(stream_id, state)  # for the driver's metrics and the status page
-            if status is not None:
-                rows = rows + [status]
-        if stream_id is not None:
-            if state is None:
-                if group_state.exists:
-                    group_state.remove()  # the stream ended or vanished: nothing of it stays in state
-            else:
-                group_state.update((dump_state(state),))
-                group_state.setTimeoutDuration(
-                    idle_ms if args.until_idle else int(stage2.timeout_s(state, args.stall_timeout) * 1000))
-        if rows:
-            yield pd.DataFrame([{c: r.get(c) for c in out_columns} for r in rows], columns=out_columns)
-
-    output = (features.groupBy("stream_id")
-              .applyInPandasWithState(stateful, arrow_to_spark(STAGE2_SCHEMA), "state binary", "append",
+    step = StreamStep(stage2, kinds_by_topic, args.max_record_bytes, args.stall_timeout, finite=args.until_idle)
+    output = (raw.groupBy("stream_id")
+              .applyInPandasWithState(step, arrow_to_spark(STAGE2_SCHEMA), "state binary", "append",
                                       GroupStateTimeout.ProcessingTimeTimeout))
     checkpoint = args.checkpoint or join_uri(args.sink, "_checkpoints", "stream")
     from jobs.webhooks import targets_from_args
@@ -226,13 +230,20 @@ def run(args, config=None, spark=None) -> dict:
     # data (~0.5 CPU-s each, measured): batches run when records arrive. Live converters send heartbeats
     # while a source hangs, so a stream's stall is still seen while any stream delivers.
     spark.conf.set("spark.sql.streaming.noDataMicroBatches.enabled", "false")
-    if args.state_partitions:
-        spark.conf.set("spark.sql.shuffle.partitions", str(args.state_partitions))
+    checkpoint = args.checkpoint or join_uri(args.sink, "_checkpoints", "stream")
+    if on_local_file_system(spark, checkpoint):
+        # Hadoop's FileContext on the local file system (no native library in pip's pyspark) forks a
+        # `readlink` or `chmod` process for each file it renames or creates: ~20 per micro-batch here
+        # (offsets, commits, state changelogs and their .crc files), measured with JFR. The FileSystem-
+        # based manager renames with java.io; a single job writes its checkpoint, so its rename is enough.
+        spark.conf.set("spark.sql.streaming.checkpointFileManagerClass", LOCAL_CHECKPOINT_FILE_MANAGER)
+    cores = max(1, spark.sparkContext.defaultParallelism)  # the executors' cores (local[N]: N)
+    spark.conf.set("spark.sql.shuffle.partitions", str(args.state_partitions or cores))
     from avwatch.kafka_config import client_properties
     from jobs.kafka_io import create_topics
 
     create_topics(bootstrap, [args.video_topic, args.audio_topic] + ([args.alerts_topic] if args.alerts_topic else []),
-                  partitions=args.topic_partitions, replication=args.topic_replication,
+                  partitions=args.topic_partitions or cores, replication=args.topic_replication,
                   client_config=client_properties(args))
     listener = ProgressLogger(metrics=metrics)
     spark.streams.addListener(listener)

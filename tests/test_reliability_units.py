@@ -317,3 +317,78 @@ def test_sink_tables_are_found_under_uris(tmp_path):
 
     assert table_path(f"file://{tmp_path}", "anomaly_events") == tmp_path / "anomaly_events"
     assert table_path("s3a://bucket/sink", "anomaly_events") == "s3a://bucket/sink/anomaly_events"
+
+
+# -- the job's one per-stream step (stage 1 and stage 2 in one call) -------------------------------------
+
+
+class _GroupState:
+    """What applyInPandasWithState hands the step: the saved blob, its timeout."""
+
+    def __init__(self):
+        self.blob, self.timeout_ms, self.hasTimedOut = None, None, False
+
+    @property
+    def exists(self):
+        return self.blob is not None
+
+    @property
+    def get(self):
+        return (self.blob,)
+
+    def update(self, value):
+        self.blob = value[0]
+
+    def remove(self):
+        self.blob = None
+
+    def setTimeoutDuration(self, ms):
+        self.timeout_ms = ms
+
+
+def test_the_one_step_finds_what_the_two_stage_plan_finds(clip):
+    """StreamStep (the streaming job) decodes and analyses in one call, the features never encoded; the
+    rows it writes equal those of stage 1 then stage 2 with Arrow IPC between them (re-analysis's plan)."""
+    import pandas as pd
+
+    from jobs.stream_stages import StreamStep, load_state
+
+    rows = kafka_rows(segments_of(clip, "one"))
+    two_step, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "one", rows, batch=3)
+    step = StreamStep(Stage2(CONFIG, "t", 5.0, keep_features=False), TOPICS, MAX_BYTES, 10.0, finite=False)
+    group, out, sizes = _GroupState(), [], []
+    for i in range(0, len(rows), 3):
+        frame = pd.DataFrame([{**r, "stream_id": "one"} for r in rows[i:i + 3]])
+        for part in step(("one",), iter([frame]), group):
+            out += part.to_dict(orient="records")
+        sizes.append((len(group.blob), len(pickle.dumps(load_state(group.blob), protocol=5))))
+    keys = ("detector", "start_s", "end_s", "state")
+    assert events(out) and ([tuple(e[k] for k in keys) for e in events(out)]
+                            == [tuple(e[k] for k in keys) for e in events(two_step)])
+    status = [r for r in out if r["row_type"] == "status"]
+    assert status and status[-1]["state_bytes"] == len(group.blob)
+    saved, raw = max(sizes)                # the live stream's state, before its end left a tombstone
+    assert saved < raw                     # saved compressed
+    assert group.timeout_ms is None or group.timeout_ms > 0
+
+
+def test_a_key_of_nothing_but_bad_records_gets_no_state():
+    """Records that cannot be read are dead letters; they create no state for the key they carry (a
+    garbage key must not hold state until the idle TTL)."""
+    from jobs.stream_stages import StreamStep
+
+    step = StreamStep(Stage2(CONFIG, "t", 5.0, keep_features=False), TOPICS, MAX_BYTES, 10.0, finite=False)
+    rows = [{"key": b"\xff\xfe", "value": b"not arrow", "topic": "v", "partition": 0, "offset": k, "timestamp": None}
+            for k in range(3)]
+    out, state = step.run("\ufffd\ufffd", rows, None)
+    assert state is None and len(dead(out)) == 3 and all(r["reason"] for r in dead(out))
+
+
+def test_saved_states_of_earlier_builds_still_load():
+    """A checkpoint written before states were compressed (plain pickles) is read as it is."""
+    from jobs.stream_stages import dump_state, load_state
+
+    state = {"layout": 2, "analyzer": None, "ended": "p1", "hist": np.zeros(800)}
+    assert load_state(pickle.dumps(state, protocol=5))["ended"] == "p1"
+    blob = dump_state(state)
+    assert blob[:4] == b"AVZ1" and load_state(blob)["ended"] == "p1" and len(blob) < 1000
