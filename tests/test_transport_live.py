@@ -7,7 +7,6 @@ import math
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,18 +16,11 @@ from jobs.kafka_io import create_topics
 from jobs.publish import PublishOptions, publish
 from tests import ts_media as tm
 from tests.conftest import free_port_pair
-from tests.pipeline_fixture import run_live_job, stop_stream_job_once, table_rows
+from tests.pipeline_fixture import alert_budget_s, run_live_job, stop_stream_job_once, table_rows
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 BURST_AT_S = 8.0          # media time of the lost datagrams
 BURST_DATAGRAMS = 30      # 7 packets each: 210 packets, about 0.1 s of this stream
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def alert_budget_s() -> float:
-    """The open-alert latency the benchmarks report (docs/benchmarks.json, p95 at 10 real-time streams)."""
-    figures = json.loads((ROOT / "docs" / "benchmarks.json").read_text())
-    return float(figures["alert_open_p95_s"])
 
 
 def send_udp(pkts: list, times: np.ndarray, port: int, burst: range, stop: threading.Event, sent: dict) -> None:
