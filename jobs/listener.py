@@ -36,7 +36,8 @@ class _ProgressAsJson(JStreamingQueryListener):
 
 
 class ProgressLogger(StreamingQueryListener):
-    """Logs input rows/s, processed rows/s, batch duration and its parts, late rows and per-partition lag."""
+    """Logs input rows/s, processed rows/s, batch duration and its parts, per-partition lag and state rows
+    (the job sets no watermark: late segments are dead letters, counted by the sink)."""
 
     @property
     def _jlistener(self):
@@ -62,18 +63,15 @@ class ProgressLogger(StreamingQueryListener):
         lag = {}
         for source in p.sources:
             lag.update(partition_lag(source))
-        dropped = sum(getattr(op, "numRowsDroppedByWatermark", 0) or 0 for op in p.stateOperators)
         line = {"batch": p.batchId, "input_rows": p.numInputRows,
                 "input_rows_per_s": round(p.inputRowsPerSecond or 0.0, 1),
                 "processed_rows_per_s": round(p.processedRowsPerSecond or 0.0, 1),
                 "batch_ms": p.durationMs.get("triggerExecution"), "add_batch_ms": p.durationMs.get("addBatch"),
-                "watermark": p.eventTime.get("watermark"),
-                "late_rows_dropped": dropped, "lag": lag,
+                "lag": lag,
                 "state_rows": sum(op.numRowsTotal for op in p.stateOperators),
                 # where a micro-batch's time goes (ms): Spark's own parts, and the state store's
                 "parts_ms": {k: v for k, v in (p.durationMs or {}).items() if k != "triggerExecution"},
-                "state_commit_ms": sum(op.commitTimeMs or 0 for op in p.stateOperators),
-                "state_bytes": sum(op.memoryUsedBytes or 0 for op in p.stateOperators)}
+                "state_commit_ms": sum(op.commitTimeMs or 0 for op in p.stateOperators)}
         self.last = line
         self.state_rows_max = max(self.state_rows_max, line["state_rows"])
         log.info(json.dumps(line))

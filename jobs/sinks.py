@@ -198,8 +198,10 @@ class BatchSink:
                 raise undelivered
             n_feat = self._append_features(df.filter(F.col("row_type") == "features"), batch_id) \
                 if keep_features else 0
+            clock.mark("features")
             if alerts and self.webhooks is not None:  # its own ledger: <sink>/_webhooks_sent (jobs/webhooks.py)
                 self.webhooks.deliver([json.loads(alert_json(r)) for r in alerts], batch_id)
+                clock.mark("webhooks")
             status = [r for r in small if r["row_type"] == "status"]
             self.status.update(status)
             clock.mark("status")

@@ -369,7 +369,7 @@ def test_the_one_step_finds_what_the_two_stage_plan_finds(clip):
     assert status and status[-1]["state_bytes"] == len(group.blob)
     saved, raw = max(sizes)                # the live stream's state, before its end left a tombstone
     assert saved < raw                     # saved compressed
-    assert group.timeout_ms is None or group.timeout_ms > 0
+    assert group.timeout_ms == 300 * 1000       # the ended stream's tombstone waits for the ended-state TTL
 
 
 def test_a_key_of_nothing_but_bad_records_gets_no_state():
