@@ -21,6 +21,7 @@ import numpy as np
 from avwatch.convert import frames as px
 from avwatch.convert.options import DecodeOptions
 from avwatch.convert.ac3 import dialnorm_db
+from avwatch.convert import decoder_reports
 from avwatch.convert.ts_input import needs_pipe, transport_reader
 from avwatch.errors import AvwatchError
 from detectors.blockiness import block_grid_features
@@ -168,7 +169,9 @@ class MediaDecoder:
         self._origin = self._origin_seconds()
         self._vcount = 0
         self._next_keep = None
-        self._rejected = 0   # video packets rejected since the last analysed frame
+        self._rejected = 0   # video packets rejected (or frames concealed) since the last analysed frame
+        self._reported: list = []  # PTS of video packets the decoder reported errors on (concealed)
+        decoder_reports.install()
         self._format_changed = False  # the picture format changed since the last analysed frame
         self._last_t = None           # the previous decoded frame's time, and the steps since (frame rate)
         self._steps: list[float] = []
@@ -241,8 +244,15 @@ class MediaDecoder:
                     dialnorm = dialnorm_db(bytes(packet))
                     if dialnorm is not None:
                         track.info["dialnorm_db"] = dialnorm  # carried in the segments' source
+                reported = decoder_reports.reports()
                 try:
                     decoded = packet.decode()
+                    if packet.stream is self.vstream and decoder_reports.reports() != reported:
+                        # the decoder concealed damage in this packet: its frame is flagged when it comes out
+                        self._reported = (self._reported + [packet.pts])[-64:]
+                        self.decode_errors += 1
+                        log.debug("%s: decoder reported damage at pts %s: %s", self.uri, packet.pts,
+                                  decoder_reports.last_report())
                 except av.error.InvalidDataError:
                     self.decode_errors += 1  # a corrupt packet: count it, the frame is lost, keep going
                     self._rejected += packet.stream is self.vstream  # flagged on the next video frame
@@ -282,6 +292,9 @@ class MediaDecoder:
 
     def _video(self, frame) -> VideoFrame | None:
         v = self.info.video
+        if self._reported and frame.pts in self._reported:
+            self._reported.remove(frame.pts)
+            self._rejected += 1   # a concealed frame: flagged on this or the next analysed frame
         index = self._vcount
         self._vcount += 1
         t = self._time(frame.pts, frame.time_base or self.vstream.time_base)
