@@ -95,3 +95,26 @@ def test_analyze_source_runs_every_detector_on_a_shaped_clip(tmp):
     assert analyze_source(str(path), DetectorConfig.build(["black", "freeze", "blockiness", "blur", "colorbars",
                                                            "solid_color"])).rows == []
 
+
+
+def test_a_damaged_source_decoded_beside_clean_ones_flags_only_its_own_frames(tmp):
+    """The converter decodes each source on its own thread: the decoder reports of a damaged feed must not
+    flag the frames of the clean feeds decoded at the same time (the reports are one process-wide log)."""
+    import threading
+
+    frames = clip_frames("bikes", count=150)
+    clean = encode(tmp / "side_clean.mp4", frames, crf=20, gop=50)
+    bad = corrupt_packets(clean, tmp / "side_damaged.mp4", set(range(20, 140, 7)), seed=5)
+    flagged: dict[str, list] = {}
+
+    def run(name, path):
+        flagged[name] = [round(i.t, 2) for i in MediaDecoder(str(path)).items() if getattr(i, "decode_error", False)]
+
+    threads = [threading.Thread(target=run, args=(f"clean{k}", clean)) for k in range(3)]
+    threads.append(threading.Thread(target=run, args=("damaged", bad)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert flagged["damaged"], flagged
+    assert all(not flagged[f"clean{k}"] for k in range(3)), flagged

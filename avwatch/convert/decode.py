@@ -244,15 +244,9 @@ class MediaDecoder:
                     dialnorm = dialnorm_db(bytes(packet))
                     if dialnorm is not None:
                         track.info["dialnorm_db"] = dialnorm  # carried in the segments' source
-                reported = decoder_reports.reports()
+                decoder_reports.begin()
                 try:
                     decoded = packet.decode()
-                    if packet.stream is self.vstream and decoder_reports.reports() != reported:
-                        # the decoder concealed damage in this packet: its frame is flagged when it comes out
-                        self._reported = (self._reported + [packet.pts])[-64:]
-                        self.decode_errors += 1
-                        log.debug("%s: decoder reported damage at pts %s: %s", self.uri, packet.pts,
-                                  decoder_reports.last_report())
                 except av.error.InvalidDataError:
                     self.decode_errors += 1  # a corrupt packet: count it, the frame is lost, keep going
                     self._rejected += packet.stream is self.vstream  # flagged on the next video frame
@@ -263,6 +257,14 @@ class MediaDecoder:
                     self._rejected += packet.stream is self.vstream
                     log.debug("%s: decode error %s", self.uri, exc)
                     continue
+                finally:
+                    reports = decoder_reports.end()
+                if reports and packet.stream is self.vstream:
+                    # the decoder concealed damage in this packet: its frame is flagged when it comes out
+                    self._reported = (self._reported + [packet.pts])[-64:]
+                    self.decode_errors += 1
+                    log.debug("%s: decoder reported damage at pts %s: %s", self.uri, packet.pts,
+                              decoder_reports.last_report())
                 for frame in decoded:
                     if packet.stream is self.vstream:
                         item = self._video(frame)

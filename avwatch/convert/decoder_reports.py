@@ -3,12 +3,17 @@
 A damaged packet is concealed by FFmpeg's decoder (the picture comes out, patched from neighbours and
 the previous frame) and the frame is not flagged corrupt; what the decoder does say is logged:
 "error while decoding MB 35 12", "concealing 410 DC, 410 AC, 410 MV errors in P frame", "ac-tex damaged".
-PyAV forwards FFmpeg's log to Python's logging as `libav.<codec>`; a handler counts the error-level
-reports of video decoders, and the decoder compares the count around each packet it decodes. The report is
-synchronous with the decode call (it is logged while the packet is decoded), so the packet that caused it
-is known. Known limit: two sources decoded at the same instant on two threads of one process share the
-counter, so one's report could flag the other's packet; the converter decodes each source on its own
-thread, which makes such a coincidence rare, and a flag only lowers blockiness' bar for that one frame.
+PyAV forwards FFmpeg's log to Python's logging as `libav.<codec>`; a handler here counts the error-level
+reports of video decoders per decoding thread, and the decoder reads its count around each packet it
+decodes (`begin`/`end`), so the packet that caused a report is known.
+
+Attribution. The converter decodes each source on its own thread, and several at once: a report must go
+to the source that caused it, never to another (a damaged feed would flag every stream of the process).
+A report logged on a thread inside a decode call is that thread's. FFmpeg's slice threads also log; each
+belongs to one decoder for its life, so a slice thread is tied to the decoding thread that was the only one
+inside a decode call when it first logged, and its reports go there while that thread is decoding. A
+report from a slice thread not yet tied while several decodes run at once is dropped (a missed flag, never
+a wrong one).
 """
 from __future__ import annotations
 
@@ -21,22 +26,33 @@ import av.logging
 VIDEO_DECODERS = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpegvideo", "mpeg4", "h263", "vp8",
                             "vp9", "av1", "dav1d", "libdav1d", "vc1", "error_resilience"})
 
+_lock = threading.Lock()
+_active: dict[int, int] = {}   # decoding thread -> reports since its begin()
+_owner: dict[int, int] = {}    # FFmpeg slice thread -> the decoding thread it works for
+_last: dict[int, str] = {}     # decoding thread -> its last report's text
+_installed = False
+
 
 class _Count(logging.Handler):
     def __init__(self):
         super().__init__(level=logging.ERROR)
-        self.n = 0
-        self.last = ""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.name.rsplit(".", 1)[-1] in VIDEO_DECODERS:
-            self.n += 1
-            self.last = record.getMessage().strip()[:200]
-
-
-_count = _Count()
-_lock = threading.Lock()
-_installed = False
+        if record.name.rsplit(".", 1)[-1] not in VIDEO_DECODERS:
+            return
+        tid = record.thread
+        with _lock:
+            if tid in _active:
+                owner = tid
+            else:
+                owner = _owner.get(tid)
+                if owner not in _active:  # not tied yet, or tied to a decoder that has ended
+                    owner = next(iter(_active)) if len(_active) == 1 else None
+                    if owner is None:
+                        return  # several decodes at once and this slice thread is unknown: dropped
+                    _owner[tid] = owner
+            _active[owner] += 1
+            _last[owner] = record.getMessage().strip()[:200]
 
 
 def install() -> None:
@@ -47,7 +63,7 @@ def install() -> None:
         if _installed:
             return
         logger = logging.getLogger("libav")
-        logger.addHandler(_count)
+        logger.addHandler(_Count())
         logger.propagate = False  # counted, not printed: a damaged stream would flood the log
         level = av.logging.get_level()
         if level is None or level < av.logging.ERROR:
@@ -55,10 +71,17 @@ def install() -> None:
         _installed = True
 
 
-def reports() -> int:
-    """Error reports of video decoders so far in this process."""
-    return _count.n
+def begin() -> None:
+    """The calling thread starts decoding a packet."""
+    with _lock:
+        _active[threading.get_ident()] = 0
+
+
+def end() -> int:
+    """The calling thread finished decoding: the decoder's reports during the call."""
+    with _lock:
+        return _active.pop(threading.get_ident(), 0)
 
 
 def last_report() -> str:
-    return _count.last
+    return _last.get(threading.get_ident(), "")
