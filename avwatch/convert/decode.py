@@ -171,6 +171,7 @@ class MediaDecoder:
         self._next_keep = None
         self._rejected = 0   # video packets rejected (or frames concealed) since the last analysed frame
         self._reported: list = []  # PTS of video packets the decoder reported errors on (concealed)
+        self._opened = False       # the video decoder has decoded its first packet (its threads are known)
         decoder_reports.install()
         self._format_changed = False  # the picture format changed since the last analysed frame
         self._last_t = None           # the previous decoded frame's time, and the steps since (frame rate)
@@ -244,7 +245,9 @@ class MediaDecoder:
                     dialnorm = dialnorm_db(bytes(packet))
                     if dialnorm is not None:
                         track.info["dialnorm_db"] = dialnorm  # carried in the segments' source
-                decoder_reports.begin()
+                first = packet.stream is self.vstream and not self._opened
+                self._opened = self._opened or first
+                decoder_reports.begin(first=first)
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:

@@ -10,10 +10,10 @@ decodes (`begin`/`end`), so the packet that caused a report is known.
 Attribution. The converter decodes each source on its own thread, and several at once: a report must go
 to the source that caused it, never to another (a damaged feed would flag every stream of the process).
 A report logged on a thread inside a decode call is that thread's. FFmpeg's slice threads also log; each
-belongs to one decoder for its life, so a slice thread is tied to the decoding thread that was the only one
-inside a decode call when it first logged, and its reports go there while that thread is decoding. A
-report from a slice thread not yet tied while several decodes run at once is dropped (a missed flag, never
-a wrong one).
+belongs to one decoder for its life and is started when that decoder opens its codec (its first packet),
+so openings are taken one at a time and the native threads that appear during one are tied to its decoder.
+A report from a thread tied to no decoding thread is given to the only decode in progress, or dropped when
+several are (a missed flag, never a wrong one).
 """
 from __future__ import annotations
 
@@ -33,6 +33,15 @@ _last: dict[int, str] = {}     # decoding thread -> its last report's text
 _installed = False
 
 
+def _native_threads() -> set[int]:
+    import os
+
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except OSError:
+        return set()
+
+
 class _Count(logging.Handler):
     def __init__(self):
         super().__init__(level=logging.ERROR)
@@ -41,9 +50,12 @@ class _Count(logging.Handler):
         if record.name.rsplit(".", 1)[-1] not in VIDEO_DECODERS:
             return
         tid = record.thread
+        native = threading.get_native_id()
         with _lock:
             if tid in _active:
                 owner = tid
+            elif _owner.get(native) in _active:
+                owner = _owner[native]   # a slice thread seen starting with its decoder
             else:
                 owner = _owner.get(tid)
                 if owner not in _active:  # not tied yet, or tied to a decoder that has ended
@@ -71,16 +83,35 @@ def install() -> None:
         _installed = True
 
 
-def begin() -> None:
-    """The calling thread starts decoding a packet."""
+_opening = threading.Lock()    # one decoder opens its codec (starts its slice threads) at a time
+_local = threading.local()
+
+
+def begin(first: bool = False) -> None:
+    """The calling thread starts decoding a packet. A decoder's first packet (`first`) opens its codec and
+    starts its slice threads: openings are taken one at a time and the native threads that appear during
+    one are tied to its decoder (end())."""
+    if first:
+        _opening.acquire()
+        _local.before = _native_threads()
     with _lock:
         _active[threading.get_ident()] = 0
 
 
 def end() -> int:
     """The calling thread finished decoding: the decoder's reports during the call."""
+    me = threading.get_ident()
+    before = getattr(_local, "before", None)
+    if before is not None:
+        _local.before = None
+        try:
+            with _lock:
+                for t in _native_threads() - before:
+                    _owner[t] = me
+        finally:
+            _opening.release()
     with _lock:
-        return _active.pop(threading.get_ident(), 0)
+        return _active.pop(me, 0)
 
 
 def last_report() -> str:
