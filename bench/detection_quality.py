@@ -20,12 +20,13 @@ turned into events at the threshold that scores best on the `tune` part.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,13 +114,18 @@ def score_clip(clip: Clip, events: list[Found], tallies: dict[str, Tally]) -> li
     return notes
 
 
-def summary(clips: list[Clip], results: dict[str, list[Found]]) -> dict:
+def summary(clips: list[Clip], results: dict[str, list[Found]], clean: set[str] | None = None,
+            echo=None) -> dict:
+    """Scores of a part; `clean`: the names of its clean clips (default: the clips without truths); `echo`:
+    where to list each clip's misses and false alarms."""
     tallies: dict[str, Tally] = {}
     clean_s = clean_fp = 0.0
     for c in clips:
         before = sum(t.fp for t in tallies.values())
-        score_clip(c, results[c.name], tallies)
-        if c.clean:
+        notes = score_clip(c, results[c.name], tallies)
+        if echo is not None and notes:
+            echo(f"{c.name} ({', '.join(c.shaping)}):\n  " + "\n  ".join(notes))
+        if (c.clean if clean is None else c.name in clean):
             clean_s += c.duration_s
             clean_fp += sum(t.fp for t in tallies.values()) - before
     per = {d: {"precision": round(t.precision, 3), "recall": round(t.recall, 3), "f1": round(t.f1, 3),
@@ -168,8 +174,6 @@ def ffmpeg_measure(path: str) -> dict:
     """One FFmpeg pass: blackdetect and freezedetect intervals, per-frame blurdetect and blockdetect values.
     Kept next to the clip (FFmpeg's answer depends only on the clip and the filters): a second benchmark run
     of the same corpus does not pay the ~10 minutes again."""
-    import hashlib
-
     cached = Path(path).with_suffix(f".ffmpeg-{hashlib.sha256(FFMPEG_FILTERS.encode()).hexdigest()[:8]}.json")
     if cached.exists():
         return json.loads(cached.read_text())
@@ -231,7 +235,6 @@ def ffmpeg_events(m: dict, blur_t: float, block_t: float) -> list[Found]:
 
 def _only(clips: list[Clip], detectors) -> list[Clip]:
     """Clips restricted to the truths of `detectors` (FFmpeg has no filter for the others)."""
-    from dataclasses import replace
     return [replace(c, truths=[t for t in c.truths if t.detector in detectors]) for c in clips]
 
 
@@ -258,7 +261,7 @@ def run_ffmpeg(tune: list[Clip], held: list[Clip], workers: int = 2) -> dict:
         best[det] = max(scores)[1]
     held_c = _only(held, FFMPEG_DETECTORS)
     results = {c.name: ffmpeg_events(measured[c.name], best["blur"], best["blockiness"]) for c in held_c}
-    out = summary(held_c, results)
+    out = summary(held_c, results, clean={c.name for c in held if c.clean})
     out["thresholds"] = {"blurdetect": round(best["blur"], 4), "blockdetect": round(best["blockiness"], 4)}
     out["detectors"] = list(FFMPEG_DETECTORS)
     return out
@@ -267,17 +270,11 @@ def run_ffmpeg(tune: list[Clip], held: list[Clip], workers: int = 2) -> dict:
 def evaluate(part: str = "held_out", verbose: bool = False, with_ffmpeg: bool = True, echo=print) -> dict:
     clips = build(echo=echo)
     chosen = [c for c in clips if c.split == part]
-    results = run_avwatch(chosen)
-    out = summary(chosen, results)
+    out = summary(chosen, run_avwatch(chosen), echo=echo if verbose else None)
     out["part"] = part
     out["clips"] = len(chosen)
-    if verbose:
-        for c in chosen:
-            notes = score_clip(c, results[c.name], {})
-            if notes:
-                echo(f"{c.name} ({', '.join(c.shaping)}):\n  " + "\n  ".join(notes))
     if with_ffmpeg:
-        out["ffmpeg"] = run_ffmpeg([c for c in clips if c.split == "tune"], chosen if part != "tune" else chosen)
+        out["ffmpeg"] = run_ffmpeg([c for c in clips if c.split == "tune"], chosen)
     return out
 
 

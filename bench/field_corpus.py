@@ -86,7 +86,6 @@ class Footage:
             "bikes": read_rgb_frames(real_clip("bikes")),
             "bigbuckbunny": read_rgb_frames(real_clip("bigbuckbunny")),
             "carphone": read_rgb_frames(real_clip("carphone_pristine")),
-            "carphone_distorted": read_rgb_frames(real_clip("carphone_distorted")),
         }
         import matplotlib
         data = Path(matplotlib.get_data_path()) / "sample_data"
@@ -432,8 +431,15 @@ def damaged_spans(clean: list[np.ndarray], damaged: list[np.ndarray]) -> list[tu
 # -- recipes ---------------------------------------------------------------------------------------
 
 
-def _clean(ctx, clip: Clip, rng, negatives=None):
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s, negatives)
+def _visible(clip: Clip, spans: list) -> None:
+    """A damage recipe whose damage left no visible trace would count as clean footage: refuse it."""
+    if not spans:
+        raise RuntimeError(f"{clip.name}: the damaged packets left no frame below {VISIBLE_DAMAGE_DB} dB PSNR; "
+                           "choose another seed (SEED_BASE) or damage more packets")
+
+
+def _clean(footage: Footage, clip: Clip, rng, variant=None):
+    p = build_programme(footage, rng, clip.size, clip.duration_s)
     clip.shaping = p.shaping
     codec = "libx264"
     crf = int(rng.choice([18, 23, 28, 32]))
@@ -441,8 +447,9 @@ def _clean(ctx, clip: Clip, rng, negatives=None):
     encode(Path(clip.path), finish(p), p.audio, codec=codec, crf=crf, gop=int(rng.choice([25, 50, 100])))
 
 
-def _packet_damage(ctx, clip: Clip, rng, codec: str, how: str):
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s)
+def _packet_damage(footage: Footage, clip: Clip, rng, variant: str):
+    codec, how = variant.split("-")
+    p = build_programme(footage, rng, clip.size, clip.duration_s)
     clip.shaping = p.shaping + [codec, how]
     frames = finish(p)
     ref = Path(clip.path).with_suffix(".clean" + Path(clip.path).suffix)
@@ -455,16 +462,17 @@ def _packet_damage(ctx, clip: Clip, rng, codec: str, how: str):
     damage_packets(ref, Path(clip.path), hit, rng, how)
     spans = damaged_spans(decode_frames(ref), decode_frames(Path(clip.path)))
     ref.unlink()
+    _visible(clip, spans)
     clip.truths = [Truth("blockiness", a, b, f"{codec}-{how}") for a, b in spans]
     # the decoder's own error report, and a frame it could not decode at all (a real dropped frame)
     clip.allowed = [(d, a - 0.5, b + 0.5) for a, b in spans for d in ("decode_error", "frame_drop")]
 
 
-def _damaged_then_upscaled(ctx, clip: Clip, rng):
+def _damaged_then_upscaled(footage: Footage, clip: Clip, rng, variant=None):
     """Damage at a smaller size, decode with concealment, then enlarge: the block grid lands at period
     8 * scale and a phase that is not 0 (a chain that transcodes after a contribution link)."""
     small = [(640, 360), (480, 270), (960, 540)][int(rng.integers(3))]
-    p = build_programme(ctx.footage, rng, small, clip.duration_s)
+    p = build_programme(footage, rng, small, clip.duration_s)
     clip.shaping = p.shaping + [f"damaged at {small[0]}x{small[1]}", "upscaled"]
     frames = finish(p)
     ref = Path(clip.path).with_suffix(".small.mp4")
@@ -474,6 +482,7 @@ def _damaged_then_upscaled(ctx, clip: Clip, rng):
     damage_packets(ref, bad, set(range(first, first + int(rng.integers(1, 4)))), rng, "bytes")
     clean_small, bad_small = decode_frames(ref), decode_frames(bad)
     spans = damaged_spans(clean_small, bad_small)
+    _visible(clip, spans)
     up = [cv2.resize(f, clip.size, interpolation=cv2.INTER_CUBIC) for f in bad_small]
     encode(Path(clip.path), up, p.audio, crf=18, gop=int(rng.choice([25, 50])))
     ref.unlink()
@@ -481,9 +490,9 @@ def _damaged_then_upscaled(ctx, clip: Clip, rng):
     clip.truths = [Truth("blockiness", a, b, "damaged-upscaled") for a, b in spans]
 
 
-def _macroblocking(ctx, clip: Clip, rng):
+def _macroblocking(footage: Footage, clip: Clip, rng, variant=None):
     """A stretch re-encoded at QP 51 with deblocking off (a starved encoder upstream), the rest clean."""
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s)
+    p = build_programme(footage, rng, clip.size, clip.duration_s)
     frames = finish(p)
     a = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 5 * FPS))
     n = int(rng.integers(2 * FPS, 3 * FPS + 1))
@@ -497,8 +506,8 @@ def _macroblocking(ctx, clip: Clip, rng):
     clip.truths = [Truth("blockiness", a / FPS, (a + n) / FPS, f"qp{qp}")]
 
 
-def _blur(ctx, clip: Clip, rng):
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s,
+def _blur(footage: Footage, clip: Clip, rng, variant=None):
+    p = build_programme(footage, rng, clip.size, clip.duration_s,
                         negatives=[str(rng.choice(["fill", "box", "sd"])), "fades", "dissolves"])
     frames = finish(p)
     a = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 5 * FPS))
@@ -512,9 +521,9 @@ def _blur(ctx, clip: Clip, rng):
     clip.truths = [Truth("blur", a / FPS, (a + n) / FPS, f"sigma{sigma:g}")]
 
 
-def _freeze(ctx, clip: Clip, rng, variant: str):
+def _freeze(footage: Footage, clip: Clip, rng, variant: str):
     negs = [str(rng.choice(["fill", "box", "cif"]))] + (["clock"] if variant == "clock" else [])
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s, negatives=negs)
+    p = build_programme(footage, rng, clip.size, clip.duration_s, negatives=negs)
     a = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 6 * FPS))
     n = int(rng.integers(int(2.4 * FPS), 4 * FPS + 1))
     held = p.frames[a]
@@ -527,8 +536,8 @@ def _freeze(ctx, clip: Clip, rng, variant: str):
     clip.truths = [Truth("freeze", a / FPS, (a + n) / FPS, variant)]
 
 
-def _black_under_graphics(ctx, clip: Clip, rng):
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s, negatives=["fill", "logo", "clock"])
+def _black_under_graphics(footage: Footage, clip: Clip, rng, variant=None):
+    p = build_programme(footage, rng, clip.size, clip.duration_s, negatives=["fill", "logo", "clock"])
     a = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 6 * FPS))
     n = int(rng.integers(2 * FPS, 4 * FPS + 1))
     for i in range(a, a + n):
@@ -539,10 +548,10 @@ def _black_under_graphics(ctx, clip: Clip, rng):
     clip.allowed = [("freeze", a / FPS, (a + n) / FPS)]
 
 
-def _av_offset(ctx, clip: Clip, rng, offset_ms: float):
+def _av_offset(footage: Footage, clip: Clip, rng, offset_ms: float):
     """Flash/beep sync marks over real footage (a white flash in the picture and a 1 kHz beep, every
     1.5-3 s at irregular times), the sound shifted by offset_ms (> 0: audio late)."""
-    p = build_programme(ctx.footage, rng, clip.size, clip.duration_s, negatives=[str(rng.choice(["fill", "box"]))])
+    p = build_programme(footage, rng, clip.size, clip.duration_s, negatives=[str(rng.choice(["fill", "box"]))])
     n = len(p.frames)
     t = int(FPS)
     beep = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(int(0.04 * RATE)) / RATE)).astype(np.float32)
@@ -562,27 +571,19 @@ def _av_offset(ctx, clip: Clip, rng, offset_ms: float):
 # (recipe name, builder, size choices, seconds, variants): each variant is built with two seeds
 RECIPES = [
     ("clean", _clean, ["360p", "720p", "720p", "1080p"], 30.0, [None] * 10),
-    ("packet_h264", lambda c, k, r, v: _packet_damage(c, k, r, "libx264", v), ["720p", "1080p"], 12.0,
-     ["bytes", "bitflip", "bytes"]),
-    ("packet_mpeg2", lambda c, k, r, v: _packet_damage(c, k, r, "mpeg2video", v), ["360p", "720p"], 12.0,
-     ["bytes", "bitflip"]),
-    ("damaged_upscaled", lambda c, k, r, v: _damaged_then_upscaled(c, k, r), ["720p", "1080p"], 12.0, [None, None]),
-    ("macroblocking", lambda c, k, r, v: _macroblocking(c, k, r), ["720p", "1080p"], 12.0, [None, None]),
-    ("blur", lambda c, k, r, v: _blur(c, k, r), ["720p", "1080p"], 12.0, [None, None, None]),
-    ("freeze", lambda c, k, r, v: _freeze(c, k, r, v), ["360p", "720p"], 12.0, ["exact", "noise", "clock"]),
-    ("black", lambda c, k, r, v: _black_under_graphics(c, k, r), ["360p", "720p"], 12.0, [None, None]),
-    ("av_offset", lambda c, k, r, v: _av_offset(c, k, r, v), ["360p"], 16.0,
-     [-200.0, -120.0, 120.0, 200.0, 20.0, -20.0]),
+    ("packet_h264", _packet_damage, ["720p", "1080p"], 12.0, ["libx264-bytes", "libx264-bitflip", "libx264-bytes"]),
+    ("packet_mpeg2", _packet_damage, ["360p", "720p"], 12.0, ["mpeg2video-bytes", "mpeg2video-bitflip"]),
+    ("damaged_upscaled", _damaged_then_upscaled, ["720p", "1080p"], 12.0, [None, None]),
+    ("macroblocking", _macroblocking, ["720p", "1080p"], 12.0, [None, None]),
+    ("blur", _blur, ["720p", "1080p"], 12.0, [None, None, None]),
+    ("freeze", _freeze, ["360p", "720p"], 12.0, ["exact", "noise", "clock"]),
+    ("black", _black_under_graphics, ["360p", "720p"], 12.0, [None, None]),
+    ("av_offset", _av_offset, ["360p"], 16.0, [-200.0, -120.0, 120.0, 200.0, 20.0, -20.0]),
 ]
 
 
 def _fingerprint() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
-
-
-class _Ctx:
-    def __init__(self, work: Path):
-        self.footage = Footage(work)
 
 
 def build(root: Path = CACHE, echo=print) -> list[Clip]:
@@ -592,7 +593,7 @@ def build(root: Path = CACHE, echo=print) -> list[Clip]:
     if index.exists():
         return load(index)
     where.mkdir(parents=True, exist_ok=True)
-    ctx = _Ctx(where)
+    footage = Footage(where)
     clips: list[Clip] = []
     seed = 0
     for recipe, make, sizes, seconds, variants in RECIPES:
@@ -600,13 +601,11 @@ def build(root: Path = CACHE, echo=print) -> list[Clip]:
             for part in ("tune", "held_out"):
                 rng = np.random.default_rng(SEED_BASE + seed)
                 size = SIZES[sizes[int(rng.integers(len(sizes)))]]
-                tag = "" if variant is None else f"_{variant}".replace(".0", "").replace("-", "m").replace("+", "p")
+                tag = "" if variant is None else "_" + (variant.split("-")[-1] if isinstance(variant, str) else
+                                                        f"{variant:+g}".replace("-", "m").replace("+", ""))
                 clip = Clip(f"{recipe}{tag}_s{seed}", seed, part, recipe, str(where / f"{recipe}{tag}_s{seed}.mp4"),
                             seconds, size, [])
-                if recipe == "clean":
-                    make(ctx, clip, rng)
-                else:
-                    make(ctx, clip, rng, variant)
+                make(footage, clip, rng, variant)
                 clips.append(clip)
                 echo(f"[corpus] {len(clips):3d} {clip.name} {size[0]}x{size[1]} {part}: "
                      f"{', '.join(clip.shaping)}; truth {[(t.detector, round(t.start_s, 2), round(t.end_s, 2)) for t in clip.truths]}")

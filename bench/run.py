@@ -1,6 +1,7 @@
 """Run the benchmarks and write docs/benchmarks.md and docs/benchmarks.json (what `make bench` runs).
 
-    .venv/bin/python bench/run.py                       # everything (~15 min on 2 cores)
+    .venv/bin/python bench/run.py                       # everything (~15 min on 2 cores; the first run also
+                                                        # builds the field corpus and measures FFmpeg on it, ~30 min)
     .venv/bin/python bench/run.py --only converter,e2e  # some of them; the others keep their last figures
 
 Every benchmark measures an anchor in the same run (FFmpeg on the same clip, a numpy pass over the same

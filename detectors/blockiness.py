@@ -26,7 +26,7 @@ error report (avwatch/convert/decoder_reports.py: FFmpeg logs the macroblocks it
 blocky by itself, its regions above their baseline saying where.
 
 The levels were chosen on the field corpus (bench/field_corpus.py; the tune parts of two seed draws and
-the first draw's held-out part, 27 defects and 22 minutes of clean footage): at the levels before (1.1,
+the first draw's held-out part: 27 defects and 17 minutes of clean footage): at the levels before (1.1,
 1.8x, 2 regions) clean footage raised dozens of false alarms (letterboxed shots, low bitrates with grain,
 strobes, cuts every second); a frame's second-highest region ratio on clean footage reaches 1.46 at its
 99th percentile and 1.95 at its 99.9th. Now: 2.5, 3x, 3 regions, hold level 1.2 / 1.8x / 2 regions, and
@@ -42,19 +42,19 @@ Two kinds of event (the `check` field):
   encoder). It ends at the first frame that is not blocky (blocky frames closer than `merge_gap_s` are one
   run) and must last `compression_min_duration_s`.
 - "corruption": every other run, and any run with a frame the decoder flagged corrupt (`decode_error`;
-  such a frame is blocky by itself). A broken packet is concealed, and the wrong picture propagates through prediction until the
-  next keyframe even where the concealed blocks are smoothed away, so the event ends at the first keyframe
+  such a frame is blocky by itself). A broken packet is concealed, and the wrong picture propagates
+  through prediction until the next keyframe even where the concealed blocks are smoothed away, so the event ends at the first keyframe
   after its last blocky frame (if one comes within `max_hold_s`, else at the last blocky frame); a
   keyframe always ends it, and blocks on that keyframe start a new run. Reported at any length
   (`min_duration_s`, default 0).
 
 Known limits: damage that the decoder did not report (upstream of a re-encode, or decoded silently)
-must push three regions past 2.5, so faint or local damage (one B-frame, a few concealed macroblocks, most
-damage smoothed by a later upscale) is missed; the grid is measured at period 8 and phase 0, so damage enlarged by a
-non-integer factor (960x540 to 1280x720: period 10.7) is seen only through the decoder report; a dissolve
-between two letterboxed shots blends the bars (no longer dark), and their edges read as a grid. A damaged
-non-reference B-frame heals at the next frame but is held to the keyframe like
-any corruption; a starved stretch without a keyframe inside is reported as corruption up to the next
+must push three regions past 2.5, so faint or local damage (one B-frame, a few concealed macroblocks,
+most damage smoothed by a later upscale) is missed; the grid is measured at period 8 and phase 0, so
+damage enlarged by a non-integer factor (960x540 to 1280x720: period 10.7) is seen only through the
+decoder report; a dissolve between two letterboxed shots blends the bars (no longer dark), and their
+edges read as a grid. A damaged non-reference B-frame heals at the next frame but is held to the
+keyframe like any corruption; a starved stretch without a keyframe inside is reported as corruption up to the next
 keyframe, and one that starts mid-GOP as corruption up to the first keyframe and compression from there;
 a corrupted keyframe starts a "compression" run, ending at its last blocky frame rather than at the next
 keyframe.
@@ -184,8 +184,8 @@ def block_grid_features(luma: np.ndarray, regions: tuple[int, int] = (3, 3),
 
 @dataclass(frozen=True)
 class BlockinessOptions(Options):
-    ratio_threshold: float = option(2.5, "a region is blocky when its grid/in-block gradient ratio exceeds this",
-                                    min=1.0, max=10.0)
+    ratio_threshold: float = option(2.5, "a region is clearly blocky (a run may open) when its grid/in-block "
+                                    "gradient ratio exceeds this", min=1.0, max=10.0)
     hold_ratio: float = option(1.2, "the hold level: a run reaches back over, and goes on through, frames with "
                                "hold_regions regions above this ratio and hold_factor times their baseline's "
                                "blockiness", min=1.0, max=10.0)
@@ -196,8 +196,8 @@ class BlockinessOptions(Options):
                                     "all regions, minus 1, at least baseline_floor)", min=1.0, max=100.0)
     baseline_floor: float = option(0.06, "smallest baseline blockiness (ratio - 1) a region is compared with",
                                    min=0.01, max=10.0)
-    min_regions: int = option(3, "a frame is blocky when at least this many of its 3x3 regions are (one is enough "
-                              "when the decoder flagged the frame corrupt)", min=1, max=9)
+    min_regions: int = option(3, "a run opens on a frame with at least this many clearly blocky regions of its "
+                              "3x3 (a frame the decoder reported damage in is blocky by itself)", min=1, max=9)
     min_activity: float = option(0.004, "regions flatter than this mean in-block gradient (fraction of range) "
                                  "are not judged", min=0.0, max=1.0)
     warmup_s: float = option(1.0, "the first seconds only teach the baseline (s)", min=0.0, max=600.0)
@@ -343,7 +343,8 @@ class Blockiness(Detector):
                 extra["errors"] += int(error)
                 extra["blocky"] += 1
                 extra["blocky_keyframes"] += int(bool(rows["keyframe"][k]))
-                extra["peak_excess"] = max(extra["peak_excess"], float(np.max(excess[blocky_regions], initial=0.0)))
+                extra["peak_excess"] = max(extra["peak_excess"],
+                                           float(np.max(excess[blocky_regions], initial=0.0)))
                 state.last_on = t + dur
                 self._note_reportable(state)
                 # lasting blockiness slowly becomes the region's normal

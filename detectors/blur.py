@@ -71,7 +71,6 @@ class BlurOptions(Options):
                               min=1, max=9)
     cut_threshold: float = option(0.08, "a mean |change| of the 16x9 luma thumbnail at least this fraction of "
                                   "the range is a scene cut (restarts the baseline)", min=0.0, max=1.0)
-
     min_contrast: float = option(0.06, "frames whose luma standard deviation is under this fraction of the range "
                                  "(the dark middle of a fade, a dim picture) are not judged, and the baseline "
                                  "is learnt afresh after them (the scene may have changed)", min=0.0, max=1.0)

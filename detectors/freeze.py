@@ -112,42 +112,36 @@ class Freeze(Detector):
     def stage1(self, frames: VideoFrames) -> dict:
         return {"flat_frac": flat_fraction(frames.luma)}
 
+    def _graphics(self, cells, level: float) -> list[int] | None:
+        """The cells that changed beyond `level`, when they are at most max_moving_cells cells of the graphics
+        rows (downstream graphics still running over a held picture); None when anything else changed too."""
+        o = self.options
+        if cells is None or not o.max_moving_cells:
+            return None
+        moving = [k for k, d in enumerate(cells) if not d <= level]
+        return moving if len(moving) <= o.max_moving_cells and set(moving) <= GRAPHICS_CELLS else None
+
     def _still(self, diff: float, cells) -> tuple[bool, float, int]:
         """(still, the difference of its still part, its moving cells as a bitmask) of one frame: the whole
-        picture within `noise`, or all but at most max_moving_cells cells of the graphics rows."""
+        picture within `noise`, or all but at most max_moving_cells cells of the graphics rows.
+
+        The still part's difference is what the repeat test reads: a burnt-in clock's few changed pixels
+        (cells beyond `exact_noise`) must not make the held picture's frames non-repeats. A frame still as a
+        whole names as moving the graphics cells that stand out (4x the median cell change: a small clock,
+        not the picture's own noise)."""
         o = self.options
-        if diff == diff and diff <= o.noise:
-            return True, self._still_part(diff, cells), self._graphics_moving(cells)
-        if not o.max_moving_cells or cells is None or diff != diff:
+        if diff != diff:
             return False, diff, 0
-        moving = [k for k, d in enumerate(cells) if not d <= o.noise]
-        if not moving or len(moving) > o.max_moving_cells or not set(moving) <= GRAPHICS_CELLS:
+        if diff <= o.noise:
+            exact = self._graphics(cells, o.exact_noise) if diff > o.exact_noise else None
+            rest = max((d for k, d in enumerate(cells) if k not in exact), default=0.0) if exact else diff
+            shown = self._graphics(cells, max(o.noise, 4 * float(np.median(cells)))) if cells is not None else None
+            return True, float(rest), sum(1 << k for k in shown or ())
+        moving = self._graphics(cells, o.noise)
+        if not moving:
             return False, diff, 0
         rest = max((d for k, d in enumerate(cells) if k not in moving), default=0.0)
         return True, float(rest), sum(1 << k for k in moving)
-
-    def _graphics_moving(self, cells) -> int:
-        """Cells of the graphics rows that changed beyond `noise` in a frame that is still as a whole (a small
-        clock): reported as a partial freeze's moving cells. 0 when anything else moved too."""
-        o = self.options
-        if cells is None or not o.max_moving_cells:
-            return 0
-        floor = 4 * float(np.median(cells))  # a graphic stands out from the still picture's own noise
-        moving = [k for k, d in enumerate(cells) if not d <= max(o.noise, floor)]
-        if len(moving) > o.max_moving_cells or not set(moving) <= GRAPHICS_CELLS:
-            return 0
-        return sum(1 << k for k in moving)
-
-    def _still_part(self, diff: float, cells) -> float:
-        """The difference of a still frame outside downstream graphics: its repeat test must not count a
-        running clock's few changed pixels (the held picture itself repeats exactly)."""
-        o = self.options
-        if diff <= o.exact_noise or cells is None or not o.max_moving_cells:
-            return diff
-        moving = [k for k, d in enumerate(cells) if not d <= o.exact_noise]
-        if not moving or len(moving) > o.max_moving_cells or not set(moving) <= GRAPHICS_CELLS:
-            return diff
-        return float(max((d for k, d in enumerate(cells) if k not in moving), default=0.0))
 
     def process(self, state: FreezeState, kind: str, rows: Features) -> list[Event]:
         o = self.options

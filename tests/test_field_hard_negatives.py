@@ -18,7 +18,9 @@ import pytest
 
 from avwatch.convert.decode import MediaDecoder
 from avwatch.local import analyze_source
-from bench.field_corpus import clock, fit
+from bench.field_corpus import SIZES, Clip, Footage, clock, fit
+from bench.field_corpus import _freeze as make_freeze
+from detectors.blockiness import block_grid_features
 from detectors.config import DetectorConfig
 from tests.video_clips import analyze, clip_frames, corrupt_packets, encode, spans, starve
 
@@ -49,6 +51,24 @@ def test_letterbox_edges_on_the_block_grid_in_shots_cut_every_second_are_not_blo
     assert analyze(path, "blockiness") == []
 
 
+@pytest.mark.parametrize("box", ["letterbox", "pillarbox"])
+def test_bar_edges_on_grid_lines_are_left_out_of_the_block_grid_measure(box):
+    """Stage 1 on real frames boxed into 640x360 with the bars' edges on grid lines (rows 40 and 312, or
+    columns 80 and 560): the region ratios stay those of a clean picture; counted, the edges alone read as
+    heavy blocking (which the stage-2 baseline then has to absorb)."""
+    for f in clip_frames("bikes", count=250)[::60]:
+        out = np.zeros((360, 640, 3), np.uint8)
+        if box == "letterbox":
+            out[40:312] = cv2.resize(f, (640, 272), interpolation=cv2.INTER_AREA)
+        else:
+            out[:, 80:560] = cv2.resize(f, (480, 360), interpolation=cv2.INTER_AREA)
+        y = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
+        masked, _ = block_grid_features(y, (3, 3))
+        counted, _ = block_grid_features(y, (3, 3), bars=False)
+        assert masked.max() < 1.5, masked
+        assert counted.max() > 2.0, counted
+
+
 def test_a_stretch_macroblocked_at_qp51_is_found_although_its_blocks_are_flat(tmp):
     """QP 51 without deblocking flattens every block's inside; the grid steps are all that is left."""
     frames = clip_frames("bikes", count=250)
@@ -71,24 +91,30 @@ def test_the_decoders_error_report_flags_the_concealed_frames(tmp):
 
 
 def test_a_held_picture_reencoded_with_refresh_under_a_running_clock_is_a_partial_freeze(tmp):
-    """Playout froze (frames 100-189 repeat frame 99) while a burnt-in clock runs; the encoder gets a keyframe
-    every second at CRF 28, so the held picture is re-coded at each and refined between them."""
-    bikes = clip_frames("bikes", size=(640, 272), count=250)
-    frames = [clock(bikes[99] if 100 <= i < 190 else f, i) for i, f in enumerate(bikes)]
-    path = encode(tmp / "clock_freeze.mp4", frames, crf=28, gop=25)
-    rows = analyze(path, "freeze")
+    """The field corpus's freeze under a burnt-in clock (its recipe at the seed that was missed: a CIF
+    upscale to 720p held 3.6 s, a keyframe every second): the clock's few changed pixels put every held
+    frame just above -80 dB, and the freeze was raised and then withdrawn as not repeating."""
+    footage = Footage(tmp)
+    rng = np.random.default_rng(1048)  # the first corpus draw's freeze_clock_s48
+    size = SIZES[["360p", "720p"][int(rng.integers(2))]]
+    clip = Clip("clock_freeze", 48, "tune", "freeze", str(tmp / "clock_freeze.mp4"), 12.0, size, [])
+    make_freeze(footage, clip, rng, "clock")
+    truth = clip.truths[0]
+    rows = analyze(Path(clip.path), "freeze")
     assert len(rows) == 1, spans(rows)
-    assert rows[0]["start_s"] == pytest.approx(99 / FPS, abs=0.1)
-    assert rows[0]["end_s"] == pytest.approx(190 / FPS, abs=0.1)
     details = json.loads(rows[0]["details"])
+    assert not details.get("withdrawn"), details
+    assert rows[0]["start_s"] == pytest.approx(truth.start_s, abs=0.1)
+    assert rows[0]["end_s"] == pytest.approx(truth.end_s, abs=0.1)
     assert details.get("partial") is True and set(details["moved_cells"]) <= {12, 13, 14, 15}
     # the clock over live pictures is no freeze
+    bikes = clip_frames("bikes", size=(640, 272), count=250)
     live = [clock(f, i) for i, f in enumerate(bikes)]
     assert analyze(encode(tmp / "clock_live.mp4", live, crf=28, gop=25), "freeze") == []
 
 
-def test_analyze_source_runs_every_detector_on_a_shaped_clip(tmp):
-    """A clean programme with the corpus's shaping (CIF upscale, clock, logo-free) raises no event at all."""
+def test_a_shaped_clean_programme_raises_no_video_event(tmp):
+    """A clean programme with the corpus's shaping (a CIF upscale under a running clock): no video detector fires."""
     frames = [clock(fit(f, (640, 360), "cif"), i) for i, f in enumerate(clip_frames("carphone_pristine",
                                                                                    count=200))]
     path = encode(tmp / "shaped.mp4", frames, crf=23, gop=50)

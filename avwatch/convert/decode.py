@@ -245,9 +245,10 @@ class MediaDecoder:
                     dialnorm = dialnorm_db(bytes(packet))
                     if dialnorm is not None:
                         track.info["dialnorm_db"] = dialnorm  # carried in the segments' source
-                first = packet.stream is self.vstream and not self._opened
-                self._opened = self._opened or first
-                decoder_reports.begin(first=first)
+                video = packet.stream is self.vstream
+                if video:
+                    decoder_reports.begin(first=not self._opened)
+                    self._opened = True
                 try:
                     decoded = packet.decode()
                 except av.error.InvalidDataError:
@@ -261,13 +262,12 @@ class MediaDecoder:
                     log.debug("%s: decode error %s", self.uri, exc)
                     continue
                 finally:
-                    reports = decoder_reports.end()
-                if reports and packet.stream is self.vstream:
+                    reports, report = decoder_reports.end() if video else (0, "")
+                if reports:
                     # the decoder concealed damage in this packet: its frame is flagged when it comes out
                     self._reported = (self._reported + [packet.pts])[-64:]
                     self.decode_errors += 1
-                    log.debug("%s: decoder reported damage at pts %s: %s", self.uri, packet.pts,
-                              decoder_reports.last_report())
+                    log.debug("%s: decoder reported damage at pts %s: %s", self.uri, packet.pts, report)
                 for frame in decoded:
                     if packet.stream is self.vstream:
                         item = self._video(frame)

@@ -4,20 +4,24 @@ A damaged packet is concealed by FFmpeg's decoder (the picture comes out, patche
 the previous frame) and the frame is not flagged corrupt; what the decoder does say is logged:
 "error while decoding MB 35 12", "concealing 410 DC, 410 AC, 410 MV errors in P frame", "ac-tex damaged".
 PyAV forwards FFmpeg's log to Python's logging as `libav.<codec>`; a handler here counts the error-level
-reports of video decoders per decoding thread, and the decoder reads its count around each packet it
-decodes (`begin`/`end`), so the packet that caused a report is known.
+reports of video decoders per decoding thread, and the decoder brackets each video packet it decodes
+(`begin`/`end`), so the packet that caused a report is known.
 
-Attribution. The converter decodes each source on its own thread, and several at once: a report must go
-to the source that caused it, never to another (a damaged feed would flag every stream of the process).
-A report logged on a thread inside a decode call is that thread's. FFmpeg's slice threads also log; each
+Attribution. The converter decodes each source on its own thread, several at once: a report must go to
+the source that caused it, never to another (a damaged feed would flag every stream of the process). A
+report logged on a thread inside a decode call is that thread's. FFmpeg's slice threads also log; each
 belongs to one decoder for its life and is started when that decoder opens its codec (its first packet),
-so openings are taken one at a time and the native threads that appear during one are tied to its decoder.
-A report from a thread tied to no decoding thread is given to the only decode in progress, or dropped when
-several are (a missed flag, never a wrong one).
+so openings are taken one at a time and the native threads that appear during one are tied to its
+decoder. A report from a thread tied to no decoding thread in progress is given to the only decode in
+progress, or dropped when several are (a missed flag, never a wrong one).
+
+Installing the handler stops FFmpeg's error messages from reaching the root logger (a damaged stream
+would flood it); they stay available at debug level under the `libav` logger.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import av.logging
@@ -27,15 +31,14 @@ VIDEO_DECODERS = frozenset({"h264", "hevc", "mpeg2video", "mpeg1video", "mpegvid
                             "vp9", "av1", "dav1d", "libdav1d", "vc1", "error_resilience"})
 
 _lock = threading.Lock()
-_active: dict[int, int] = {}   # decoding thread -> reports since its begin()
-_owner: dict[int, int] = {}    # FFmpeg slice thread -> the decoding thread it works for
-_last: dict[int, str] = {}     # decoding thread -> its last report's text
+_active: dict[int, list] = {}  # decoding thread's native id -> [reports in the current call, last report text]
+_owner: dict[int, int] = {}    # FFmpeg slice thread's native id -> the decoding thread it works for
+_opening = threading.Lock()    # one decoder opens its codec (starts its slice threads) at a time
+_local = threading.local()
 _installed = False
 
 
 def _native_threads() -> set[int]:
-    import os
-
     try:
         return {int(t) for t in os.listdir("/proc/self/task")}
     except OSError:
@@ -49,70 +52,57 @@ class _Count(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.name.rsplit(".", 1)[-1] not in VIDEO_DECODERS:
             return
-        tid = record.thread
-        native = threading.get_native_id()
+        me = threading.get_native_id()
         with _lock:
-            if tid in _active:
-                owner = tid
-            elif _owner.get(native) in _active:
-                owner = _owner[native]   # a slice thread seen starting with its decoder
-            else:
-                owner = _owner.get(tid)
-                if owner not in _active:  # not tied yet, or tied to a decoder that has ended
-                    owner = next(iter(_active)) if len(_active) == 1 else None
-                    if owner is None:
-                        return  # several decodes at once and this slice thread is unknown: dropped
-                    _owner[tid] = owner
-            _active[owner] += 1
-            _last[owner] = record.getMessage().strip()[:200]
+            owner = me if me in _active else _owner.get(me)
+            if owner not in _active:
+                if len(_active) != 1:
+                    return  # several decodes at once and this thread is tied to none of them: dropped
+                owner = next(iter(_active))
+            _active[owner][0] += 1
+            _active[owner][1] = record.getMessage().strip()[:200]
 
 
 def install() -> None:
-    """Route FFmpeg's error-level messages to the counter (once per process). They stay available at debug
-    level under the `libav` logger instead of being printed by FFmpeg."""
+    """Route FFmpeg's error-level messages to the counter (once per process)."""
     global _installed
     with _lock:
         if _installed:
             return
         logger = logging.getLogger("libav")
         logger.addHandler(_Count())
-        logger.propagate = False  # counted, not printed: a damaged stream would flood the log
+        logger.propagate = False
         level = av.logging.get_level()
         if level is None or level < av.logging.ERROR:
             av.logging.set_level(av.logging.ERROR)
         _installed = True
 
 
-_opening = threading.Lock()    # one decoder opens its codec (starts its slice threads) at a time
-_local = threading.local()
-
-
 def begin(first: bool = False) -> None:
-    """The calling thread starts decoding a packet. A decoder's first packet (`first`) opens its codec and
-    starts its slice threads: openings are taken one at a time and the native threads that appear during
-    one are tied to its decoder (end())."""
+    """The calling thread starts decoding a video packet; `first`: the decoder's first, which opens its
+    codec and starts its slice threads (tied to it in end())."""
     if first:
         _opening.acquire()
         _local.before = _native_threads()
     with _lock:
-        _active[threading.get_ident()] = 0
+        _active[threading.get_native_id()] = [0, ""]
 
 
-def end() -> int:
-    """The calling thread finished decoding: the decoder's reports during the call."""
-    me = threading.get_ident()
+def end() -> tuple[int, str]:
+    """The calling thread finished decoding: the decoder's reports during the call, and the last one's text."""
+    me = threading.get_native_id()
     before = getattr(_local, "before", None)
     if before is not None:
         _local.before = None
         try:
+            now = _native_threads()
             with _lock:
-                for t in _native_threads() - before:
+                for t in [t for t in _owner if t not in now]:  # threads that have ended (their codec closed)
+                    del _owner[t]
+                for t in now - before:
                     _owner[t] = me
         finally:
             _opening.release()
     with _lock:
-        return _active.pop(me, 0)
-
-
-def last_report() -> str:
-    return _last.get(threading.get_ident(), "")
+        count, last = _active.pop(me, [0, ""])
+    return count, last
