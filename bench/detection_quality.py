@@ -25,6 +25,7 @@ import json
 import re
 import subprocess
 import sys
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -158,8 +159,14 @@ def avwatch_events(path: str) -> list[Found]:
     return out
 
 
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Workers started afresh, not forked: a fork after the corpus build (PyAV's and FFmpeg's threads, the
+    decoder-report lock) could copy a held lock into a worker, which then waits on it forever."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
 def run_avwatch(clips: list[Clip], workers: int = 2) -> dict[str, list[Found]]:
-    with ProcessPoolExecutor(workers) as pool:
+    with _pool(workers) as pool:
         return dict(zip([c.name for c in clips], pool.map(avwatch_events, [c.path for c in clips])))
 
 
@@ -240,7 +247,7 @@ def _only(clips: list[Clip], detectors) -> list[Clip]:
 
 def run_ffmpeg(tune: list[Clip], held: list[Clip], workers: int = 2) -> dict:
     """FFmpeg's filters with blur/block thresholds chosen on the tune part, scored on the held-out part."""
-    with ProcessPoolExecutor(workers) as pool:
+    with _pool(workers) as pool:
         measured = dict(zip([c.name for c in tune + held], pool.map(ffmpeg_measure, [c.path for c in tune + held])))
     for m in measured.values():
         m["block"] = _per_frame(m["block"])

@@ -163,7 +163,17 @@ def test_blur_over_a_known_interval_is_found(tmp, name, sigma):
     assert details["min_sharpness"] < details["baseline_sharpness"]
 
 
-@pytest.mark.parametrize("case", ["soft_throughout", "dark", "fades", "scene_cuts", "clean_animation", "clean_head"])
+def test_a_fade_through_black_inside_a_blur_does_not_split_it(tmp, bikes):
+    """A blur on frames [100, 175) with a 0.4 s dip to black in its middle (a programme's fade): one event
+    over the whole blur, not a short half dropped and a second half taken as the new scene's baseline."""
+    frames = bikes[:100] + blur_frames(bikes[100:175], 2.0) + bikes[175:]
+    gain = np.abs(np.linspace(-1, 1, 10))
+    frames[130:140] = [(f * g).astype(np.uint8) for f, g in zip(frames[130:140], gain)]
+    assert_spans(analyze(encode(tmp / "blur_fade_inside.mp4", frames), "blur"), [(4.0, 7.0)])
+
+
+@pytest.mark.parametrize("case", ["soft_throughout", "dark", "fades", "scene_cuts", "clean_animation", "clean_head",
+                                  "dissolve_to_soft", "fade_out_to_soft"])
 def test_blur_hard_negatives(tmp, bikes, case):
     if case == "soft_throughout":  # soft from the first frame: that is the stream's own baseline
         frames = blur_frames(bikes, 2.0)
@@ -180,6 +190,14 @@ def test_blur_hard_negatives(tmp, bikes, case):
         frames = (bikes[:60] + clip_frames("bigbuckbunny", size=size)[:50] +
                   clip_frames("carphone_pristine", size=size)[:50] + bikes[100:150] +
                   clip_frames("carphone_pristine", size=size)[50:100] + bikes[150:250])
+    elif case in ("dissolve_to_soft", "fade_out_to_soft"):  # from detailed street footage to a soft face
+        head = clip_frames("carphone_pristine", size=(W, H))
+        if case == "dissolve_to_soft":
+            mid = [(f * (1 - a) + g * a).astype(np.uint8) for f, g, a in zip(bikes[100:115], head[:15],
+                                                                             np.linspace(0, 1, 15))]
+        else:  # a fade that stops at a third of the level, then a cut
+            mid = [(f * g).astype(np.uint8) for f, g in zip(bikes[100:115], np.linspace(1, 0.33, 15))]
+        frames = bikes[:100] + mid + head[15:115]
     elif case == "clean_animation":
         frames = clip_frames("bigbuckbunny", count=150)
     else:
