@@ -39,10 +39,11 @@ FPS = 25
 RATE = 48000
 CACHE = ROOT / ".cache" / "field_corpus"
 VISIBLE_DAMAGE_DB = 35.0   # a decoded frame this far below the clean decode (PSNR) shows the damage
-# the seeds: 1000 was the first corpus, whose held-out part was looked at while the detectors changed; 5000 is
-# a fresh draw (new footage stretches, shaping and timing), so its held-out part was never seen before it was
-# reported
-SEED_BASE = 5000
+# the seeds: 1000 was the first corpus, whose held-out part was looked at while the detectors changed; 5000 the
+# second, whose held-out part was scored three times as blockiness and blur changed (each level chosen on a
+# tune part); 9000 is a third draw (new footage stretches, shaping and timing), scored once the levels were
+# fixed, so its held-out part was never seen before it was reported
+SEED_BASE = 9000
 SIZES = {"360p": (640, 360), "720p": (1280, 720), "1080p": (1920, 1080)}
 PHOTOS = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
 
@@ -353,6 +354,7 @@ def decode_frames(path: Path) -> list[np.ndarray]:
     by_index = {}
     with av.open(str(path)) as c:
         s = c.streams.video[0]
+        s.codec_context.thread_count = 1  # concealment in threads differs run to run: the corpus must not
         rate = s.average_rate or FPS
         for packet in c.demux(s):
             try:
@@ -431,11 +433,19 @@ def damaged_spans(clean: list[np.ndarray], damaged: list[np.ndarray]) -> list[tu
 # -- recipes ---------------------------------------------------------------------------------------
 
 
-def _visible(clip: Clip, spans: list) -> None:
-    """A damage recipe whose damage left no visible trace would count as clean footage: refuse it."""
-    if not spans:
-        raise RuntimeError(f"{clip.name}: the damaged packets left no frame below {VISIBLE_DAMAGE_DB} dB PSNR; "
-                           "choose another seed (SEED_BASE) or damage more packets")
+DAMAGE_TRIES = 5
+
+
+def _visible_damage(clip: Clip, damage) -> list:
+    """Damage until it shows: `damage()` draws and applies damage (from the clip's generator, so the same
+    seed gives the same clip) and returns its visible spans. A damage recipe whose damage left no visible
+    trace would count as clean footage; after DAMAGE_TRIES draws with none, refuse the clip."""
+    for _ in range(DAMAGE_TRIES):
+        spans = damage()
+        if spans:
+            return spans
+    raise RuntimeError(f"{clip.name}: {DAMAGE_TRIES} draws of damaged packets left no frame below "
+                       f"{VISIBLE_DAMAGE_DB} dB PSNR; choose another seed (SEED_BASE) or damage more packets")
 
 
 def _clean(footage: Footage, clip: Clip, rng, variant=None):
@@ -457,12 +467,16 @@ def _packet_damage(footage: Footage, clip: Clip, rng, variant: str):
         encode(ref, frames, p.audio, codec=codec, bitrate=int(clip.size[0] * clip.size[1] * 8), gop=12)
     else:
         encode(ref, frames, p.audio, crf=int(rng.choice([18, 23])), gop=50)
-    first = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 3 * FPS))
-    hit = set(range(first, first + int(rng.integers(1, 6))))
-    damage_packets(ref, Path(clip.path), hit, rng, how)
-    spans = damaged_spans(decode_frames(ref), decode_frames(Path(clip.path)))
+    clean = decode_frames(ref)
+
+    def damage():
+        first = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 3 * FPS))
+        hit = set(range(first, first + int(rng.integers(1, 6))))
+        damage_packets(ref, Path(clip.path), hit, rng, how)
+        return damaged_spans(clean, decode_frames(Path(clip.path)))
+
+    spans = _visible_damage(clip, damage)
     ref.unlink()
-    _visible(clip, spans)
     clip.truths = [Truth("blockiness", a, b, f"{codec}-{how}") for a, b in spans]
     # the decoder's own error report, and a frame it could not decode at all (a real dropped frame)
     clip.allowed = [(d, a - 0.5, b + 0.5) for a, b in spans for d in ("decode_error", "frame_drop")]
@@ -478,11 +492,16 @@ def _damaged_then_upscaled(footage: Footage, clip: Clip, rng, variant=None):
     ref = Path(clip.path).with_suffix(".small.mp4")
     bad = Path(clip.path).with_suffix(".smallbad.mp4")
     encode(ref, frames, None, crf=20, gop=50)
-    first = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 3 * FPS))
-    damage_packets(ref, bad, set(range(first, first + int(rng.integers(1, 4)))), rng, "bytes")
-    clean_small, bad_small = decode_frames(ref), decode_frames(bad)
-    spans = damaged_spans(clean_small, bad_small)
-    _visible(clip, spans)
+    clean_small = decode_frames(ref)
+    bad_small: list[np.ndarray] = []
+
+    def damage():
+        first = int(rng.integers(3 * FPS, int(clip.duration_s * FPS) - 3 * FPS))
+        damage_packets(ref, bad, set(range(first, first + int(rng.integers(1, 4)))), rng, "bytes")
+        bad_small[:] = decode_frames(bad)
+        return damaged_spans(clean_small, bad_small)
+
+    spans = _visible_damage(clip, damage)
     up = [cv2.resize(f, clip.size, interpolation=cv2.INTER_CUBIC) for f in bad_small]
     encode(Path(clip.path), up, p.audio, crf=18, gop=int(rng.choice([25, 50])))
     ref.unlink()
