@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -50,6 +51,8 @@ def main(argv=None) -> int:
     from avwatch.stack import Stack
     from tests.conftest import free_port_pair
 
+    # stopped with SIGTERM (kill, a CI timeout), the run still stops its broker: `finally` runs on SystemExit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="avwatch-bench-"))
     stack = Stack.at(work / "state", free_port_pair())
     stack.up(echo=lambda *_: None)
