@@ -228,7 +228,8 @@ class Blur(Detector):
                 not o.fade_contrast * ref <= contrast <= ref / o.fade_contrast
             # the reference follows every frame within fade_window_s: a contrast that is moving now is a fade
             # or a dissolve; one that moved and settled (a lighting change, the camera turning) is not
-            a = min(1.0, float(rows["frame_dur"][k]) / o.fade_window_s)
+            dur = float(rows["frame_dur"][k])
+            a = min(1.0, dur / o.fade_window_s)
             state.contrast_ref = contrast if ref is None else ref + a * (contrast - ref)
             if s != s or dim or fading:  # not judged: it neither confirms nor ends a blur
                 if state.unjudged_since is None:
@@ -252,9 +253,8 @@ class Blur(Detector):
                 continue
             if run.start is not None:
                 events += self._close(state, t)
-            # a frame that is not blurred teaches the baselines: running mean first, then exponential
+            # a frame that is not blurred teaches the baseline: running mean first, then exponential
             state.n += 1
-            dur = float(rows["frame_dur"][k])
             alpha = max(1.0 / state.n, min(1.0, dur / o.baseline_s))
             state.base = base + alpha * (s - base)
         if len(rows):
