@@ -54,9 +54,18 @@ class ColorBarsOptions(Options):
                                "is achromatic", min=0.0, max=1.0)
 
 
+def _channel_max(x: np.ndarray) -> np.ndarray:
+    """Largest of the last axis's three channels, element-wise (a reduction over an axis of 3 costs ~10x)."""
+    return np.maximum(np.maximum(x[..., 0], x[..., 1]), x[..., 2])
+
+
+def _channel_min(x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.minimum(x[..., 0], x[..., 1]), x[..., 2])
+
+
 def _name_columns(mean: np.ndarray, uniform: np.ndarray, min_chroma: float) -> np.ndarray:
     """Bar names (ASCII codes) of column colours (..., 3) in 0..1; 'x' where the column is not uniform."""
-    hi, lo = mean.max(axis=-1), mean.min(axis=-1)
+    hi, lo = _channel_max(mean), _channel_min(mean)
     chroma = hi - lo
     on = mean > (lo + chroma / 2)[..., None]
     code = _BITS[on[..., 0] * 4 + on[..., 1] * 2 + on[..., 2]]
@@ -116,11 +125,15 @@ def bar_features(thumbs: np.ndarray, options: ColorBarsOptions) -> dict:
     if nh < 2 or tw < 6 * min_run:
         return {"colorbars_bars": bars, "colorbars_span": span, "colorbars_ratio": ratio, "colorbars_white": white}
     h = x[:, :nh * half].reshape(n, nh, half, tw, 3)
-    hsum = h.sum(axis=2, dtype=np.int32)
-    hmax, hmin = h.max(axis=2), h.min(axis=2)
+    # sums and extremes over each half-band's rows, element-wise row by row (a numpy reduction over that
+    # short middle axis cost ~10x as much)
+    hsum, hmax, hmin = h[:, :, 0].astype(np.int32), h[:, :, 0], h[:, :, 0]
+    for r in range(1, half):
+        hsum = hsum + h[:, :, r]
+        hmax, hmin = np.maximum(hmax, h[:, :, r]), np.minimum(hmin, h[:, :, r])
     mean = (hsum[:, 1:] + hsum[:, :-1]).astype(np.float32) / (2 * half * 255.0)  # (n, nh-1, tw, 3)
-    spread = (np.maximum(hmax[:, 1:], hmax[:, :-1]).astype(np.int16) -
-              np.minimum(hmin[:, 1:], hmin[:, :-1])).max(axis=-1) / 255.0
+    spread = _channel_max(np.maximum(hmax[:, 1:], hmax[:, :-1]).astype(np.int16) -
+                          np.minimum(hmin[:, 1:], hmin[:, :-1])) / 255.0
     names = _name_columns(mean, spread <= options.uniform_tolerance, options.min_chroma)  # (n, bands, tw)
     for i in range(n):
         for b in range(nh - 1):

@@ -77,8 +77,8 @@ def flat_fraction(luma: np.ndarray, step: float = 2.0) -> np.ndarray:
     for i, plane in enumerate(y):
         gx = cv2.absdiff(plane[:, 1:], plane[:, :-1])[:-1]
         gy = cv2.absdiff(plane[1:], plane[:-1])[:, :-1]
-        flat = cv2.max(gx, gy) <= step
-        out[i] = float(np.count_nonzero(flat)) / flat.size if flat.size else 1.0
+        steep = cv2.threshold(cv2.max(gx, gy), step, 1, cv2.THRESH_BINARY)[1]  # 1 where a step exceeds `step`
+        out[i] = float(steep.size - cv2.countNonZero(steep)) / steep.size if steep.size else 1.0
     return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -125,16 +126,20 @@ def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
 
 
 def _cell_means(d: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
-    """Mean of d over a rows x cols grid of cells (cells may be unequal when sizes do not divide)."""
-    ry, rx = cells
+    """Mean of d over a rows x cols grid of cells, float32 row-major (cells may be unequal when sizes do not
+    divide). One integral image, then four corners per cell (a cv2.mean per cell cost ~6x as much)."""
     h, w = d.shape
-    ys = np.linspace(0, h, ry + 1).astype(int)
-    xs = np.linspace(0, w, rx + 1).astype(int)
-    out = np.empty(ry * rx, np.float32)
-    for i in range(ry):
-        for j in range(rx):
-            out[i * rx + j] = cv2.mean(d[ys[i]:ys[i + 1], xs[j]:xs[j + 1]])[0]
-    return out
+    ys, xs, area = _cell_grid(h, w, cells)
+    corners = cv2.integral(d)[np.ix_(ys, xs)].astype(np.int64)
+    sums = np.diff(np.diff(corners, axis=0), axis=1)
+    return (sums / area).ravel().astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _cell_grid(h: int, w: int, cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ys = np.linspace(0, h, cells[0] + 1).astype(int)
+    xs = np.linspace(0, w, cells[1] + 1).astype(int)
+    return ys, xs, np.maximum(np.outer(np.diff(ys), np.diff(xs)), 1)
 
 
 def decode_thumb(jpeg: bytes, height: int, width: int) -> np.ndarray:
