@@ -275,53 +275,65 @@ class Blockiness(Detector):
     def process(self, state: BlockinessState, kind: str, rows) -> list[Event]:
         o = self.options
         events: list[Event] = []
-        ratios, acts = rows["block_ratio"], rows["block_activity"]
-        errors = rows["decode_error"] if "decode_error" in rows else np.zeros(len(rows), bool)
-        for k in range(len(rows)):
-            t, dur = float(rows["t"][k]), float(rows["frame_dur"][k])
-            r, a = ratios[k].astype(np.float64), acts[k].astype(np.float64)
-            # judged: textured regions, and flat ones whose grid steps strongly (a starved encoder flattens the
-            # blocks' insides, leaving only the steps between them); flat animation has neither
-            valid = (a >= o.min_activity) | ((r * (a + _EPS) - _EPS >= 2 * o.min_activity) &
-                                             (r >= FLAT_RATIO))
+        n = len(rows)
+        if not n:
+            return events
+        ratios = np.asarray(rows["block_ratio"], np.float64)
+        acts = np.asarray(rows["block_activity"], np.float64)
+        # judged: textured regions, and flat ones whose grid steps strongly (a starved encoder flattens the
+        # blocks' insides, leaving only the steps between them); flat animation has neither
+        valids = (acts >= o.min_activity) | ((ratios * (acts + _EPS) - _EPS >= 2 * o.min_activity) &
+                                             (ratios >= FLAT_RATIO))
+        errors = rows["decode_error"].tolist() if "decode_error" in rows else [False] * n
+        times, durs, keys = rows["t"].tolist(), rows["frame_dur"].tolist(), rows["keyframe"].tolist()
+        # the baselines live in arrays while the rows are walked, and go back to the state as lists at the end
+        base = None if state.baseline is None else np.asarray(state.baseline, np.float64)
+        hist = np.asarray(state.hist, np.float64)
+        decays: dict[float, float] = {}
+        for k in range(n):
+            t, dur = float(times[k]), float(durs[k])
+            r, valid, keyframe = ratios[k], valids[k], bool(keys[k])
             run = state.run
-            if state.baseline is None:
-                state.baseline = np.where(valid, r, 1.0).tolist()
-            base = np.asarray(state.baseline)
-            decay = float(np.exp(-dur / o.baseline_s))
+            if base is None:
+                base = np.where(valid, r, 1.0)
+            if dur not in decays:
+                decays[dur] = float(np.exp(-dur / o.baseline_s))
+            decay = decays[dur]
             if state.learnt_s < o.warmup_s:  # warm-up: a running mean, no decisions
                 state.n += 1
-                state.baseline = (base + np.where(valid, r - base, 0.0) / state.n).tolist()
-                state.hist = _add_to_hist(np.asarray(state.hist), r[valid], decay).tolist()
+                base = base + np.where(valid, r - base, 0.0) / state.n
+                hist = _add_to_hist(hist, r[valid], decay)
                 state.learnt_s += dur
                 continue
             error = bool(errors[k])
-            ref = np.maximum(base, pooled_level(np.asarray(state.hist)))
+            ref = np.maximum(base, pooled_level(hist))
             excess = (r - 1.0) / np.maximum(ref - 1.0, o.baseline_floor)  # blockiness above the clean level 1
             # Two levels: a run opens on a frame that is clearly blocky (ratio_threshold, baseline_factor,
             # min_regions); it reaches back over the frames just before it that were blocky at the hold level,
             # and goes on while frames stay blocky at that level (damage fades in and out of view as the
             # content moves; a starved encoder's blocks vary with the detail from frame to frame)
             held = valid & (excess > o.hold_factor) & (r > o.hold_ratio)
-            strict = valid & (excess > o.baseline_factor) & (r > o.ratio_threshold)
-            blocky_regions = held if run.start is not None else strict
+            n_held = int(held.sum())
             if error:  # the decoder concealed damage here: regions above their baseline at all say where
                 blocky_regions = valid & (excess > 1.0)
+            elif run.start is not None:
+                blocky_regions = held
+            else:
+                blocky_regions = valid & (excess > o.baseline_factor) & (r > o.ratio_threshold)
             blocky = error or int(blocky_regions.sum()) >= (o.hold_regions if run.start is not None
                                                             else o.min_regions)
-            if not blocky and run.start is None and bool(rows["keyframe"][k]) and \
-                    int(held.sum()) >= o.hold_regions:
+            if not blocky and run.start is None and keyframe and n_held >= o.hold_regions:
                 # a keyframe blocky at the hold level opens a run too: if the blocks last compression_min_
                 # duration_s they are in the encoding itself (a starved encoder); if not, a weak run is dropped
                 blocky_regions, blocky = held, True
             lead = state.lead_start
-            if run.start is None and not blocky and int(held.sum()) >= o.hold_regions:
+            if run.start is None and not blocky and n_held >= o.hold_regions:
                 if state.lead_start is None:  # blocky at the hold level only: where a run would reach back to
                     state.lead_start, state.lead_keyframes = t, 0
-                state.lead_keyframes += int(bool(rows["keyframe"][k]))
+                state.lead_keyframes += int(keyframe)
             elif not blocky:
                 state.lead_start, state.lead_keyframes = None, 0
-            if run.start is not None and self._ended(state, t, bool(rows["keyframe"][k]), blocky):
+            if run.start is not None and self._ended(state, t, keyframe, blocky):
                 events += self._close(state)
                 run = state.run
             if blocky:
@@ -342,16 +354,18 @@ class Blockiness(Detector):
                 extra["shares"] = _keep_median_sample(extra["shares"], share)
                 extra["errors"] += int(error)
                 extra["blocky"] += 1
-                extra["blocky_keyframes"] += int(bool(rows["keyframe"][k]))
+                extra["blocky_keyframes"] += int(keyframe)
                 extra["peak_excess"] = max(extra["peak_excess"],
                                            float(np.max(excess[blocky_regions], initial=0.0)))
                 state.last_on = t + dur
                 self._note_reportable(state)
                 # lasting blockiness slowly becomes the region's normal
-                state.baseline = (base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)).tolist()
+                base = base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)
             elif run.start is None:  # a clean frame outside any event teaches both baselines
-                state.baseline = (base + min(1.0, dur / o.baseline_s) * np.where(valid, r - base, 0.0)).tolist()
-                state.hist = _add_to_hist(np.asarray(state.hist), r[valid], decay).tolist()
+                base = base + min(1.0, dur / o.baseline_s) * np.where(valid, r - base, 0.0)
+                hist = _add_to_hist(hist, r[valid], decay)
+        state.baseline = base.tolist()
+        state.hist = hist.tolist()
         return events
 
     def _min_duration(self, kind: str) -> float:

@@ -197,6 +197,12 @@ class Clipping(RunDetector):
                 events += self._emit(state)
         return events
 
+    def after_row_rows(self, rows: Features) -> np.ndarray:
+        return rows["clipping_inner"].any(axis=1)   # blocks with runs inside them
+
+    def idle(self, state: ClippingState) -> bool:
+        return state.event is None                  # an event being gathered waits for its merge gap
+
     def close_layout(self, state: ClippingState, at: float) -> list[Event]:
         """Another channel count from here on: the runs and the event being gathered end here."""
         return super().close_layout(state, at) + self._emit(state)

@@ -50,8 +50,10 @@ class Features(dict):
     @staticmethod
     def from_arrow(table: pa.Table) -> "Features":
         out = Features()
-        for name in table.column_names:
-            col = table.column(name).combine_chunks()
+        # one contiguous batch, its columns taken whole: per-column combine_chunks was ~1/3 of the cost
+        batches = table.combine_chunks().to_batches()
+        columns = batches[0].columns if len(batches) == 1 else [c.combine_chunks() for c in table.columns]
+        for name, col in zip(table.column_names, columns):
             if pa.types.is_fixed_size_list(col.type):
                 width = col.type.list_size
                 out[name] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)

@@ -22,7 +22,7 @@ from avwatch.samples import (Injected, SampleClip, damaged_feed, field_camera, r
                              studio_feed, sync_test, write_clip)
 from detectors import alarms
 from detectors.alarms import AlarmPolicy
-from detectors.base import AUDIO, CLOSED, ONGOING, OPEN, VIDEO, rows_end
+from detectors.base import AUDIO, CLOSED, ONGOING, OPEN, VIDEO, RunDetector, rows_end
 from detectors.config import DetectorConfig
 from detectors.features import Features, stage1
 from detectors.registry import NAMES
@@ -216,3 +216,46 @@ def test_the_options_reference_in_the_docs_is_current():
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "detectors.md").read_text()
     assert options_reference_markdown() in docs, "regenerate the Options reference section of docs/detectors.md"
+
+
+def mid_block_feed(folder: Path) -> SampleClip:
+    """Silence and clipped bursts that begin and end inside 10 ms audio blocks (a run's edges to the sample)."""
+    frames = read_rgb_frames(real_clip("bikes"), limit=8 * 25, size=(160, 90))
+    audio = sine(8.0, freq=440.0, amplitude=0.3)
+    audio[int(1.2345 * 48000):int(4.5678 * 48000)] = 0.0
+    for k in range(12):                      # 12 clipped bursts of 9 samples, each inside one block
+        at = int((5.0037 + 0.083 * k) * 48000)
+        audio[at:at + 9] = 1.0 if k % 2 else -1.0
+    path = write_clip(folder / "mid_block.mkv", frames, 25, audio=audio)
+    return SampleClip("mid_block", path, [Injected("silence", 1.2345, 4.5678, "mid-block edges")])
+
+
+CLIPS["mid_block"] = mid_block_feed
+RUN_DETECTORS = [n for n in NAMES if isinstance(CONFIG.get(n), RunDetector)]
+
+
+@pytest.mark.parametrize("name,clip", [(n, CLIP_OF[n]) for n in RUN_DETECTORS] +
+                         [("silence", "mid_block"), ("clipping", "mid_block")])
+def test_skipping_quiet_rows_changes_nothing(name, clip, monkeypatch):
+    """RunDetector.process skips rows on which nothing can happen; walking every row gives the same events
+    (each alarm and each closed event with its details) and leaves the same state."""
+    features = stream_features(clip)
+    skipped = events_tuple(run(CONFIG.get(name), features))
+    assert skipped
+
+    def every_row(self, rows, scores, edges):
+        return np.arange(len(rows["t"]))   # the next row to look at is always this one
+
+    monkeypatch.setattr(RunDetector, "_next_live_rows", every_row)
+    assert events_tuple(run(CONFIG.get(name), features)) == skipped
+    walked = CONFIG.get(name)
+    states = []
+    for how in (every_row, None):
+        if how is None:
+            monkeypatch.undo()
+        state = walked.initial_state()
+        for kind in walked.inputs:
+            if len(features[kind]):
+                walked.process(state, kind, features[kind])
+        states.append(pickle.dumps(state))
+    assert states[0] == states[1]
