@@ -138,12 +138,17 @@ def convert_once(path: Path, edge: bool = False) -> ClipSegments:
     def table(s):
         return edge_features_table(f"{s.kind}_segment", s.table, config) if edge else s.table
 
-    video = [table(s) for s in segments if s.kind == "video"]
-    audio = [table(s) for s in segments if s.kind == "audio"]
-    frames = sum(s.frames for s in segments if s.kind == "video")
-    seconds = max(s.t for s in segments if s.kind in ("video", "audio")) + 1.0
-    return ClipSegments(video, audio, round(seconds), frames, json.loads(video[0].column("source")[0].as_py()),
-                        edge=edge, frames_per_segment=[s.frames for s in segments if s.kind == "video"])
+    # One loop of the clip is its video: an audio segment that starts where the video ends (the sound runs a
+    # few ms longer) is left out, so that a replay's loops join up with contiguous sequence numbers on both
+    # kinds. (It was sent in no loop at all, and every loop's audio then waited `--lateness` for a segment
+    # that never came: 30 s of each stream's audio pending in its state, ~240 kB, in every benchmark run.)
+    video_segments = [s for s in segments if s.kind == "video"]
+    seconds = round(video_segments[-1].t + video_segments[-1].frames * float(decoder.info.video.get("frame_dur") or 0.04), 3)
+    video = [table(s) for s in video_segments]
+    audio = [table(s) for s in segments if s.kind == "audio" and s.t < seconds - 1e-6]
+    frames = sum(s.frames for s in video_segments)
+    return ClipSegments(video, audio, seconds, frames, json.loads(video[0].column("source")[0].as_py()),
+                        edge=edge, frames_per_segment=[s.frames for s in video_segments])
 
 
 def restamp(table: pa.Table, stream_id: str, sequence: int, shift_s: float, source: str) -> pa.Table:
@@ -197,6 +202,8 @@ class Replay:
         """Send seconds of media per stream at real-time pace (blocking)."""
         t0 = time.monotonic()
         per_loop_v, per_loop_a = len(self.clip.video), len(self.clip.audio)
+        if per_loop_a > per_loop_v:  # each slot sends one of each: a loop's last audio would never be sent
+            raise ValueError(f"the clip has {per_loop_a} audio segments per loop for {per_loop_v} video segments")
         sources = {i: self._source(f"{self.prefix}{i}") for i in range(self.n)}
         slot = 0
         while not self._stop.is_set():

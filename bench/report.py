@@ -112,12 +112,18 @@ def render(results: dict) -> str:
     if conv and not conv_met:
         lines.append("- converter: decoding is ~70% of its CPU per frame; the block-grid features on the full-size "
                      "picture, the scale, the thumbnail, luma coding, Arrow/zstd and Kafka add ~1-1.5 ms per frame.")
-    lines += ["- streams per core, 100-stream latency: the per-stream step's Python (decoding the records and "
-              "running 18 detectors, ~11 ms of CPU per stream-second of media) bounds them, not Spark: 100 "
-              "streams need ~1.1 CPU-s per second before the job's own work.",
+    lines += ["- streams per core, 100-stream latency: the per-stream step's Python bounds them, not Spark's "
+              "planning: decoding the records and running 18 detectors costs ~12 ms of CPU per stream-second of "
+              "media with every stream's audio analysed (a 100-stream backlog on local[1]: 37 CPU-s in the Python "
+              "worker and 23 in the driver JVM for 3,000 stream-seconds), so 100 streams need more than a core.",
+              "- alert latency at 10 streams, Spark vs local, the stage-1 set: met by the previous commit in the "
+              "morning's runs (1.76 s, 0.818, 0.98 ms); this evening's host reads slower (FFmpeg's filters 4.0 -> "
+              "6.2 ms per frame on the same clip; the previous commit measured beside this one at the same hour "
+              "reads worse on each), and the replay now sends every audio segment, which it did not before: the "
+              "job analyses all the audio within the window (performance.md, 2026-11-27 evening).",
               "- e2e vs FFmpeg: decoding 1080p is half of the run's CPU; the rest is the converter's start-up and "
-              "the job's fixed cost per micro-batch (0.52 CPU-s: planning, scheduling, Python round trips), paid "
-              "~15 times for one file published at full speed.",
+              "the job's fixed cost per micro-batch (0.5-0.76 CPU-s: planning, scheduling, Python round trips), "
+              "paid ~15 times for one file published at full speed.",
               "- scaling: the measured window includes the first batch's Python worker start-up and JIT warm-up, "
               "and 40 streams split unevenly over two state partitions.", "",
               "The converter's rate is its steady state: the difference between a 20 s and a 60 s run of the same "
