@@ -116,8 +116,8 @@ def render(results: dict) -> str:
               "planning: decoding the records and running 18 detectors costs ~12 ms of CPU per stream-second of "
               "media with every stream's audio analysed (a 100-stream backlog on local[1]: 37 CPU-s in the Python "
               "worker and 23 in the driver JVM for 3,000 stream-seconds), so 100 streams need more than a core.",
-              "- alert latency at 10 streams, Spark vs local, the stage-1 set: met by the previous commit in the "
-              "morning's runs (1.76 s, 0.818, 0.98 ms); this evening's host reads slower (FFmpeg's filters 4.0 -> "
+              "- alert latency at 10 streams, Spark vs local: met by the previous commit in the morning's runs "
+              "(1.76 s, 0.818); this evening's host reads slower (FFmpeg's filters 4.0 -> "
               "6.2 ms per frame on the same clip; the previous commit measured beside this one at the same hour "
               "reads worse on each), and the replay now sends every audio segment, which it did not before: the "
               "job analyses all the audio within the window (performance.md, 2026-11-27 evening).",

@@ -76,16 +76,20 @@ def dominant_color(thumbs: np.ndarray, tolerance: float) -> tuple[np.ndarray, np
     cover = np.zeros(n, np.float32)
     if n == 0 or x.shape[1] * x.shape[2] == 0:
         return rgb, cover
-    half = (x.shape[1] * x.shape[2] + 1) // 2
+    pixels = x.shape[1] * x.shape[2]
+    half = (pixels + 1) // 2
     tol = int(np.floor(tolerance * 255))
-    for i in range(n):
-        img = np.ascontiguousarray(x[i])
-        med = [int(np.searchsorted(np.cumsum(cv2.calcHist([img], [c], None, [256], [0, 256]).ravel()), half))
-               for c in range(3)]
-        lo = tuple(max(0, m - tol) for m in med)
-        hi = tuple(min(255, m + tol) for m in med)
-        cover[i] = cv2.countNonZero(cv2.inRange(img, lo, hi)) / float(img.shape[0] * img.shape[1])
-        rgb[i] = np.array(med, np.float32) / 255.0
+    images = [np.ascontiguousarray(img) for img in x]
+    hist = np.empty((n, 3, 256), np.float32)
+    for i, img in enumerate(images):
+        for c in range(3):
+            hist[i, c] = cv2.calcHist([img], [c], None, [256], [0, 256]).ravel()
+    # the lower median: the first bin whose cumulative count reaches half, for every frame and channel at once
+    med = (np.cumsum(hist, axis=2) < half).sum(axis=2)
+    lo, hi = np.maximum(med - tol, 0).tolist(), np.minimum(med + tol, 255).tolist()
+    for i, img in enumerate(images):
+        cover[i] = cv2.countNonZero(cv2.inRange(img, tuple(lo[i]), tuple(hi[i]))) / float(pixels)
+    rgb[:] = med.astype(np.float32) / 255.0
     return rgb, cover
 
 

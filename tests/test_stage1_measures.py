@@ -61,3 +61,19 @@ def test_colour_bars_are_still_named():
     assert got["colorbars_span"][0] == pytest.approx(54 / 63)
     noise = np.random.default_rng(1).integers(0, 256, thumbs.shape, dtype=np.uint8)
     assert bar_features(noise, ColorBarsOptions())["colorbars_bars"][0] == 0
+
+
+def test_dominant_colour_equals_its_definition(frames):
+    from detectors.solid_color import dominant_color
+
+    rgb = np.stack([np.dstack([y[:16, :16], y[1:17, 2:18], y[2:18, :16]]) for y in frames])
+    rgb[-1] = (30, 200, 90)                                   # one solid frame: every pixel near its colour
+    got_rgb, got_cover = dominant_color(rgb, 0.08)
+    tol = int(np.floor(0.08 * 255))
+    for i, img in enumerate(rgb):
+        flat = img.reshape(-1, 3).astype(int)
+        med = np.sort(flat, axis=0)[(len(flat) + 1) // 2 - 1]   # the lower median of each channel
+        near = np.all(np.abs(flat - med) <= tol, axis=1).mean()
+        np.testing.assert_array_equal(got_rgb[i], (med / 255.0).astype(np.float32))
+        assert got_cover[i] == np.float32(near)
+    assert got_cover[-1] == 1.0
