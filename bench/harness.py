@@ -143,7 +143,8 @@ def convert_once(path: Path, edge: bool = False) -> ClipSegments:
     # kinds. (It was sent in no loop at all, and every loop's audio then waited `--lateness` for a segment
     # that never came: 30 s of each stream's audio pending in its state, ~240 kB, in every benchmark run.)
     video_segments = [s for s in segments if s.kind == "video"]
-    seconds = round(video_segments[-1].t + video_segments[-1].frames * float(decoder.info.video.get("frame_dur") or 0.04), 3)
+    frame_dur = float(decoder.info.video.get("frame_dur") or 0.04)
+    seconds = round(video_segments[-1].t + video_segments[-1].frames * frame_dur, 3)
     video = [table(s) for s in video_segments]
     audio = [table(s) for s in segments if s.kind == "audio" and s.t < seconds - 1e-6]
     frames = sum(s.frames for s in video_segments)

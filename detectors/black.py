@@ -24,14 +24,12 @@ picture_threshold).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
 from detectors.base import MAJOR, VIDEO, Event, Options, Run, RunDetector, option
-from detectors.segments import VideoFrames
+from detectors.segments import VideoFrames, cell_sums
 from detectors.table import Features
 
 
@@ -65,19 +63,21 @@ def black_level(pixel_threshold: float, full_range: bool) -> float:
     return 16.0 + pixel_threshold * (235.0 - 16.0)
 
 
-def black_counts(luma: np.ndarray, level: float) -> np.ndarray:
-    """Black pixels (luma <= level) per cell of a GRID x GRID grid: (n, H, W) or (H, W) uint8 -> (n, GRID, GRID)
-    int64. One comparison and one integral image per frame, then four corners per cell (numpy's reductions of a
-    boolean picture cost ~4x as much at 320x180)."""
+def black_shares(luma: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """(share of black pixels (luma <= level) per frame (n,), per cell of a GRID x GRID grid (n, GRID*GRID)),
+    float32, from one count per frame: (n, H, W) or (H, W) uint8."""
     y = np.asarray(luma)
     y = y[None] if y.ndim == 2 else y
     n, h, w = y.shape
-    ys, xs = _cell_edges(h, w)
     black = (y <= int(np.floor(level))).view(np.uint8)   # integer comparison: luma <= level <=> <= floor(level)
-    corners = np.empty((n, GRID + 1, GRID + 1), np.int64)
+    counts = np.empty((n, GRID, GRID), np.int64)
+    area = np.ones((GRID, GRID), np.int64)
     for i in range(n):
-        corners[i] = cv2.integral(black[i])[np.ix_(ys, xs)]
-    return np.diff(np.diff(corners, axis=1), axis=2)
+        counts[i], area = cell_sums(black[i], (GRID, GRID))
+    whole = (counts.sum(axis=(1, 2)) / max(h * w, 1)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # cells are empty only on pictures under 8 pixels
+        cells = (counts / area).reshape(n, -1).astype(np.float32)
+    return whole, cells
 
 
 def black_fraction(luma: np.ndarray, level: float) -> np.ndarray:
@@ -88,23 +88,6 @@ def black_fraction(luma: np.ndarray, level: float) -> np.ndarray:
 def black_cells(luma: np.ndarray, level: float) -> np.ndarray:
     """Share of black pixels per cell of a GRID x GRID grid, (n, H, W) -> (n, GRID*GRID)."""
     return black_shares(luma, level)[1]
-
-
-def black_shares(luma: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """(share of black pixels per frame (n,), per cell (n, GRID*GRID)), float32, from one count."""
-    counts = black_counts(luma, level)
-    h, w = np.asarray(luma).shape[-2:]
-    ys, xs = _cell_edges(h, w)
-    area = np.outer(np.diff(ys), np.diff(xs))
-    whole = (counts.sum(axis=(1, 2)) / max(h * w, 1)).astype(np.float32)
-    with np.errstate(divide="ignore", invalid="ignore"):  # cells are empty only on pictures under 8 pixels
-        cells = (counts / area).reshape(len(counts), -1).astype(np.float32)
-    return whole, cells
-
-
-@lru_cache(maxsize=16)
-def _cell_edges(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.linspace(0, h, GRID + 1).astype(int), np.linspace(0, w, GRID + 1).astype(int)
 
 
 def black_rest(cells: np.ndarray, max_cells: int, cell_threshold: float = 0.995) -> np.ndarray:

@@ -127,19 +127,25 @@ def decode_video(table: pa.Table) -> tuple[VideoFrames, dict, np.ndarray]:
 
 def _cell_means(d: np.ndarray, cells: tuple[int, int]) -> np.ndarray:
     """Mean of d over a rows x cols grid of cells, float32 row-major (cells may be unequal when sizes do not
-    divide). One integral image, then four corners per cell (a cv2.mean per cell cost ~6x as much)."""
-    h, w = d.shape
-    ys, xs, area = _cell_grid(h, w, cells)
-    corners = cv2.integral(d)[np.ix_(ys, xs)].astype(np.int64)
-    sums = np.diff(np.diff(corners, axis=0), axis=1)
-    return (sums / area).ravel().astype(np.float32)
+    divide)."""
+    sums, area = cell_sums(d, cells)
+    return (sums / np.maximum(area, 1)).ravel().astype(np.float32)
+
+
+def cell_sums(plane: np.ndarray, cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(sums of a 2-D uint8 plane over a rows x cols grid of cells (int64), each cell's area in pixels): one
+    integral image, then four corners per cell (a reduction per cell cost ~4-6x as much). The cells split
+    the plane at linspace edges, so they may be unequal, or empty on a plane smaller than the grid."""
+    ys, xs, area = _cell_grid(*plane.shape, cells)
+    corners = cv2.integral(plane)[np.ix_(ys, xs)].astype(np.int64)
+    return np.diff(np.diff(corners, axis=0), axis=1), area
 
 
 @lru_cache(maxsize=16)
 def _cell_grid(h: int, w: int, cells: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ys = np.linspace(0, h, cells[0] + 1).astype(int)
     xs = np.linspace(0, w, cells[1] + 1).astype(int)
-    return ys, xs, np.maximum(np.outer(np.diff(ys), np.diff(xs)), 1)
+    return ys, xs, np.outer(np.diff(ys), np.diff(xs))
 
 
 def decode_thumb(jpeg: bytes, height: int, width: int) -> np.ndarray:
