@@ -41,14 +41,25 @@ three blurs (one was cut in two by a fade) and raised one false alarm after a di
 sigma-5 blur and raise none (chosen there: `fade_contrast` 0.7-0.75 raised one or two false alarms, 0.8-0.9
 none, 0.85 kept; `fade_window_s` 0.12-0.5 the same, 1.0 missed the demo's blur after the camera turned).
 
+A blur sets in at once (a lens losing focus, a scaler or decoder switched to a poorer mode, an upstream
+re-encode), while a dissolve into a softer shot slides there over its length. So a run opens only on a
+drop that happened within `onset_s`: the frame is at least `onset_share` x `loss_threshold` under the
+sharpest judged frame of that time; a larger loss reached by sliding makes the picture the new baseline.
+And a blur often ends into another shot, softer than the one the baseline was learnt on: a frame
+`recover_step` times as sharp as the run's last blurred frame ends the run there and starts the baseline
+afresh from it (the run otherwise went on until the next fade). Both were chosen on the corpus's tune part
+and an extra draw of its blur and clean recipes (bench/blur_tuning.py): the tune part's end error 1.44 s ->
+0, and the extra draw's two dissolve events (ending 2.44 s and 3.16 s past their blurs) gone.
+
 Known limits: a blur that starts exactly at a scene cut is taken for the new scene's own sharpness and
-missed; a blur slower than the baseline time constant (a gradual defocus) is followed, not reported; a
-softer shot that follows a dissolve between pictures of equal contrast reads as a blur (the cut test sees
-abrupt cuts only: a dissolve's thumbnail changes as much per frame as camera motion does, measured on the
-corpus and the bikes clip, so neither a net-change nor a twin-comparison test separated them); a Gaussian
-blur of 3 source pixels at 1080p on already soft footage (a CIF or SD upscale) loses 10-30% of its
-sharpness at analysis size, as much as the footage's own shot-to-shot changes, and is missed (a full-size
-re-blur measure on sampled rows was measured and saw less, since the upscale left no detail at that scale).
+missed; a blur slower than `onset_s` (a gradual defocus, a focus pull) is followed, not reported; a softer
+shot after a dissolve whose last frames are still mixed (a step at its end) can read as a blur (the cut
+test sees abrupt cuts only: a dissolve's thumbnail changes as much per frame as camera motion does,
+measured on the corpus and the bikes clip, so neither a net-change nor a twin-comparison test separated
+them); a Gaussian blur of 2-3 source pixels at 1080p on already soft footage (an upscale) loses 5-30% of
+its sharpness at analysis size, as much as the footage's own shot-to-shot changes, and is mostly missed
+(re-blur measures on the full-size plane and on a plane halved to at most 1024 px were measured: they saw
+such blurs better on 720p boxed footage only, and raised false alarms; bench/blur_tuning.py).
 """
 from __future__ import annotations
 
@@ -94,6 +105,16 @@ class BlurOptions(Options):
                                   min=0.01, max=60.0)
     hold_unjudged_s: float = option(1.0, "an open blur run is held across unjudged frames (a fade through black, "
                                     "a flash) this long (s)", min=0.0, max=60.0)
+    recover_step: float = option(2.0, "an open blur run ends at a frame at least this many times as sharp as the "
+                                 "run's last blurred frame (the blur ended, maybe into a softer scene than the "
+                                 "baseline's), and the baseline is learnt afresh from it; 0 turns this off",
+                                 min=0.0, max=100.0)
+    onset_s: float = option(0.1, "a blur run opens only on a drop that happened within this long (s): its "
+                            "sharpness fell by at least onset_share x loss_threshold from the sharpest judged "
+                            "frame of that time (a blur sets in at once; a dissolve into a softer shot slides); "
+                            "0 turns this off", min=0.0, max=10.0)
+    onset_share: float = option(0.75, "share of loss_threshold the drop within onset_s must reach",
+                                min=0.0, max=1.0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -185,13 +206,15 @@ class BlurState(State):
     seen_end: float | None = None              # where the rows seen so far end (media s)
     contrast_ref: float | None = None          # the coarse contrast (blur_contrast) of the last fade_window_s
     unjudged_since: float | None = None        # first frame of the current stretch of unjudged frames
+    last_blurred: float | None = None          # sharpness of the open run's last blurred frame
+    recent: list = dataclasses.field(default_factory=list)  # (t, sharpness) of the judged frames of onset_s
 
-    VERSION = 3
+    VERSION = 4
 
 
 class Blur(Detector):
     name = "blur"
-    version = "1.2"
+    version = "1.3"
     inputs = (VIDEO,)
     Options = BlurOptions
     State = BlurState
@@ -242,11 +265,26 @@ class Blur(Detector):
                 continue
             state.unjudged_since = None
             base = state.base
+            recent, state.recent = state.recent, [(rt, rs) for rt, rs in state.recent if t - rt <= o.onset_s] + \
+                [(t, s)] if o.onset_s > 0 else []
             if base is None:
                 state.base, state.n = s, 1
                 continue
             loss = 1.0 - s / base if base > 0 else 0.0
+            stepped_up = run.start is not None and o.recover_step > 0 and state.last_blurred is not None and \
+                s >= o.recover_step * state.last_blurred
+            if stepped_up:  # the blur ended here; what follows may be a softer scene than the baseline's
+                events += self._close(state, t)
+                state.base, state.n = s, 1
+                continue
+            if run.start is None and loss >= o.loss_threshold and o.onset_s > 0:
+                ref = max([rs for rt, rs in recent if t - rt <= o.onset_s], default=None)
+                if ref is None or 1.0 - s / ref < o.onset_share * o.loss_threshold:
+                    # a slide into a softer picture (a dissolve, a slow change of shot), not a blur setting in
+                    state.base, state.n = s, 1
+                    continue
             if loss >= (o.recover_threshold if run.start is not None else o.loss_threshold):
+                state.last_blurred = s
                 run.on(t, loss, rows["thumb_jpeg"][k])
                 run.extra["base"] = base
                 run.extra["min_s"] = min(run.extra.get("min_s", 1.0), s)
@@ -269,6 +307,7 @@ class Blur(Detector):
         o = self.options
         extra = dict(state.run.extra)
         closed = state.run.off(end_t, o.min_duration_s)
+        state.last_blurred = None
         if closed is None:
             return []
         start, end, run = closed

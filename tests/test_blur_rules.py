@@ -1,0 +1,75 @@
+"""blur's stage-2 rules on feature rows (pure code, no video): a blur sets in at once and its end is where the
+picture steps back up, whatever the baseline; a slide into a softer shot is no blur.
+
+The rows are what stage 1 writes per frame (sharpness, the 16x9 cut measure and coarse contrast, luma std),
+at 25 fps with a little frame-to-frame jitter; each case also runs with the rule turned off, to show the
+case needs it.
+"""
+import numpy as np
+import pytest
+
+from detectors.blur import Blur, BlurOptions
+from detectors.table import Features
+
+FPS = 25
+
+
+def rows(sharpness: np.ndarray, seed: int = 0) -> Features:
+    n = len(sharpness)
+    rng = np.random.default_rng(seed)
+    jitter = 1 + rng.normal(0, 0.01, n)   # ~1% frame to frame, as on real footage between cuts
+    return Features({
+        "t": np.arange(n, dtype=np.float64) / FPS,
+        "frame_dur": np.full(n, 1 / FPS),
+        "blur_sharpness": (np.asarray(sharpness) * jitter).astype(np.float32),
+        "blur_cut": np.full(n, 0.004, np.float32),       # no cut: the coarse picture barely moves
+        "blur_contrast": np.full(n, 0.2, np.float32),    # nor does its contrast (no fade, no dissolve seen)
+        "luma_std": np.full(n, 0.22, np.float32),
+        "thumb_jpeg": np.array([b""] * n, dtype=object),
+    })
+
+
+def events(sharpness, per_call: int | None = None, **options) -> list[tuple[float, float]]:
+    det = Blur(BlurOptions(**options))
+    state = det.State()
+    table = rows(np.asarray(sharpness, np.float64))
+    n = len(table)
+    step = per_call or n
+    out = []
+    for a in range(0, n, step):
+        out += det.process(state, "video", table.slice(a, min(n, a + step)))
+    out += det.finish(state, n / FPS)
+    return [(round(e.start_s, 2), round(e.end_s, 2)) for e in out]
+
+
+def segments(*parts: tuple[float, float]) -> np.ndarray:
+    """(seconds, sharpness) pieces -> per-frame sharpness."""
+    return np.concatenate([np.full(int(round(s * FPS)), v) for s, v in parts])
+
+
+def test_a_blur_that_ends_into_a_softer_shot_ends_where_the_picture_steps_up():
+    # a detailed shot (0.5), blurred for 3 s (0.15), then the programme goes on with a softer picture (0.35):
+    # still 30% under the old baseline, but more than twice as sharp as the blurred frames
+    s = segments((4.0, 0.5), (3.0, 0.15), (5.0, 0.35))
+    assert events(s) == [(4.0, 7.0)]
+    assert events(s, recover_step=0) == [(4.0, 12.0)]   # without the rule the run lasts to the end
+
+
+def test_a_slide_into_a_softer_shot_is_no_blur():
+    # a dissolve between pictures of equal coarse contrast (unseen by the fade test): 0.5 -> 0.3 over 0.5 s
+    s = np.concatenate([segments((4.0, 0.5)), np.linspace(0.5, 0.3, 13)[1:], segments((6.0, 0.3))])
+    assert events(s) == []
+    assert events(s, onset_s=0) != []                    # the old rule took the softer shot for a blur
+
+
+@pytest.mark.parametrize("loss", [0.3, 0.5, 0.8])
+def test_a_blur_setting_in_at_once_is_found(loss):
+    s = segments((4.0, 0.5), (2.0, 0.5 * (1 - loss) * 0.97), (4.0, 0.5))
+    assert events(s) == [(4.0, 6.0)]
+
+
+@pytest.mark.parametrize("per_call", [1, 7, 25])
+def test_the_rules_hold_however_the_rows_are_cut(per_call):
+    s = np.concatenate([segments((4.0, 0.5), (3.0, 0.15), (3.0, 0.35)), np.linspace(0.35, 0.2, 13)[1:],
+                        segments((3.0, 0.2))])
+    assert events(s, per_call=per_call) == events(s) == [(4.0, 7.0)]
