@@ -16,6 +16,11 @@ def _verdict(ok: bool | None, short: str = "") -> str:
     return "**met**" if ok else f"**not met** {short}".strip()
 
 
+def _thresholds(dq: dict) -> str:
+    """FFmpeg's chosen thresholds in name order (a dict's order differs between a fresh run and its JSON)."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(dq.get("ffmpeg", {}).get("thresholds", {}).items()))
+
+
 def render(results: dict) -> str:
     runs = results.get("runs", {})
     m = results.get("machine", {})
@@ -112,17 +117,17 @@ def render(results: dict) -> str:
     if conv and not conv_met:
         lines.append("- converter: decoding is ~70% of its CPU per frame; the block-grid features on the full-size "
                      "picture, the scale, the thumbnail, luma coding, Arrow/zstd and Kafka add ~1-1.5 ms per frame.")
+    # causes, not figures: the figures are in the table above and change with the host; the dated measurements
+    # behind each cause are in performance.md
     lines += ["- streams per core, 100-stream latency: the per-stream step's Python bounds them, not Spark's "
-              "planning: decoding the records and running 18 detectors costs ~12 ms of CPU per stream-second of "
-              "media with every stream's audio analysed (a 100-stream backlog on local[1]: 37 CPU-s in the Python "
-              "worker and 23 in the driver JVM for 3,000 stream-seconds), so 100 streams need more than a core.",
-              "- alert latency at 10 streams, Spark vs local: met by the previous commit in the morning's runs "
-              "(1.76 s, 0.818); this evening's host reads slower (FFmpeg's filters 4.0 -> "
-              "6.2 ms per frame on the same clip; the previous commit measured beside this one at the same hour "
-              "reads worse on each), and the replay now sends every audio segment, which it did not before: the "
-              "job analyses all the audio within the window (performance.md, 2026-11-27 evening).",
+              "planning: decoding the records and running 18 detectors on every stream's video and audio costs "
+              "more CPU per stream-second of media than 1/100 of a core (performance.md, \"2026-11-27, evening\": "
+              "a 100-stream backlog on local[1]).",
+              "- alert latency at 10 streams, Spark vs local: the micro-batch and its fixed cost, on a host whose "
+              "speed varies by up to 1.5x between hours (FFmpeg's own filters on the same clip; performance.md "
+              "compares commits measured beside each other at the same hour).",
               "- e2e vs FFmpeg: decoding 1080p is half of the run's CPU; the rest is the converter's start-up and "
-              "the job's fixed cost per micro-batch (0.5-0.76 CPU-s: planning, scheduling, Python round trips), "
+              "the job's fixed cost per micro-batch (the row above: planning, scheduling, Python round trips), "
               "paid ~15 times for one file published at full speed.",
               "- scaling: the measured window includes the first batch's Python worker start-up and JIT warm-up, "
               "and 40 streams split unevenly over two state partitions.", "",
@@ -146,7 +151,7 @@ def render(results: dict) -> str:
                          f"| {ff.get(name, {}).get('f1', '–')} |")
         lines += ["", f"macro-F1 {dq.get('macro_f1')} (FFmpeg {dq.get('ffmpeg', {}).get('macro_f1')} over "
                   f"{', '.join(dq.get('ffmpeg', {}).get('detectors', []))}, with blurdetect/blockdetect thresholds "
-                  f"chosen on the tune part: {dq.get('ffmpeg', {}).get('thresholds')}); false alarms on clean footage: "
+                  f"chosen on the tune part: {_thresholds(dq)}); false alarms on clean footage: "
                   f"{dq.get('false_alarms_clean')} in {_fmt(dq.get('clean_hours', 0) * 60)} minutes."]
     sections = [
         ("converter", "Converter vs FFmpeg decode + scale", "python bench/run.py --only converter"),
