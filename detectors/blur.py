@@ -265,8 +265,11 @@ class Blur(Detector):
                 continue
             state.unjudged_since = None
             base = state.base
-            recent, state.recent = state.recent, [(rt, rs) for rt, rs in state.recent if t - rt <= o.onset_s] + \
-                [(t, s)] if o.onset_s > 0 else []
+            # the judged frames of the onset window before this one (at least the previous frame, whatever the
+            # frame rate the stream is analysed at)
+            onset = max(o.onset_s, 1.5 * dur)
+            recent = [(rt, rs) for rt, rs in state.recent if t - rt <= onset]
+            state.recent = recent + [(t, s)] if o.onset_s > 0 else []
             if base is None:
                 state.base, state.n = s, 1
                 continue
@@ -278,7 +281,7 @@ class Blur(Detector):
                 state.base, state.n = s, 1
                 continue
             if run.start is None and loss >= o.loss_threshold and o.onset_s > 0:
-                ref = max([rs for rt, rs in recent if t - rt <= o.onset_s], default=None)
+                ref = max([rs for _, rs in recent], default=None)
                 if ref is None or 1.0 - s / ref < o.onset_share * o.loss_threshold:
                     # a slide into a softer picture (a dissolve, a slow change of shot), not a blur setting in
                     state.base, state.n = s, 1

@@ -14,13 +14,13 @@ from detectors.table import Features
 FPS = 25
 
 
-def rows(sharpness: np.ndarray, seed: int = 0) -> Features:
+def rows(sharpness: np.ndarray, seed: int = 0, fps: float = FPS) -> Features:
     n = len(sharpness)
     rng = np.random.default_rng(seed)
     jitter = 1 + rng.normal(0, 0.01, n)   # ~1% frame to frame, as on real footage between cuts
     return Features({
-        "t": np.arange(n, dtype=np.float64) / FPS,
-        "frame_dur": np.full(n, 1 / FPS),
+        "t": np.arange(n, dtype=np.float64) / fps,
+        "frame_dur": np.full(n, 1 / fps),
         "blur_sharpness": (np.asarray(sharpness) * jitter).astype(np.float32),
         "blur_cut": np.full(n, 0.004, np.float32),       # no cut: the coarse picture barely moves
         "blur_contrast": np.full(n, 0.2, np.float32),    # nor does its contrast (no fade, no dissolve seen)
@@ -29,22 +29,22 @@ def rows(sharpness: np.ndarray, seed: int = 0) -> Features:
     })
 
 
-def events(sharpness, per_call: int | None = None, **options) -> list[tuple[float, float]]:
+def events(sharpness, per_call: int | None = None, fps: float = FPS, **options) -> list[tuple[float, float]]:
     det = Blur(BlurOptions(**options))
     state = det.State()
-    table = rows(np.asarray(sharpness, np.float64))
+    table = rows(np.asarray(sharpness, np.float64), fps=fps)
     n = len(table)
     step = per_call or n
     out = []
     for a in range(0, n, step):
         out += det.process(state, "video", table.slice(a, min(n, a + step)))
-    out += det.finish(state, n / FPS)
+    out += det.finish(state, n / fps)
     return [(round(e.start_s, 2), round(e.end_s, 2)) for e in out]
 
 
-def segments(*parts: tuple[float, float]) -> np.ndarray:
+def segments(*parts: tuple[float, float], fps: float = FPS) -> np.ndarray:
     """(seconds, sharpness) pieces -> per-frame sharpness."""
-    return np.concatenate([np.full(int(round(s * FPS)), v) for s, v in parts])
+    return np.concatenate([np.full(int(round(s * fps)), v) for s, v in parts])
 
 
 def test_a_blur_that_ends_into_a_softer_shot_ends_where_the_picture_steps_up():
@@ -73,3 +73,9 @@ def test_the_rules_hold_however_the_rows_are_cut(per_call):
     s = np.concatenate([segments((4.0, 0.5), (3.0, 0.15), (3.0, 0.35)), np.linspace(0.35, 0.2, 13)[1:],
                         segments((3.0, 0.2))])
     assert events(s, per_call=per_call) == events(s) == [(4.0, 7.0)]
+
+
+def test_a_blur_in_a_stream_analysed_at_a_low_frame_rate_is_found():
+    # frames sampled every 0.2 s (longer than onset_s): the drop since the previous frame is a drop at once
+    s = segments((4.0, 0.5), (2.0, 0.2), (4.0, 0.5), fps=5)
+    assert events(s, fps=5) == [(4.0, 6.0)]
