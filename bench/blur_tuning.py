@@ -59,7 +59,7 @@ def extra_clips(echo=print) -> list[corpus.Clip]:
 
 def stage1_rows(path: str) -> dict:
     """A clip's video stage-1 columns through the local runner (decode, convert, stage 1), kept next to it."""
-    cached = CACHE / "rows" / (Path(path).stem + ".npz")
+    cached = CACHE / "rows" / Path(path).parent.name / (Path(path).stem + ".npz")  # per corpus build: names repeat
     if cached.exists():
         return dict(np.load(cached))
     from avwatch.local import analyze_source

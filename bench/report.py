@@ -142,7 +142,9 @@ def render(results: dict) -> str:
                   "--part held_out -v` for the clip-by-clip listing). The field corpus (`bench/field_corpus.py`, "
                   "seeded, cached under `.cache/field_corpus/`) is real footage shaped as broadcast chains shape it, "
                   "with injected defects; thresholds were chosen on its `tune` part, and this is the `held_out` part "
-                  f"alone: {dq.get('clips')} clips, {_fmt(dq.get('clean_hours', 0) * 60)} minutes of them clean.", "",
+                  f"alone: {dq.get('clips')} clips, {_fmt(dq.get('clean_hours', 0) * 60)} minutes of them clean. "
+                  "Which draw this is, how often its held-out part was scored and what changed between the scores: "
+                  "[detectors.md](detectors.md), \"Detection quality on real footage\".", "",
                   "| detector | precision | recall | F1 | found | false alarms | missed | FFmpeg F1 |",
                   "|---|---|---|---|---|---|---|---|"]
         ff = dq.get("ffmpeg", {}).get("per_detector", {})

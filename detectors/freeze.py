@@ -10,6 +10,11 @@ Beyond freezedetect:
   difference stays under `refresh_tolerance`, followed by still frames again, does not end the freeze.
 - Synthetic graphics (title cards, slates) are legitimately still; when the frozen picture is mostly
   flat (flat_frac >= graphic_flat_fraction), it must last graphic_min_duration_s before it is reported.
+  Flat animation is as flat as a card, though: a frozen picture that continues pictures which moved, as
+  flat, for `animation_s` (repeats pause that count: animation on twos) and was not cut to (a difference
+  under CUT_DIFF) is a held frame of animation, reported after min_duration_s. (The field corpus's fourth
+  draw, tune part: a frame of animation held 3.5 s, 0.87 flat, was taken for a title card and missed.)
+  A title card that a cross-fade brings in after a second of animation is then a freeze: not seen there.
 - A frozen picture with graphics inserted downstream still running (a clock, a ticker, an animated logo
   in the top or bottom row of the 4x4 difference grid): a frame whose other cells are still, with at
   most `max_moving_cells` moving cells all in those rows, is a still frame of a *partial* freeze; the
@@ -55,10 +60,17 @@ class FreezeOptions(Options):
                                           min=0.0, max=1.0)
     graphic_min_duration_s: float = option(10.0, "shortest freeze of a graphic reported (s)", min=0.0,
                                            max=3600.0)
+    animation_s: float = option(1.0, "a flat frozen picture is no graphic when the picture moved, as flat, for at "
+                                "least this long just before it and did not cut to it (a frame of animation "
+                                "held); 0: every flat frozen picture is a graphic", min=0.0, max=60.0)
     max_moving_cells: int = option(4, "a freeze goes on while at most this many cells of the top and bottom "
                                    "rows of the 4x4 grid move (a clock, a ticker); 0: whole-picture freezes only",
                                    min=0, max=8)
 
+
+# a frame whose mean |difference| to the previous one is at least this (fraction of the range) is a cut: a
+# title card cut to after animation is still a graphic (motion in animation measured 0.01-0.03, cuts 0.05+)
+CUT_DIFF = 0.05
 
 # the cells of the 4x4 difference grid (schemas.records.DIFF_CELLS) where downstream graphics run: top and
 # bottom rows
@@ -96,13 +108,17 @@ class FreezeState(State):
     prev_thumb: bytes | None = None
     seen_end: float | None = None      # where the rows seen so far end (media s)
     moved: int = 0                     # cells that moved during the run (bit k: cell k): a partial freeze
+    ref_animated: bool = False         # the frozen picture continued flat moving pictures: not a graphic
+    flat_motion_s: float = 0.0         # time the flat pictures since the last less flat one moved, to the last frame
+    flat_motion_before: float = 0.0    # ... to the frame before the last one (the frozen picture's past)
+    prev_diff: float = 0.0             # the last frame's difference to its previous one
 
-    VERSION = 3   # 3: + moved
+    VERSION = 4   # 3: + moved; 4: + the flat-motion context
 
 
 class Freeze(Detector):
     name = "freeze"
-    version = "1.2"
+    version = "1.3"
     inputs = (VIDEO,)
     Options = FreezeOptions
     State = FreezeState
@@ -169,8 +185,20 @@ class Freeze(Detector):
                 state.start, state.ref_flat, state.evidence = state.prev_t, state.prev_flat, state.prev_thumb
                 state.max_diff, state.frames, state.repeats = diff, 1, int(diff <= o.exact_noise)
                 state.spike_t, state.moved = None, moving
+                state.ref_animated = o.animation_s > 0 and state.flat_motion_before >= o.animation_s - 1e-9 \
+                    and not state.prev_diff >= CUT_DIFF
+            flat = float(rows["flat_frac"][k])
+            raw = float(rows["diff_prev"][k])
+            # moving pictures as flat as a graphic (animation) add to it, repeats pause it (animation on twos),
+            # anything less flat ends it
+            state.flat_motion_before = state.flat_motion_s
+            if not flat >= o.graphic_flat_fraction:
+                state.flat_motion_s = 0.0
+            elif raw > o.noise:
+                state.flat_motion_s += float(rows["frame_dur"][k])
+            state.prev_diff = raw if raw == raw else 0.0
             state.prev_t = t
-            state.prev_flat = float(rows["flat_frac"][k])
+            state.prev_flat = flat
             state.prev_thumb = rows["thumb_jpeg"][k]
         if len(rows):
             state.seen_end = rows_end(kind, rows)
@@ -181,6 +209,10 @@ class Freeze(Detector):
         cells = [k for k in range(16) if moved >> k & 1]
         return {"partial": True, "moved_cells": cells} if cells else {}
 
+    def _graphic(self, state: FreezeState) -> bool:
+        """A frozen picture flat enough to be a title card or a slate, and not a held frame of flat animation."""
+        return state.ref_flat >= self.options.graphic_flat_fraction and not state.ref_animated
+
     def reportable_after(self, event: Event) -> float | None:
         o = self.options
         return o.graphic_min_duration_s if event.details.get("graphic") else o.min_duration_s
@@ -189,7 +221,7 @@ class Freeze(Detector):
         o = self.options
         if state.start is None or state.seen_end is None or state.spike_t is not None:
             return []
-        needed = o.graphic_min_duration_s if state.ref_flat >= o.graphic_flat_fraction else o.min_duration_s
+        needed = o.graphic_min_duration_s if self._graphic(state) else o.min_duration_s
         if state.seen_end - state.start < needed - 1e-9 or state.repeats / max(state.frames, 1) < o.repeat_share:
             return []
         return [Event(self.name, state.start, state.start + needed, score=state.max_diff, threshold=o.noise,
@@ -206,7 +238,7 @@ class Freeze(Detector):
     def _close(self, state: FreezeState, end: float) -> list[Event]:
         o = self.options
         start, flat = state.start, state.ref_flat
-        graphic = flat >= o.graphic_flat_fraction
+        graphic = self._graphic(state)
         needed = o.graphic_min_duration_s if graphic else o.min_duration_s
         event = []
         repeats = state.repeats / max(state.frames, 1)
@@ -219,4 +251,5 @@ class Freeze(Detector):
                            evidence=state.evidence)]
         state.start, state.evidence, state.max_diff, state.frames, state.repeats, state.spike_t, state.moved = \
             None, None, 0.0, 0, 0, None, 0
+        state.ref_animated = False
         return event

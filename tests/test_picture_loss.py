@@ -132,6 +132,35 @@ def test_frozen_graphics_need_the_longer_duration():
     assert got == [(0.0, 16.0)]
 
 
+@pytest.mark.parametrize("before", ["animation", "animation_on_twos", "cut_after_animation", "short_fade_in",
+                                    "live_then_card"])
+def test_a_held_frame_of_flat_animation_is_a_freeze_and_a_title_card_is_not(before):
+    """Flat moving pictures (animation) for 2 s, then held for 3 s: a freeze after min_duration_s, not a
+    graphic. A flat picture reached by a cut, after only a short flat stretch (a fade-in), or after live
+    pictures is a title card: it needs graphic_min_duration_s."""
+    n_before, n_held = 50, 75
+    diff = np.full(n_before + n_held, 0.012, np.float32)     # animation's motion between frames
+    flat = np.full(n_before + n_held, 0.9, np.float32)
+    diff[n_before + 1:] = 0.0                                # the held frame repeats
+    if before == "animation_on_twos":
+        diff[1:n_before:2] = 0.0
+    elif before == "cut_after_animation":
+        diff[n_before] = 0.2                                 # the card is cut to
+    elif before == "short_fade_in":
+        flat[:n_before - 12] = 0.5                           # flat only for the last 0.48 s before the card
+    elif before == "live_then_card":
+        flat[:n_before] = 0.5
+    got = events_of(Freeze(), [rows(n_before + n_held, diff_prev=diff, diff_cellmax=diff * 2, flat_frac=flat)],
+                    end_s=(n_before + n_held) * DT)
+    if before in ("animation", "animation_on_twos"):
+        assert got == [(pytest.approx(n_before * DT), pytest.approx((n_before + n_held) * DT))]
+    else:
+        assert got == []
+    assert events_of(Freeze(FreezeOptions(animation_s=0)), [rows(n_before + n_held, diff_prev=diff,
+                                                                  diff_cellmax=diff * 2, flat_frac=flat)],
+                     end_s=(n_before + n_held) * DT) == []   # without the rule every flat held picture is a card
+
+
 def test_frame_drop_counts_missing_frames_and_merges_close_gaps():
     t = np.concatenate([np.arange(0, 50), np.arange(55, 100), np.arange(103, 150)]) * DT
     f = rows(len(t))
