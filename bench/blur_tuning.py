@@ -58,25 +58,21 @@ def extra_clips(echo=print) -> list[corpus.Clip]:
 
 
 def stage1_rows(path: str) -> dict:
-    """A clip's video stage-1 columns through the local runner (decode, convert, stage 1), kept next to it."""
+    """A clip's video stage-1 columns (the converter's decode and segments, blur's stage 1), kept next to it."""
     cached = CACHE / "rows" / Path(path).parent.name / (Path(path).stem + ".npz")  # per corpus build: names repeat
     if cached.exists():
         return dict(np.load(cached))
-    from avwatch.local import analyze_source
-    from detectors.analyzer import StreamAnalyzer
+    from avwatch.convert.decode import MediaDecoder
+    from avwatch.convert.segments import Segmenter
     from detectors.config import DetectorConfig
+    from detectors.features import stage1
 
     config = DetectorConfig.build(["blur"])
-    parts = []
-
-    class Recording(StreamAnalyzer):
-        def add(self, state, item):
-            if item.control is None and item.kind == "video":
-                parts.append({k: np.asarray(item.features[k]) for k in COLUMNS})
-            return super().add(state, item)
-
-    analyze_source(path, config, analyzer=Recording(config))
-    out = {k: np.concatenate([p[k] for p in parts]) for k in COLUMNS}
+    decoder = MediaDecoder(path)
+    segmenter = Segmenter("blur-tuning", decoder.info)
+    segments = [s for item in decoder.items() for s in segmenter.add(item)] + segmenter.finish()
+    parts = [stage1("video_segment", s.table, config).features for s in segments if s.kind == "video"]
+    out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in COLUMNS}
     cached.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cached, **out)
     return out

@@ -71,7 +71,7 @@ def black_shares(luma: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray
     n, h, w = y.shape
     black = (y <= int(np.floor(level))).view(np.uint8)   # integer comparison: luma <= level <=> <= floor(level)
     counts = np.empty((n, GRID, GRID), np.int64)
-    area = np.ones((GRID, GRID), np.int64)
+    area = np.ones((GRID, GRID), np.int64)   # every frame's cells are the same (n == 0: no division uses it)
     for i in range(n):
         counts[i], area = cell_sums(black[i], (GRID, GRID))
     whole = (counts.sum(axis=(1, 2)) / max(h * w, 1)).astype(np.float32)

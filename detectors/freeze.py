@@ -111,8 +111,7 @@ class FreezeState(State):
     moved: int = 0                     # cells that moved during the run (bit k: cell k): a partial freeze
     ref_animated: bool = False         # the frozen picture continued flat moving pictures: not a graphic
     flat_motion_s: float = 0.0         # time the flat pictures since the last less flat one moved (to the last row)
-    flat_motion_before: float = 0.0    # ... to the frame before the last one (the frozen picture's past)
-    prev_diff: float = 0.0             # the last frame's difference to its previous one
+    prev_animated: bool = False        # the last frame, if held, would be a held frame of animation
 
     VERSION = 4   # 3: + moved; 4: + the flat-motion context
 
@@ -186,18 +185,18 @@ class Freeze(Detector):
                 state.start, state.ref_flat, state.evidence = state.prev_t, state.prev_flat, state.prev_thumb
                 state.max_diff, state.frames, state.repeats = diff, 1, int(diff <= o.exact_noise)
                 state.spike_t, state.moved = None, moving
-                state.ref_animated = o.animation_s > 0 and state.flat_motion_before >= o.animation_s - 1e-9 \
-                    and not state.prev_diff >= CUT_DIFF
+                state.ref_animated = state.prev_animated
             flat = float(rows["flat_frac"][k])
             raw = float(rows["diff_prev"][k])
-            # moving pictures as flat as a graphic (animation) add to it, repeats pause it (animation on twos),
-            # anything less flat ends it
-            state.flat_motion_before = state.flat_motion_s
+            # this frame, held, continues animation when the flat pictures before it moved for animation_s and it
+            # was not cut to; then moving pictures as flat as a graphic add to that time, repeats pause it
+            # (animation on twos), anything less flat ends it
+            state.prev_animated = o.animation_s > 0 and state.flat_motion_s >= o.animation_s - 1e-9 and \
+                not raw >= CUT_DIFF
             if not flat >= o.graphic_flat_fraction:
                 state.flat_motion_s = 0.0
             elif raw > o.noise:
                 state.flat_motion_s += float(rows["frame_dur"][k])
-            state.prev_diff = raw if raw == raw else 0.0
             state.prev_t = t
             state.prev_flat = flat
             state.prev_thumb = rows["thumb_jpeg"][k]
