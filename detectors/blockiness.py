@@ -233,9 +233,13 @@ def pooled_level(hist: np.ndarray, quantile: float = POOLED_QUANTILE) -> float:
     return float(np.exp(_HIST_EDGES[i] + frac * (_HIST_EDGES[i + 1] - _HIST_EDGES[i])))
 
 
-def _add_to_hist(hist: np.ndarray, ratios: np.ndarray, decay: float) -> np.ndarray:
-    idx = np.clip(np.searchsorted(_HIST_EDGES, np.log(np.maximum(ratios, 1e-6))) - 1, 0, len(_HIST_EDGES) - 2)
-    return hist * decay + np.bincount(idx, minlength=len(_HIST_EDGES) - 1)
+def _hist_bins(ratios: np.ndarray) -> np.ndarray:
+    """The histogram bin of each ratio (any shape): computed for a whole call's frames at once."""
+    return np.clip(np.searchsorted(_HIST_EDGES, np.log(np.maximum(ratios, 1e-6))) - 1, 0, len(_HIST_EDGES) - 2)
+
+
+def _add_to_hist(hist: np.ndarray, bins: np.ndarray, decay: float) -> np.ndarray:
+    return hist * decay + np.bincount(bins, minlength=len(_HIST_EDGES) - 1)
 
 
 @dataclass
@@ -284,6 +288,7 @@ class Blockiness(Detector):
         # blocks' insides, leaving only the steps between them); flat animation has neither
         valids = (acts >= o.min_activity) | ((ratios * (acts + _EPS) - _EPS >= 2 * o.min_activity) &
                                              (ratios >= FLAT_RATIO))
+        bins = _hist_bins(ratios)
         errors = rows["decode_error"].tolist() if "decode_error" in rows else [False] * n
         times, durs, keys = rows["t"].tolist(), rows["frame_dur"].tolist(), rows["keyframe"].tolist()
         # the baselines live in arrays while the rows are walked, and go back to the state as lists at the end
@@ -302,7 +307,7 @@ class Blockiness(Detector):
             if state.learnt_s < o.warmup_s:  # warm-up: a running mean, no decisions
                 state.n += 1
                 base = base + np.where(valid, r - base, 0.0) / state.n
-                hist = _add_to_hist(hist, r[valid], decay)
+                hist = _add_to_hist(hist, bins[k][valid], decay)
                 state.learnt_s += dur
                 continue
             error = bool(errors[k])
@@ -363,7 +368,7 @@ class Blockiness(Detector):
                 base = base + min(1.0, dur / o.absorb_s) * np.where(valid, r - base, 0.0)
             elif run.start is None:  # a clean frame outside any event teaches both baselines
                 base = base + min(1.0, dur / o.baseline_s) * np.where(valid, r - base, 0.0)
-                hist = _add_to_hist(hist, r[valid], decay)
+                hist = _add_to_hist(hist, bins[k][valid], decay)
         state.baseline = base.tolist()
         state.hist = hist.tolist()
         return events

@@ -214,3 +214,23 @@ def test_luma_coding_is_lossless(kind):
         decode_planes(data[:1], [TEMPORAL], 18, 32)
     with pytest.raises(ValueError, match="expected 18x32"):
         decode_planes([b"xx"], [PLAIN], 18, 32)
+
+
+def test_feature_tables_read_the_same_from_whole_sliced_and_null_holding_list_columns():
+    """Features.from_arrow takes a fixed-size list's child array as it is when it holds exactly the column's
+    values (an IPC read); a slice (an offset into the child) or null lists go the general way."""
+    import numpy as np
+
+    from detectors.table import Features
+
+    values = np.arange(30, dtype=np.float32).reshape(10, 3)
+    lists = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 3)
+    table = pa.table({"t": np.arange(10.0), "v": lists})
+    whole = Features.from_arrow(table)
+    assert np.array_equal(whole["v"], values)
+    sliced = Features.from_arrow(table.slice(3, 4))
+    assert np.array_equal(sliced["v"], values[3:7]) and np.array_equal(sliced["t"], np.arange(3.0, 7.0))
+    with_null = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 3,
+                                                  mask=pa.array([False] * 9 + [True]))
+    read = Features.from_arrow(pa.table({"t": np.arange(10.0), "v": with_null}))
+    assert read["v"].shape[1] == 3 and np.array_equal(read["v"][:9], values[:9])
