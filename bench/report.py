@@ -122,15 +122,18 @@ def render(results: dict) -> str:
     lines += ["- streams per core, 100-stream latency: the per-stream step's Python bounds them, not Spark's "
               "planning: decoding the records and running 18 detectors on every stream's video and audio costs "
               "more CPU per stream-second of media than 1/100 of a core (performance.md, \"2026-11-27, evening\": "
-              "a 100-stream backlog on local[1]).",
-              "- alert latency at 10 streams, Spark vs local: the micro-batch and its fixed cost, on a host whose "
-              "speed varies by up to 1.5x between hours (FFmpeg's own filters on the same clip; performance.md "
-              "compares commits measured beside each other at the same hour).",
+              "a 100-stream backlog on local[1]; \"2026-11-28\": the step's profile).",
+              "- alert latency at 10 streams: the micro-batch and its fixed cost, on a host whose speed varies by "
+              "up to 1.5x between hours (FFmpeg's own filters on the same clip; performance.md compares commits "
+              "measured beside each other at the same hour).",
+              "- Spark vs local, 2-core scaling: the job's costs per micro-batch and per row, and a micro-batch's "
+              "serial part; both ratios fall when the detectors get cheaper, because their anchors (the same "
+              "detectors in one process; one core) gain more (performance.md, \"2026-11-28\").",
               "- e2e vs FFmpeg: decoding 1080p is half of the run's CPU; the rest is the converter's start-up and "
               "the job's fixed cost per micro-batch (the row above: planning, scheduling, Python round trips), "
               "paid ~15 times for one file published at full speed.",
-              "- scaling: the measured window includes the first batch's Python worker start-up and JIT warm-up, "
-              "and 40 streams split unevenly over two state partitions.", "",
+              "- scaling, besides: the measured window includes the first batch's Python worker start-up and JIT "
+              "warm-up, and 40 streams split unevenly over two state partitions.", "",
               "The converter's rate is its steady state: the difference between a 20 s and a 60 s run of the same "
               "content, for it and for FFmpeg. Its start-up (~0.9 CPU-s: importing PyAV, OpenCV, pyarrow, pandas "
               "and kafka-python, connecting, creating topics) is paid once per run, which the whole-run rows "
