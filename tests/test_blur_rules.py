@@ -79,3 +79,25 @@ def test_a_blur_in_a_stream_analysed_at_a_low_frame_rate_is_found():
     # frames sampled every 0.2 s (longer than onset_s): the drop since the previous frame is a drop at once
     s = segments((4.0, 0.5), (2.0, 0.2), (4.0, 0.5), fps=5)
     assert events(s, fps=5) == [(4.0, 6.0)]
+
+
+def test_a_blur_that_sets_in_just_after_a_dissolve_is_found():
+    # The field corpus's fourth draw, tune part (blur_s42): a sigma-5 blur 0.16 s after a dissolve ended was
+    # learnt as the new shot's own sharpness, because the contrast reference, lagging behind, still read the
+    # settled frames as fading. Its coarse contrast, frame by frame: the dissolve 4.36-4.84 s, the new shot
+    # settled at 0.190 from 4.84 s, the blur at 5.0 s (sharpness 0.56 -> 0.20) for 2.4 s.
+    dissolve = [0.148, 0.133, 0.120, 0.111, 0.105, 0.104, 0.108, 0.115, 0.126, 0.140, 0.155, 0.172]
+    s = segments((4.36, 0.52), (0.48, 0.51), (0.16, 0.56), (2.4, 0.2), (3.0, 0.56))
+    contrast = np.concatenate([np.full(109, 0.165), dissolve, np.full(len(s) - 121, 0.190)])
+
+    def found(**options):
+        det = Blur(BlurOptions(**options))
+        state = det.State()
+        table = rows(np.asarray(s, np.float64))
+        table["blur_contrast"] = contrast.astype(np.float32)
+        table["blur_cut"][109:121] = 0.025          # a dissolve: every frame changes a little
+        out = det.process(state, "video", table) + det.finish(state, len(s) / FPS)
+        return [(round(e.start_s, 2), round(e.end_s, 2)) for e in out]
+
+    assert found() == [(5.0, 7.4)]
+    assert found(settle_s=0) == []      # without the rule the blurred frames became the new shot's baseline
