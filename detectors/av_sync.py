@@ -283,7 +283,7 @@ def estimate_window(vt: np.ndarray, vnew: np.ndarray, vprev: np.ndarray, venv: n
 
     # The audio integral is read at each picture's start and end and at the previous new picture: mostly
     # the same instants (a frame ends where the next begins), so each distinct instant is read once per lag
-    # (three reads of every frame were ~15% of the streaming job's per-stream step). Instants closer than
+    # (three reads of every frame were ~8% of the streaming job's per-stream step). Instants closer than
     # 1 ns are one: frame times built by different sums differ in their last bits.
     n = len(t)
     instants = np.concatenate([t, t + T, tp])

@@ -82,7 +82,7 @@ from detectors.table import Features
 CELLS = (3, 3)        # sharpness grid over the analysis picture, row-major
 REBLUR = 3            # box re-blur length (pixels at analysis size)
 CUT_SIZE = (16, 9)    # the tiny luma picture a scene cut is measured on (width, height)
-SETTLED = 0.01       # a coarse contrast within this share of the previous frame's has not moved
+SETTLED = 0.01        # a coarse contrast within this share of the previous frame's has not moved
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ def expected_columns(config, kind: str) -> dict[str, tuple[str, tuple]]:
     """Column name -> (dtype kind, trailing shape) of this config's stage 1 for `kind`, from the declared
     outputs. A fixed-size list has that width; a plain list (one value per audio channel) any width (None)."""
     # the declared outputs are class attributes: one answer per set of detector classes (this ran for every
-    # segment record, ~4% of the streaming job's per-stream step)
+    # segment record, ~2% of the streaming job's per-stream step)
     return _expected_columns(tuple(type(d) for d in config.detectors), kind)
 
 

@@ -57,7 +57,7 @@ class Features(dict):
             if pa.types.is_fixed_size_list(col.type):
                 width = col.type.list_size
                 # the child array as it is when it holds exactly this column's values (as read from IPC);
-                # flatten() goes through a compute kernel, ~1/4 of this function's cost
+                # flatten() goes through a compute kernel: about half of this function's cost
                 whole = col.offset == 0 and not col.null_count and len(col.values) == len(col) * width
                 values = col.values if whole else col.flatten()
                 out[name] = values.to_numpy(zero_copy_only=False).reshape(-1, width)

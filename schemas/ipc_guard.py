@@ -61,16 +61,14 @@ class _Flat:
         pos = self.field_pos(table, index)
         return None if pos is None else pos + self._unpack("<I", pos)
 
-    def struct_vector(self, table: int, index: int, width: int) -> list[tuple[int, int]]:
+    def struct_vector(self, table: int, index: int) -> list[tuple[int, int]]:
         """A vector of 16-byte structs of two int64 (FieldNode and Buffer)."""
         pos = self.ref(table, index)
         if pos is None:
             return []
         n = self._unpack("<I", pos)
-        if n > 1_000_000 or pos + 4 + n * width > len(self.data):
+        if n > 1_000_000 or pos + 4 + n * 16 > len(self.data):
             raise GuardError("IPC metadata declares a vector larger than itself")
-        if width != 16:
-            raise ValueError("FieldNode and Buffer structs are 16 bytes")
         # one C-level pass over the vector (a record has hundreds of buffers)
         return list(struct.iter_unpack("<qq", memoryview(self.data)[pos + 4:pos + 4 + n * 16]))
 
@@ -118,14 +116,14 @@ def _check_message(message) -> None:
     rows = flat.scalar(batch, 0, "<q")
     if not 0 <= rows <= MAX_ROWS:
         raise GuardError(f"a record batch declares {rows} rows (at most {MAX_ROWS})")
-    for length, nulls in flat.struct_vector(batch, 1, 16):
+    for length, nulls in flat.struct_vector(batch, 1):
         if not (0 <= length <= MAX_ROWS * 64 and 0 <= nulls <= length):
             raise GuardError(f"a column declares {length} values and {nulls} nulls")
     body = message.body
     body_size = 0 if body is None else body.size
     compressed = flat.ref(batch, 3) is not None
     total = 0
-    for offset, length in flat.struct_vector(batch, 2, 16):
+    for offset, length in flat.struct_vector(batch, 2):
         if offset < 0 or length < 0 or offset + length > body_size:
             raise GuardError("a buffer lies outside the record's body")
         if compressed and length >= 8:
