@@ -28,12 +28,21 @@ Beyond freezedetect:
   change) do not make the held picture's frames non-repeats, and such a cell is named in `moved_cells`.
   (The field corpus's freeze under a running clock, re-encoded with a keyframe every second, was
   withdrawn before this: its frames differed from the previous by the clock alone, just above -80 dB.)
-- Not done: comparing with the freeze's reference frame under a noise-aware threshold (freezedetect's
-  way): a held picture with fresh noise on every frame is found only when encoding removes the noise.
+- Each frame is also compared with the frozen picture itself, as freezedetect does, not only with the
+  previous frame: a run ends where the mean of a cell of the picture's middle rows (of the 4x4 grid, on
+  the frame's thumbnail) has moved by more than `max_drift` of the range since the frozen picture. A slow
+  pan of a soft picture changes each frame by less than `noise` (an encoder codes most of its frames as
+  repeats) but drifts away from where it started; cell means average noise and re-encoding away (the
+  field corpus's tune part: 0.005 at most over the three real freezes, 0.01 reached after 0.5 s by a slow
+  pan inside a blur that was reported as a partial freeze).
+- Not done: finding a held picture whose fresh noise survives encoding (every frame above `noise`): its
+  cell means stay put, but so do those of a live locked-off shot with sensor noise, which is the hard
+  negative; it is found only when encoding removes the noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -42,6 +51,7 @@ import pyarrow as pa
 from detectors.base import rows_end, MAJOR, VIDEO, Detector, Event, Options, State, option
 from detectors.segments import VideoFrames
 from detectors.table import Features
+from schemas.records import DIFF_CELLS
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,9 @@ class FreezeOptions(Options):
     animation_s: float = option(1.0, "a flat frozen picture is no graphic when the picture moved, as flat, for at "
                                 "least this long just before it and did not cut to it (a frame of animation "
                                 "held); 0: every flat frozen picture is a graphic", min=0.0, max=60.0)
+    max_drift: float = option(0.01, "a still run ends where the mean of a cell of the middle rows has moved by more "
+                              "than this fraction of the range since the frozen picture (a slow pan whose every "
+                              "frame is within noise); 0 turns this off", min=0.0, max=1.0)
     max_moving_cells: int = option(4, "a freeze goes on while at most this many cells of the top and bottom "
                                    "rows of the 4x4 grid move (a clock, a ticker); 0: whole-picture freezes only",
                                    min=0, max=8)
@@ -76,6 +89,38 @@ CUT_DIFF = 0.05
 # the cells of the 4x4 difference grid (schemas.records.DIFF_CELLS) where downstream graphics run: top and
 # bottom rows
 GRAPHICS_CELLS = frozenset(range(0, 4)) | frozenset(range(12, 16))
+# ... and the others, which must stay with the frozen picture
+MIDDLE_CELLS = tuple(k for k in range(16) if k not in GRAPHICS_CELLS)
+
+
+def thumb_cell_means(thumbs: np.ndarray) -> np.ndarray:
+    """Mean of each cell of the 4x4 grid (schemas.records.DIFF_CELLS) of each RGB thumbnail's green channel, as
+    a fraction of the range: (n, th, tw, 3) uint8 -> (n, 16) float32 (NaN for a thumbnail smaller than the
+    grid). Green stands for luma; a few microseconds per segment, all frames at once."""
+    n = len(thumbs)
+    rows, cols = DIFF_CELLS
+    if thumbs.ndim != 4 or thumbs.shape[1] < rows or thumbs.shape[2] < cols:
+        return np.full((n, rows * cols), np.nan, np.float32)
+    in_row, in_col, area = _cell_membership(thumbs.shape[1], thumbs.shape[2])
+    sums = in_row @ thumbs[..., 1].astype(np.float32) @ in_col.T   # exact: the sums stay far below 2^24
+    return (sums / (area * 255.0)).reshape(n, rows * cols).astype(np.float32)
+
+
+@lru_cache(maxsize=16)
+def _cell_membership(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """0/1 matrices saying which cell row each pixel row, and which cell column each pixel column, is in
+    (cells split at linspace edges), and each cell's area: the cell sums of a stack of planes are two small
+    matrix products (4x faster than nested reductions)."""
+    rows, cols = DIFF_CELLS
+    ys = np.linspace(0, h, rows + 1).astype(int)
+    xs = np.linspace(0, w, cols + 1).astype(int)
+    in_row = np.zeros((rows, h), np.float32)
+    in_col = np.zeros((cols, w), np.float32)
+    for a in range(rows):
+        in_row[a, ys[a]:ys[a + 1]] = 1
+    for b in range(cols):
+        in_col[b, xs[b]:xs[b + 1]] = 1
+    return in_row, in_col, np.outer(np.diff(ys), np.diff(xs))
 
 
 def flat_fraction(luma: np.ndarray, step: float = 2.0) -> np.ndarray:
@@ -112,21 +157,31 @@ class FreezeState(State):
     ref_animated: bool = False         # the frozen picture continued flat moving pictures: not a graphic
     flat_motion_s: float = 0.0         # time the flat pictures since the last less flat one moved (to the last row)
     prev_animated: bool = False        # the last frame, if held, would be a held frame of animation
+    prev_cells: list | None = None     # the last frame's MIDDLE_CELLS means
+    ref_cells: list | None = None      # the frozen picture's, while a run is open
 
-    VERSION = 4   # 3: + moved; 4: + the flat-motion context
+    VERSION = 5   # 3: + moved; 4: + the flat-motion context; 5: + the cell means
 
 
 class Freeze(Detector):
     name = "freeze"
-    version = "1.3"
+    version = "1.4"
     inputs = (VIDEO,)
     Options = FreezeOptions
     State = FreezeState
     stage1_kind = VIDEO
-    stage1_outputs = {"flat_frac": pa.float32()}  # share of flat pixels (graphics are high), 0..1
+    stage1_outputs = {"flat_frac": pa.float32(),  # share of flat pixels (graphics are high), 0..1
+                      "freeze_cell_means": pa.list_(pa.float32(), DIFF_CELLS[0] * DIFF_CELLS[1])}  # 0..1
 
     def stage1(self, frames: VideoFrames) -> dict:
-        return {"flat_frac": flat_fraction(frames.luma)}
+        return {"flat_frac": flat_fraction(frames.luma), "freeze_cell_means": thumb_cell_means(frames.thumbs)}
+
+    def _drifted(self, state: FreezeState, cells: list | None) -> bool:
+        """Whether a cell of the middle rows has moved more than max_drift since the frozen picture."""
+        ref = state.ref_cells
+        if not self.options.max_drift or ref is None or cells is None:
+            return False
+        return max(abs(c - r) for c, r in zip(cells, ref)) > self.options.max_drift  # NaN: False
 
     def _graphics(self, cells, level: float) -> list[int] | None:
         """The cells that changed beyond `level`, when they are at most max_moving_cells cells of the graphics
@@ -163,13 +218,19 @@ class Freeze(Detector):
         o = self.options
         events = []
         cells_of = rows["diff_cells"] if "diff_cells" in rows else None
+        means_of = rows["freeze_cell_means"][:, MIDDLE_CELLS] if "freeze_cell_means" in rows else None
         for k in range(len(rows)):
             t = float(rows["t"][k])
             cellmax = float(rows["diff_cellmax"][k])
             still, diff, moving = self._still(float(rows["diff_prev"][k]),
                                               None if cells_of is None else cells_of[k].tolist())
+            means = None if means_of is None else means_of[k].tolist()
             if state.start is not None:
-                if still:
+                if still and self._drifted(state, means):
+                    # every frame within noise of the one before, but the picture has moved away from the frozen
+                    # one: a slow pan, not a freeze
+                    events += self._close(state, state.spike_t if state.spike_t is not None else t)
+                elif still:
                     state.spike_t = None
                     state.frames += 1
                     state.repeats += diff <= o.exact_noise
@@ -186,6 +247,7 @@ class Freeze(Detector):
                 state.max_diff, state.frames, state.repeats = diff, 1, int(diff <= o.exact_noise)
                 state.spike_t, state.moved = None, moving
                 state.ref_animated = state.prev_animated
+                state.ref_cells = state.prev_cells
             flat = float(rows["flat_frac"][k])
             raw = float(rows["diff_prev"][k])
             # this frame, held, continues animation when the flat pictures before it moved for animation_s and it
@@ -198,6 +260,7 @@ class Freeze(Detector):
             elif raw > o.noise:
                 state.flat_motion_s += float(rows["frame_dur"][k])
             state.prev_t = t
+            state.prev_cells = means
             state.prev_flat = flat
             state.prev_thumb = rows["thumb_jpeg"][k]
         if len(rows):
@@ -251,5 +314,5 @@ class Freeze(Detector):
                            evidence=state.evidence)]
         state.start, state.evidence, state.max_diff, state.frames, state.repeats, state.spike_t, state.moved = \
             None, None, 0.0, 0, 0, None, 0
-        state.ref_animated = False
+        state.ref_animated, state.ref_cells = False, None
         return event

@@ -161,6 +161,28 @@ def test_a_held_frame_of_flat_animation_is_a_freeze_and_a_title_card_is_not(befo
                      end_s=(n_before + n_held) * DT) == []   # without the rule every flat held picture is a card
 
 
+@pytest.mark.parametrize("case", ["slow_pan", "freeze_with_refresh"])
+def test_a_still_run_ends_where_the_picture_has_drifted_from_the_frozen_one(case):
+    """Every frame within noise of the one before (an encoder coding a soft slow pan as repeats, a step now and
+    then): no freeze, because the middle cells' means drift from where the run began (as freezedetect compares
+    with the frozen picture). A real freeze whose keyframe refresh moves a cell by 0.004 is still one."""
+    n = 100                                                   # 1 s moving, then 3 s within noise
+    diff = np.full(n, 0.0, np.float32)
+    diff[:25] = 0.02
+    diff[30::10] = 0.0006                                     # a small step every 0.4 s, under `noise`
+    means = np.full((n, 16), 0.4, np.float32)
+    if case == "slow_pan":
+        means[25:, 9] += np.floor(np.arange(75) / 5) * 0.004   # 0.02 a second, in steps (the tune part's pan)
+    else:
+        means[60:, 6] += 0.004                                # the refresh at 2.4 s
+    got = events_of(Freeze(), [rows(n, diff_prev=diff, diff_cellmax=diff * 2, freeze_cell_means=means)],
+                    end_s=n * DT)
+    off = events_of(Freeze(FreezeOptions(max_drift=0)), [rows(n, diff_prev=diff, diff_cellmax=diff * 2,
+                                                                freeze_cell_means=means)], end_s=n * DT)
+    assert off == [(pytest.approx(24 * DT), pytest.approx(n * DT))]   # frame by frame, both look frozen
+    assert got == ([] if case == "slow_pan" else off)
+
+
 def test_frame_drop_counts_missing_frames_and_merges_close_gaps():
     t = np.concatenate([np.arange(0, 50), np.arange(55, 100), np.arange(103, 150)]) * DT
     f = rows(len(t))
