@@ -59,6 +59,9 @@ class Features(dict):
                 # the child array as it is when it holds exactly this column's values (as read from IPC);
                 # flatten() goes through a compute kernel: about half of this function's cost
                 whole = col.offset == 0 and not col.null_count and len(col.values) == len(col) * width
+                if col.null_count and pa.types.is_floating(col.type.value_type):
+                    # rows from before the column existed (a table written by an earlier build): NaN, not gone
+                    col = col.fill_null(pa.scalar([float("nan")] * width, type=col.type))
                 values = col.values if whole else col.flatten()
                 out[name] = values.to_numpy(zero_copy_only=False).reshape(-1, width)
             elif pa.types.is_list(col.type) or pa.types.is_large_list(col.type):

@@ -129,9 +129,18 @@ def _features_source(spark, sink: str, start, end, streams):
     from pyspark.sql import functions as F
 
     from avwatch.sink import FRAME_FEATURES as TABLE
+    from detectors.records import FRAME_FEATURE_COLUMNS, FRAME_FEATURES as RECORD
+    from jobs.spark_schemas import struct_type
 
     path = f"{sink}/{TABLE}"
-    df = spark.read.format("delta").load(path).where(
+    df = spark.read.format("delta").load(path)
+    # a table written by an earlier build lacks the stage-1 columns added since: they read null (NaN), and the
+    # detectors that use them go without (freeze's drift test, for one)
+    types = {f.name: f.dataType for f in struct_type(RECORD).fields}
+    for name in FRAME_FEATURE_COLUMNS:
+        if name not in df.columns:
+            df = df.withColumn(name, F.lit(None).cast(types[name]))
+    df = df.where(
         (F.col("event_time") >= F.lit(_ts(start)).cast("timestamp")) &
         (F.col("event_time") < F.lit(_ts(end)).cast("timestamp")))
     if streams:
@@ -144,7 +153,7 @@ def _features_to_stage1(key, table):
     segments of FEATURE_SEGMENT_FRAMES frames in time order, with sequence numbers 0, 1, 2, ..."""
     import pyarrow as pa
 
-    from detectors.records import FRAME_FEATURE_COLUMNS
+    from detectors.records import FRAME_FEATURE_COLUMNS, FRAME_FEATURES as RECORD
     from detectors.table import Features
     from detectors.wire import to_ipc
     from jobs.stream_stages import STAGE1_SCHEMA
@@ -160,7 +169,10 @@ def _features_to_stage1(key, table):
     out = []
     for sequence, offset in enumerate(range(0, table.num_rows, FEATURE_SEGMENT_FRAMES)):
         part = table.slice(offset, FEATURE_SEGMENT_FRAMES)
-        feats = Features.from_arrow(part.select(["t", "frame_index"] + FRAME_FEATURE_COLUMNS))
+        columns = ["t", "frame_index"] + FRAME_FEATURE_COLUMNS
+        # Delta keeps fixed-size lists as plain lists: back to the record's types, so that the null lists of
+        # rows older than a column read as NaN rows of its width
+        feats = Features.from_arrow(part.select(columns).cast(pa.schema([RECORD.schema.field(c) for c in columns])))
         out.append({"stream_id": stream_id, "kind": "video", "sequence": sequence, "t": float(feats["t"][0]),
                     "source": source, "features": to_ipc(feats), "event_time": part.column("event_time")[0].as_py()})
     return pa.Table.from_pylist(out, schema=STAGE1_SCHEMA)

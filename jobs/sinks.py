@@ -368,7 +368,9 @@ class BatchSink:
         run_id = self.run_id
         rows = blobs.select("stream_id", "features", "epoch").mapInArrow(
             lambda batches: explode_features(batches, run_id), struct_type(FRAME_FEATURES))
-        (rows.write.format("delta").mode("append").partitionBy("stream_id", "date")
+        # mergeSchema: a table written by an earlier build gains the stage-1 columns added since (its older rows
+        # read null there) instead of refusing the append and stopping the job
+        (rows.write.format("delta").mode("append").partitionBy("stream_id", "date").option("mergeSchema", "true")
          .option("txnAppId", self.app_id + "-features").option("txnVersion", batch_id)
          .save(self.path(FEATURES_TABLE)))
         return segments

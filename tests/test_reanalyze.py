@@ -7,6 +7,7 @@ import sys
 import types
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -217,3 +218,41 @@ def test_features_source_through_spark_submit_analyses_whole_streams_while_the_s
     for event_id, version in committed.items():
         # written after the re-analysis read the table: kept; before: inside the replaced range, replaced
         assert (event_id in present) == (version > read_version), (event_id, version, read_version)
+
+
+@pytest.mark.spark
+@pytest.mark.kafka
+def test_a_features_table_from_before_a_stage1_column_takes_appends_and_serves_reanalysis(spark, broker, streamed,
+                                                                                        tmp_path):
+    """An upgrade adds a stage-1 column (freeze_cell_means, 2026-11-28). The stream job appends to a sink's
+    frame_features table written by the earlier build, which gains the column (its older rows null there)
+    instead of stopping the job; re-analysis from that table reads the older rows' column as NaN and finds
+    the same events in them as in the rows written whole."""
+    from deltalake import write_deltalake
+
+    sink = tmp_path / "sink"
+    written = DeltaTable(str(streamed["sink"] / "frame_features")).to_pyarrow_table()
+    older = written.drop_columns(["freeze_cell_means"])     # the table as the earlier build wrote it ...
+    older = older.set_column(older.schema.get_field_index("stream_id"), "stream_id",
+                             pa.array(["feed-old"] * older.num_rows))   # ... for another stream
+    write_deltalake(str(sink / "frame_features"), older, partition_by=["stream_id", "date"])
+
+    stream(stream_parser().parse_args(["--bootstrap", broker.bootstrap, "--video-topic", streamed["topics"][0],
+                                       "--audio-topic", streamed["topics"][1], "--sink", str(sink),
+                                       "--until-idle", "--features", "--alerts-topic", ""]), spark=spark)
+    table = DeltaTable(str(sink / "frame_features")).to_pyarrow_table(columns=["stream_id", "freeze_cell_means"])
+    cells = {sid: [c for s, c in zip(table.column("stream_id").to_pylist(),
+                                     table.column("freeze_cell_means").to_pylist()) if s == sid]
+             for sid in ("feed", "feed-old")}
+    assert cells["feed"] and all(c is not None and len(c) == 16 for c in cells["feed"])
+    assert cells["feed-old"] and all(c is None for c in cells["feed-old"])
+
+    summary = reanalyze(reanalyze_parser().parse_args(
+        ["--sink", str(sink), "--since", "1h", "--source", "features", "--detectors", "black,freeze"]), spark=spark)
+    assert summary["written"] and summary["source"] == "features"
+    assert sorted(summary["streams"]) == ["feed", "feed-old"]
+    found = {sid: sorted((r["detector"], r["start_s"], r["end_s"]) for r in events(sink)
+                         if r["stream_id"] == sid and r["run_id"] == summary["run_id"])
+             for sid in ("feed", "feed-old")}
+    assert {d for d, _, _ in found["feed"]} == {"black", "freeze"}
+    assert found["feed-old"] == found["feed"]

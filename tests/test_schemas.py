@@ -218,7 +218,8 @@ def test_luma_coding_is_lossless(kind):
 
 def test_feature_tables_read_the_same_from_whole_sliced_and_null_holding_list_columns():
     """Features.from_arrow takes a fixed-size list's child array as it is when it holds exactly the column's
-    values (an IPC read); a slice (an offset into the child) or null lists go the general way."""
+    values (an IPC read); a slice (an offset into the child) or null lists go the general way, a null list of
+    floats as NaNs."""
     import numpy as np
 
     from detectors.table import Features
@@ -230,7 +231,9 @@ def test_feature_tables_read_the_same_from_whole_sliced_and_null_holding_list_co
     assert np.array_equal(whole["v"], values)
     sliced = Features.from_arrow(table.slice(3, 4))
     assert np.array_equal(sliced["v"], values[3:7]) and np.array_equal(sliced["t"], np.arange(3.0, 7.0))
+    # a null list (a row written before the column existed) reads as a NaN row of the column's width
     with_null = pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), 3,
                                                   mask=pa.array([False] * 9 + [True]))
     read = Features.from_arrow(pa.table({"t": np.arange(10.0), "v": with_null}))
-    assert read["v"].shape[1] == 3 and np.array_equal(read["v"][:9], values[:9])
+    assert read["v"].shape == (10, 3) and np.array_equal(read["v"][:9], values[:9])
+    assert np.isnan(read["v"][9]).all()
