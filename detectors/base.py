@@ -232,6 +232,8 @@ class Detector(ABC):
     stage1_kind: ClassVar[str | None] = None  # VIDEO: stage1 reads VideoFrames; AUDIO: AudioBlocks; None: none
     stage1_outputs: ClassVar[dict[str, pa.DataType]] = {}  # the columns stage1 returns, name -> Arrow type
     # (a fixed_size_list for a per-frame vector; a plain list for one value per audio channel)
+    stage1_added: ClassVar[frozenset[str]] = frozenset()  # float columns of stage1_outputs added after the
+    # detector first shipped: an edge converter of an earlier build does not send them, and stage 2 gets NaN
 
     def __init__(self, options: Options | None = None):
         self.options = options if options is not None else self.Options()
@@ -242,6 +244,8 @@ class Detector(ABC):
         super().__init_subclass__(**kwargs)
         if cls.stage1_outputs and cls.stage1_kind not in (VIDEO, AUDIO):
             raise TypeError(f"{cls.__qualname__} declares stage1_outputs: set stage1_kind to VIDEO or AUDIO")
+        if not cls.stage1_added <= set(cls.stage1_outputs):
+            raise TypeError(f"{cls.__qualname__}.stage1_added names columns it does not declare in stage1_outputs")
 
     def stage1(self, data) -> dict[str, np.ndarray]:
         """Stage 1 over one segment (detectors.segments.VideoFrames or AudioBlocks, as stage1_kind says):

@@ -134,6 +134,16 @@ def expected_columns(config, kind: str) -> dict[str, tuple[str, tuple]]:
 
 
 @lru_cache(maxsize=64)
+def _added_columns(classes: tuple, kind: str) -> frozenset[str]:
+    """The float columns of `kind` that these detectors added after they first shipped (Detector.stage1_added)."""
+    def fixed_floats(t: pa.DataType) -> bool:  # a float, or a fixed-size list of floats (a NaN row has a width)
+        return pa.types.is_floating(t) or (pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type))
+
+    return frozenset(name for c in classes if c.stage1_kind == kind for name in c.stage1_added
+                     if fixed_floats(c.stage1_outputs[name]))
+
+
+@lru_cache(maxsize=64)
 def _expected_columns(classes: tuple, kind: str) -> dict[str, tuple[str, tuple]]:
     out = {}
     for name, arrow_type in outputs(classes, kind).items():
@@ -148,7 +158,8 @@ def _expected_columns(classes: tuple, kind: str) -> dict[str, tuple[str, tuple]]
 
 def check_features(feats: Features, config, kind: str) -> None:
     """Raise ValueError unless `feats` has every column this config's detectors read for `kind`, each of
-    the right type and shape, all of one length, with finite times."""
+    the right type and shape, all of one length, with finite times. A column a detector added after it
+    first shipped (`Detector.stage1_added`: records of an earlier edge converter lack it) is filled with NaN."""
     t = feats.get("t")
     if not isinstance(t, np.ndarray) or t.ndim != 1 or t.dtype.kind not in "fiu":
         raise ValueError("features have no 1-D numeric column 't'")
@@ -173,6 +184,11 @@ def check_features(feats: Features, config, kind: str) -> None:
                              f"expected kind {dtype_kind!r} with {len(trailing) + 1} dimension(s)")
         if None not in trailing and values.shape[1:] != trailing:  # per-channel widths follow the audio
             raise ValueError(f"features column {name!r} has shape {values.shape[1:]}, expected {trailing}")
+    added = _added_columns(tuple(type(d) for d in config.detectors), kind)
+    for name in [m for m in missing if m in added]:
+        # a column added since the edge converter's build: NaN (its detector goes without), not a lost segment
+        feats[name] = np.full((n,) + expected_columns(config, kind)[name][1], np.nan, np.float32)
+        missing.remove(name)
     if missing:
         raise ValueError(f"features lack column(s) {', '.join(missing)} that this job's detectors read "
                          f"(the edge converter runs other detectors: publish with the job's --detectors/--config)")

@@ -172,6 +172,7 @@ class Freeze(Detector):
     stage1_kind = VIDEO
     stage1_outputs = {"flat_frac": pa.float32(),  # share of flat pixels (graphics are high), 0..1
                       "freeze_cell_means": pa.list_(pa.float32(), DIFF_CELLS[0] * DIFF_CELLS[1])}  # 0..1
+    stage1_added = frozenset({"freeze_cell_means"})  # 1.4 (2026-11-28): without it, no drift test
 
     def stage1(self, frames: VideoFrames) -> dict:
         return {"flat_frac": flat_fraction(frames.luma), "freeze_cell_means": thumb_cell_means(frames.thumbs)}

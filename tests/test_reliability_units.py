@@ -430,3 +430,44 @@ def test_saved_states_of_earlier_builds_still_load():
     assert load_state(pickle.dumps(state, protocol=5))["ended"] == "p1"
     blob = dump_state(state)
     assert blob[:4] == b"AVZ1" and load_state(blob)["ended"] == "p1" and len(blob) < 1000
+
+
+@pytest.mark.parametrize("dropped", ["freeze_cell_means", "flat_frac"])
+def test_edge_records_of_an_earlier_converter_are_analysed_without_the_columns_added_since(clip, dropped):
+    """An edge converter of an earlier build does not send a stage-1 column a detector added later
+    (freeze_cell_means, freeze 1.4): its records are analysed, the column NaN (freeze goes without its drift
+    test), and the stream's events are the same. A column that was always there (flat_frac) missing is a
+    broken converter: a dead letter naming the column."""
+    from detectors.features import edge_features_table
+    from detectors.wire import from_ipc, to_ipc
+    from schemas.codec import large_binary
+    from schemas.records import FEATURE_SEGMENT
+
+    def edge_rows(drop: str | None):
+        rows, offsets = [], {"v": 0, "a": 0}
+        for s in segments_of(clip, "edge"):
+            kind = s.kind.split(":")[-1]
+            if s.kind.startswith("control"):
+                record, table = CONTROL, s.table
+            else:
+                record, table = FEATURE_SEGMENT, edge_features_table(f"{kind}_segment", s.table, CONFIG)
+                if drop and kind == "video":
+                    feats = from_ipc(table.column("features")[0].as_py())
+                    del feats[drop]
+                    table = table.set_column(table.schema.get_field_index("features"), "features",
+                                             large_binary([to_ipc(feats)]))
+            topic = "v" if kind == "video" else "a"
+            rows.append({"key": b"edge", "value": encode(record, table), "topic": topic, "partition": 0,
+                         "offset": offsets[topic], "timestamp": None})
+            offsets[topic] += 1
+        return rows
+
+    whole, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "edge", edge_rows(None))
+    older, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "edge", edge_rows(dropped))
+    key = lambda rows: [(e["detector"], e["start_s"], e["end_s"]) for e in events(rows)]  # noqa: E731
+    assert not dead(whole) and ("black", BLACK[0]) in [(d, a) for d, a, _ in key(whole)]
+    if dropped == "freeze_cell_means":
+        assert not dead(older) and key(older) == key(whole)
+    else:
+        reasons = {d["reason"] for d in dead(older)}
+        assert reasons and all(f"lack column(s) {dropped}" in r for r in reasons)
