@@ -82,6 +82,9 @@ def render(results: dict) -> str:
     sp = runs.get("spark", {})
     row("Spark job frames per CPU-s vs local runner", "≥ 0.8", sp.get("spark_vs_local"),
         None if not sp else sp["spark_vs_local"] >= 0.8)
+    step = runs.get("step", {})
+    row("per-stream step alone (one process, no Spark): CPU ms per stream-second of media", "report",
+        step.get("step_ms_per_stream_s"), None if not step else True)
     st = runs.get("streams", {})
     row(f"real-time 25 fps streams sustained on local[1], edge features ({_fmt(st.get('seconds'))} s)", "≥ 100",
         st.get("streams") if st.get("sustained") else (

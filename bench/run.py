@@ -23,12 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import bench_converter, bench_detectors, bench_pipeline, detection_quality  # noqa: E402
+from bench import bench_converter, bench_detectors, bench_pipeline, bench_step, detection_quality  # noqa: E402
 from bench.common import machine, write_json  # noqa: E402
 from bench.report import render  # noqa: E402
 
-ALL = ["detection", "converter", "transport", "detectors", "e2e", "e2e_edge", "spark", "scaling", "batch", "latency", "latency100",
-       "streams"]
+ALL = ["detection", "converter", "transport", "detectors", "step", "e2e", "e2e_edge", "spark", "scaling", "batch", "latency",
+       "latency100", "streams"]
 
 
 def main(argv=None) -> int:
@@ -69,6 +69,8 @@ def main(argv=None) -> int:
                 figures = bench_converter.transport_cost()
             elif name == "detectors":
                 figures = bench_detectors.run()
+            elif name == "step":
+                figures = bench_step.run()
             elif name == "e2e":
                 figures = bench_pipeline.e2e(stack.bootstrap, work)
             elif name == "e2e_edge":
@@ -135,6 +137,8 @@ def headline(runs: dict) -> dict:
         h["scaling_2_vs_1"] = runs["scaling"]["cores_2_vs_1"]
     if "batch" in runs:
         h["batch_fixed_cpu_s"] = runs["batch"]["batch_fixed_cpu_s"]
+    if "step" in runs:
+        h["step_ms_per_stream_s"] = runs["step"]["step_ms_per_stream_s"]
     if "latency100" in runs:
         h["alert_p95_s_100"] = runs["latency100"]["alert_p95_s"]
         h["alert_open_p95_s_100"] = runs["latency100"].get("alert_open_p95_s")
