@@ -182,7 +182,7 @@ class Freeze(Detector):
         ref = state.ref_cells
         if not self.options.max_drift or ref is None or cells is None:
             return False
-        return max(abs(c - r) for c, r in zip(cells, ref)) > self.options.max_drift  # NaN: False
+        return any(abs(c - r) > self.options.max_drift for c, r in zip(cells, ref))  # NaN (no means): False
 
     def _graphics(self, cells, level: float) -> list[int] | None:
         """The cells that changed beyond `level`, when they are at most max_moving_cells cells of the graphics
