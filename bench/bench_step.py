@@ -19,6 +19,7 @@ import json
 import pstats
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,38 +27,27 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_clip  # noqa: E402
-from bench.harness import convert_once, restamp  # noqa: E402
+from bench.harness import convert_once, replay_slots, replay_source, restamp  # noqa: E402
 
 CALL_S = 2  # media seconds per call: one micro-batch of a real-time stream at the default trigger, rounded up
 
 
 def kafka_rows(streams: int, seconds: float) -> dict[str, list[tuple[float, dict]]]:
-    """Per stream: (media time, Kafka row) of every edge-feature record, in send order."""
+    """Per stream: (media time, Kafka row) of every edge-feature record, in the benchmarks' replay order."""
     from schemas.codec import encode
     from schemas.records import FEATURE_SEGMENT
 
     clip = convert_once(bench_clip(720, 10.0), edge=True)
-    per_loop_v, per_loop_a = len(clip.video), len(clip.audio)
+    epoch = datetime(2026, 1, 1, tzinfo=timezone.utc)
     out = {}
     for i in range(streams):
         sid = f"s{i}"
-        source = json.dumps(dict(clip.source, live=True, epoch="2026-01-01T00:00:00+00:00", publish_id=f"p-{sid}"),
-                            sort_keys=True)
-        rows, slot = [], 0
-        while True:
-            loop, k = divmod(slot, per_loop_v)
-            media_t = loop * clip.seconds + k * (clip.seconds / per_loop_v)
-            if media_t >= seconds:
-                break
-            shift = loop * clip.seconds
-            tables = [("v", restamp(clip.video[k], sid, loop * per_loop_v + k, shift, source))]
-            if k < per_loop_a:
-                tables.append(("a", restamp(clip.audio[k], sid, loop * per_loop_a + k, shift, source)))
-            for topic, table in tables:
-                rows.append((media_t, {"key": sid.encode(), "value": encode(FEATURE_SEGMENT, table), "topic": topic,
-                                       "partition": 0, "offset": slot, "timestamp": None}))
-            slot += 1
-        out[sid] = rows
+        source = replay_source(clip, sid, epoch)
+        out[sid] = [(media_t, {"key": sid.encode(), "topic": "va"[which], "partition": 0, "offset": seq,
+                               "timestamp": None,
+                               "value": encode(FEATURE_SEGMENT, restamp((clip.video, clip.audio)[which][k], sid, seq,
+                                                                        shift, source))})
+                    for media_t, shift, k, sends in replay_slots(clip, seconds) for which, seq in sends]
     return out
 
 

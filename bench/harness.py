@@ -175,6 +175,32 @@ def restamp(table: pa.Table, stream_id: str, sequence: int, shift_s: float, sour
     return pa.table(cols, schema=table.schema)
 
 
+def replay_slots(clip: ClipSegments, seconds: float):
+    """The replay's schedule of one stream, one slot per video segment while its media time is under
+    `seconds`: (media time, the loop's media shift, the segment's index k in the loop, the sends) with sends
+    [(0 video / 1 audio, sequence number)] of clip.video[k] and, while the loop has one, clip.audio[k].
+    Contiguous sequence numbers on both kinds across loops (a loop is the clip's video: an audio segment that
+    starts where the video ends is not in it)."""
+    per_loop_v, per_loop_a = len(clip.video), len(clip.audio)
+    if per_loop_a > per_loop_v:  # each slot sends one of each: a loop's last audio would never be sent
+        raise ValueError(f"the clip has {per_loop_a} audio segments per loop for {per_loop_v} video segments")
+    slot = 0
+    while True:
+        loop, k = divmod(slot, per_loop_v)
+        media_t = loop * clip.seconds + k * (clip.seconds / per_loop_v)
+        if media_t >= seconds:
+            return
+        sends = [(0, loop * per_loop_v + k)] + ([(1, loop * per_loop_a + k)] if k < per_loop_a else [])
+        yield media_t, loop * clip.seconds, k, sends
+        slot += 1
+
+
+def replay_source(clip: ClipSegments, stream: str, epoch: datetime) -> str:
+    """A replayed stream's source metadata: live, with its own publication id."""
+    return json.dumps(dict(clip.source, live=True, epoch=epoch.isoformat(),
+                           publish_id=f"{epoch:%Y%m%dT%H%M%S}-{stream}"), sort_keys=True)
+
+
 class Replay:
     """Replays a converted clip as N live streams at real-time pace, with fresh timestamps (bench helper).
 
@@ -195,38 +221,23 @@ class Replay:
         self.thread: threading.Thread | None = None
         self.epoch = datetime.now(timezone.utc)
 
-    def _source(self, stream: str) -> str:
-        src = dict(self.clip.source, live=True, epoch=self.epoch.isoformat(), publish_id=f"{self.epoch:%Y%m%dT%H%M%S}-{stream}")
-        return json.dumps(src, sort_keys=True)
-
     def run_for(self, seconds: float) -> None:
         """Send seconds of media per stream at real-time pace (blocking)."""
         t0 = time.monotonic()
-        per_loop_v, per_loop_a = len(self.clip.video), len(self.clip.audio)
-        if per_loop_a > per_loop_v:  # each slot sends one of each: a loop's last audio would never be sent
-            raise ValueError(f"the clip has {per_loop_a} audio segments per loop for {per_loop_v} video segments")
-        sources = {i: self._source(f"{self.prefix}{i}") for i in range(self.n)}
-        slot = 0
-        while not self._stop.is_set():
-            loop, k = divmod(slot, per_loop_v)
-            media_t = loop * self.clip.seconds + k * (self.clip.seconds / per_loop_v)
-            if media_t >= seconds:
+        sources = {i: replay_source(self.clip, f"{self.prefix}{i}", self.epoch) for i in range(self.n)}
+        records = (FEATURE_SEGMENT, FEATURE_SEGMENT) if self.clip.edge else (VIDEO_SEGMENT, AUDIO_SEGMENT)
+        for media_t, shift, k, sends in replay_slots(self.clip, seconds):
+            if self._stop.is_set():
                 break
-            due = t0 + media_t / self.speed
-            delay = due - time.monotonic()
+            delay = t0 + media_t / self.speed - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            shift = loop * self.clip.seconds
             for i in range(self.n):
                 sid = f"{self.prefix}{i}"
-                vrec, arec = (FEATURE_SEGMENT, FEATURE_SEGMENT) if self.clip.edge else (VIDEO_SEGMENT, AUDIO_SEGMENT)
-                v = restamp(self.clip.video[k], sid, loop * per_loop_v + k, shift, sources[i])
-                self._send(0, sid, v, vrec, loop * per_loop_v + k, shift + k)
-                if k < per_loop_a:
-                    a = restamp(self.clip.audio[k], sid, loop * per_loop_a + k, shift, sources[i])
-                    self._send(1, sid, a, arec, loop * per_loop_a + k, shift + k)
+                for which, seq in sends:
+                    table = restamp((self.clip.video, self.clip.audio)[which][k], sid, seq, shift, sources[i])
+                    self._send(which, sid, table, records[which], seq, shift + k)
                 self.frames += self.clip.frames_per_segment[k]
-            slot += 1
         self.producer.flush()
 
     def _send(self, which: int, sid: str, table: pa.Table, record, seq: int, media_t: float) -> None:

@@ -173,7 +173,8 @@ def check_features(feats: Features, config, kind: str) -> None:
     if kind == "audio" and "rate" in feats and n and not ((feats["rate"] >= 1000) & (feats["rate"] <= 768_000)).all():
         raise ValueError("features column 'rate' must hold sample rates from 1000 to 768000")
     missing = []
-    for name, (dtype_kind, trailing) in expected_columns(config, kind).items():
+    expected = expected_columns(config, kind)
+    for name, (dtype_kind, trailing) in expected.items():
         values = feats.get(name)
         if values is None:
             missing.append(name)
@@ -187,7 +188,7 @@ def check_features(feats: Features, config, kind: str) -> None:
     added = _added_columns(tuple(type(d) for d in config.detectors), kind)
     for name in [m for m in missing if m in added]:
         # a column added since the edge converter's build: NaN (its detector goes without), not a lost segment
-        feats[name] = np.full((n,) + expected_columns(config, kind)[name][1], np.nan, np.float32)
+        feats[name] = np.full((n,) + expected[name][1], np.nan, np.float32)
         missing.remove(name)
     if missing:
         raise ValueError(f"features lack column(s) {', '.join(missing)} that this job's detectors read "
