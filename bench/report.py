@@ -161,6 +161,12 @@ def render(results: dict) -> str:
                   f"{', '.join(dq.get('ffmpeg', {}).get('detectors', []))}, with blurdetect/blockdetect thresholds "
                   f"chosen on the tune part: {_thresholds(dq)}); false alarms on clean footage: "
                   f"{dq.get('false_alarms_clean')} in {_fmt(dq.get('clean_hours', 0) * 60)} minutes."]
+        below = {n: v["missed_below_coding"] for n, v in dq.get("per_detector", {}).items() if v.get("missed_below_coding")}
+        if below:
+            lines += ["", "Missed truths that changed the picture less than the clip's encoding did (luma PSNR of the "
+                      "defect against the clean picture at least the encoder's; `bench/field_corpus.Truth`): "
+                      + ", ".join(f"{n} {k}" for n, k in below.items()) + ". They stay in the score above; without "
+                      f"them the macro-F1 would be {dq.get('macro_f1_without_below_coding')}."]
     sections = [
         ("converter", "Converter vs FFmpeg decode + scale", "python bench/run.py --only converter"),
         ("transport", "MPEG-TS transport checks in the converter", "python bench/run.py --only transport"),

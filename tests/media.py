@@ -17,7 +17,7 @@ def speech(text: str, path: Path, rate: int = 48000) -> np.ndarray:
     """Real speech from espeak-ng (a Debian package the test set-up installs), as float32 stereo."""
     exe = shutil.which("espeak-ng")
     if exe is None:
-        raise RuntimeError("espeak-ng is not installed: run `make install` (scripts/install-system-deps.sh)")
+        raise RuntimeError("espeak-ng is not installed: run `make system-deps` (scripts/install-system-deps.sh)")
     wav = Path(path).with_suffix(".wav")
     subprocess.run([exe, "-w", str(wav), text], check=True, capture_output=True)
     return read_audio(wav, rate=rate, layout="stereo")
@@ -27,7 +27,7 @@ def ffmpeg() -> str:
     """The FFmpeg command line (Debian's), used as the independent oracle in agreement tests."""
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise RuntimeError("ffmpeg is not installed: run `make install` (scripts/install-system-deps.sh)")
+        raise RuntimeError("ffmpeg is not installed: run `make system-deps` (scripts/install-system-deps.sh)")
     return exe
 
 

@@ -101,3 +101,32 @@ def test_a_blur_that_sets_in_just_after_a_dissolve_is_found():
 
     assert found() == [(5.0, 7.4)]
     assert found(settle_s=0) == []      # without the rule the blurred frames became the new shot's baseline
+
+
+def test_a_blur_just_after_a_fade_is_found_when_the_settled_contrast_jitters(monkeypatch):
+    # the extra draw's xblur_s30002 (bench/blur_tuning.py), frame by frame from 4.08 s: a fade through black,
+    # the new shot's contrast settled at ~0.20 from 4.68 s but moving 1-1.5% between frames (coding), and a
+    # sigma-5 blur from 4.84 s (sharpness 0.37 -> 0.17) for 3.6 s. A 1% test never saw the contrast settle,
+    # and the first judged frame, already blurred, became the new shot's baseline.
+    fade = [0.2177, 0.1866, 0.1546, 0.1239, 0.0926, 0.0615, 0.0307, 0.0, 0.0255, 0.0511, 0.0768, 0.1022, 0.1274,
+            0.1533, 0.1798, 0.2034]
+    settled = [0.2012, 0.2001, 0.2022, 0.2024, 0.2018, 0.1994, 0.1977, 0.1974, 0.1976, 0.1993, 0.2018]
+    fade_sharpness = [0.3475, 0.3199, 0.2999, 0.178, 0.1562, 0.1671, np.nan, np.nan, np.nan, 0.297, 0.3433, 0.3481,
+                      0.3673, 0.3713, 0.3672, 0.3697, 0.369, 0.3683, 0.3645]   # the fade and three settled frames
+    before = int(4.08 * FPS)
+    s = np.concatenate([np.full(before, 0.36), fade_sharpness, np.full(int(3.6 * FPS), 0.168),
+                        np.full(3 * FPS, 0.36)])
+    contrast = np.concatenate([np.full(before, 0.25), fade, np.resize(settled, len(s) - before - len(fade))])
+
+    def found():
+        det = Blur(BlurOptions())
+        table = rows(s)
+        table["blur_contrast"] = contrast.astype(np.float32)
+        table["luma_std"] = (1.19 * contrast).astype(np.float32)
+        table["blur_cut"][before:before + len(fade)] = 0.03   # a fade: every frame changes a little
+        out = det.process(det.State(), "video", table)
+        return [(round(e.start_s, 2), round(e.end_s, 2)) for e in out]
+
+    assert found() == [(4.84, 8.44)]
+    monkeypatch.setattr("detectors.blur.SETTLED", 0.01)  # blur 1.4's test
+    assert found() == []

@@ -136,7 +136,7 @@ class PipeTsReader(LiveReader):
         exe = shutil.which("ffmpeg")
         if exe is None:
             raise AvwatchError(f"{uri}: SRT is received by the system's ffmpeg (PyAV's has no SRT), which is not "
-                               f"installed: run `make install` (scripts/install-system-deps.sh) or apt-get install "
+                               f"installed: run `make system-deps` (scripts/install-system-deps.sh) or apt-get install "
                                f"ffmpeg")
         super().__init__(analyzer)
         self.uri, self.read_timeout_s = uri, read_timeout_s
