@@ -42,6 +42,10 @@ DEFAULTS = {
     # RocksDB state: commit a changelog per batch instead of a snapshot of the store
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     "spark.driver.memory": "2g",
+    # one BLAS thread per Python worker, set before numpy loads (avwatch/native_threads.py: OpenBLAS's pool
+    # spins after each matrix product and took a core's worth of CPU from the other tasks and the JVM)
+    "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",
+    "spark.executorEnv.OMP_NUM_THREADS": "1",
 }
 
 
