@@ -343,7 +343,7 @@ def batch_cost(bootstrap: str, work: Path, rounds: int = 20) -> dict:
         replay.run_for(3.0)  # a live stream with a little history: its state is a real one
         job.wait_caught_up(end_offsets(bootstrap, topics), timeout=300)
         sid, media_t = "fixed0", 3.0
-        source = replay._source(sid)
+        source = replay.source(sid)
 
         def beat(seq: int) -> None:
             table = pa.Table.from_pylist([{

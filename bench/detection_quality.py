@@ -19,8 +19,8 @@ turned into events at the threshold that scores best on the `tune` part.
 
 Each blur truth carries how much the blur changed the picture and how much the clip's encoding did (luma
 PSNR, field_corpus.Truth): a blur of 2 px at 1080p over footage enlarged from QCIF changes it less than the
-encoder, and nobody can see it. The score counts such truths like any other; beside it the summary says how
-many were missed (`missed_below_coding`) and what the F1s would be without them (`*_without_below_coding`).
+encoder does. The score counts such truths like any other; beside it the summary says how many were missed
+(`missed_below_coding`) and what the F1s would be without them (`*_without_below_coding`).
 """
 from __future__ import annotations
 

@@ -221,6 +221,10 @@ class Replay:
         self.thread: threading.Thread | None = None
         self.epoch = datetime.now(timezone.utc)
 
+    def source(self, stream: str) -> str:
+        """The source metadata this replay gives stream `stream` (for records sent beside the replay)."""
+        return replay_source(self.clip, stream, self.epoch)
+
     def run_for(self, seconds: float) -> None:
         """Send seconds of media per stream at real-time pace (blocking)."""
         t0 = time.monotonic()

@@ -119,7 +119,7 @@ def short(bootstrap: str, work: Path, streams: int) -> dict:
                      extra=["--alerts-topic", "", "--ended-state-ttl", "10"])
     prod = producer(bootstrap, linger_ms=5)
     probe = Replay(bootstrap, topics, clip, streams=1, prefix="probe", partitions=2)
-    probe_source = probe._source("probe0")
+    probe_source = probe.source("probe0")
     beats = {"n": 0}
 
     def beat() -> None:  # the probe stream's heartbeat: keeps micro-batches (and so state timeouts) running
@@ -144,7 +144,7 @@ def short(bootstrap: str, work: Path, streams: int) -> dict:
             for which, kind in ((0, "video"), (1, "audio")):
                 table = pa.Table.from_pylist([{"stream_id": sid, "sequence": 2, "kind": "eos", "media_time_s": 2.0,
                                                "wall_time": datetime.now(timezone.utc),
-                                               "source": many._source(sid)}], schema=CONTROL.schema)
+                                               "source": many.source(sid)}], schema=CONTROL.schema)
                 prod.send(topics[which], key=sid.encode(), value=encode(CONTROL, table),
                           headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"eos")])
         prod.flush()
