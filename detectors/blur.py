@@ -47,8 +47,8 @@ alarm on the tune part or the extra draw; 5% raises one), and the 16x9 picture m
 (`blur_cut` at most 0.01: a fade or a dissolve changes it by ~0.03 a frame, a camera turning by 0.016-0.05,
 a settled shot by 0.001-0.005; without it the test clip whose blur begins while the camera turns to a
 brighter view took the turn for settled, then its next frame for a fade, and the blur for the scene's
-sharpness; 0.005-0.015 give the same outcomes). On the tune parts of the field corpus the old rules found none of the
-three blurs (one was cut in two by a fade) and raised one false alarm after a dissolve; these find the
+sharpness; 0.005-0.015 give the same outcomes). On the tune parts of the field corpus the old rules found
+none of the three blurs (one was cut in two by a fade) and raised one false alarm after a dissolve; these find the
 sigma-5 blur and raise none (chosen there: `fade_contrast` 0.7-0.75 raised one or two false alarms, 0.8-0.9
 none, 0.85 kept; `fade_window_s` 0.12-0.5 the same, 1.0 missed the demo's blur after the camera turned).
 
