@@ -228,7 +228,7 @@ class Replay:
     def run_for(self, seconds: float) -> None:
         """Send seconds of media per stream at real-time pace (blocking)."""
         t0 = time.monotonic()
-        sources = {i: replay_source(self.clip, f"{self.prefix}{i}", self.epoch) for i in range(self.n)}
+        sources = {i: self.source(f"{self.prefix}{i}") for i in range(self.n)}
         records = (FEATURE_SEGMENT, FEATURE_SEGMENT) if self.clip.edge else (VIDEO_SEGMENT, AUDIO_SEGMENT)
         for media_t, shift, k, sends in replay_slots(self.clip, seconds):
             if self._stop.is_set():
