@@ -93,7 +93,6 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
     machine while it catches up, minus the replay that feeds it (measured in this process)."""
     from detectors.analyzer import StreamAnalyzer
     from detectors.config import DetectorConfig
-    from detectors.features import SegmentInput, from_ipc
     from jobs.stream_stages import stage1_rows
 
     clip = convert_once(bench_clip(720))
@@ -125,15 +124,15 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
              "timestamp": None} for r in records]
     t0 = time.process_time()  # local: decode, stage 1 and stage 2 in one process, records in memory
     analyzers: dict = {}
-    for out in stage1_rows(rows, config, kinds, 1 << 30):
+    # encode=False: the segments go straight from stage 1 to the analyzer, as in the job's one step (until
+    # 2026-11-28 the anchor also encoded each segment's features and read them back)
+    for out in stage1_rows(rows, config, kinds, 1 << 30, encode=False):
         sid = out["stream_id"]
         if sid not in analyzers:
             analyzer = StreamAnalyzer(config)
             analyzers[sid] = (analyzer, analyzer.initial_state())
         analyzer, state = analyzers[sid]
-        analyzer.add(state, SegmentInput(sid, out["kind"], out["sequence"], out["t"], json.loads(out["source"]),
-                                         features=from_ipc(out["features"]) if out["features"] else None,
-                                         control=out["control"]))
+        analyzer.add(state, out["segment"])
     local_cpu = time.process_time() - t0
     return {"frames": frames, "local_cpu_s": round(local_cpu, 2), "local_frames_per_cpu_s": round(frames / local_cpu, 1),
             "spark_cpu_s_all": round(spark_cpu, 2), "replay_cpu_s_subtracted": round(own, 2),

@@ -91,7 +91,10 @@ def run(streams: int = 10, seconds: float = 60.0, reps: int = 3) -> dict:
         best = min(best, time.process_time() - started)
     return {"streams": streams, "seconds": seconds, "calls_s": CALL_S, "runs": reps,
             "step_ms_per_stream_s": round(1000 * best / (streams * seconds), 2),
-            "records": sum(len(r) for r in rows.values()), "state_bytes_median": state_bytes,
+            "records": sum(len(r) for r in rows.values()),
+            "record_bytes_per_stream_s": round(sum(len(r["value"]) for recs in rows.values() for _, r in recs)
+                                               / (streams * seconds)),
+            "state_bytes_median": state_bytes,
             "note": "StreamStep.run on edge-feature records of the bench clip, one process, min of the runs' CPU"}
 
 

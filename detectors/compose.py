@@ -224,12 +224,8 @@ def stage1(record_name: str, table: pa.Table, config, kind: str | None = None) -
         feats = audio_features(table, config) if config.needs("audio") else Features()
         return SegmentInput(stream_id, "audio", seq, float(table.column("pts_s")[0].as_py()), src, features=feats)
     if record_name == "feature_segment":  # stage 1 already ran at the edge (the converter): check it first
-        from schemas.ipc_guard import check_stream
-
         kind = table.column("kind")[0].as_py()
-        blob = table.column("features")[0].as_py()
-        check_stream(blob)
-        feats = from_ipc(blob)
+        feats = from_ipc(table.column("features")[0].as_py())  # bounds-checked as it is read
         if config.needs(kind):
             check_features(feats, config, kind)
         return SegmentInput(stream_id, kind, seq, float(table.column("t")[0].as_py()), src, features=feats)
@@ -250,6 +246,7 @@ def edge_features_table(record_name: str, table: pa.Table, config) -> pa.Table:
     item = stage1(record_name, table, config)
     return pa.Table.from_pydict({
         "stream_id": [item.stream_id], "sequence": [item.sequence], "kind": [item.kind], "t": [item.t],
-        "detectors": [json.dumps(config.describe(), sort_keys=True)],
+        # the detectors this segment's features were computed for (sent with every segment: compact)
+        "detectors": [json.dumps(config.describe(item.kind), sort_keys=True, separators=(",", ":"))],
         "features": large_binary([to_ipc(item.features)]), "source": [table.column("source")[0].as_py()]},
         schema=FEATURE_SEGMENT.schema)

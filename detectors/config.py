@@ -73,8 +73,10 @@ class DetectorConfig:
     def needs(self, kind: str) -> bool:
         return any(kind in d.inputs for d in self.detectors)
 
-    def describe(self) -> dict:
-        return {d.name: {"version": d.version, "options": d.options.as_dict()} for d in self.detectors}
+    def describe(self, kind: str | None = None) -> dict:
+        """Names, versions and options; with `kind`, of the detectors that read that kind's features."""
+        return {d.name: {"version": d.version, "options": d.options.as_dict()} for d in self.detectors
+                if kind is None or kind in d.inputs}
 
     def fingerprint(self) -> str:
         """A short hash of names, versions and options: which configuration produced a result."""

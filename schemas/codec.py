@@ -27,10 +27,13 @@ def encode(record_type: RecordType, data: pa.Table | pa.RecordBatch | dict | lis
     """Serialize rows of `record_type` to IPC stream bytes.
 
     data: an Arrow table/batch with the record's columns, a dict of columns, or a list of row dicts.
-    compression: "zstd" (default: best for pixels), "lz4" (fastest) or "none".
+    compression: "zstd" (default: best for pixels), "lz4" (fastest) or "none"; a precompressed record
+    type (feature_segment) is always written with "none".
     """
     if compression not in COMPRESSIONS:
         raise ValueError(f"compression must be one of {', '.join(COMPRESSIONS)}, not {compression!r}")
+    if record_type.precompressed:
+        compression = "none"
     schema = record_type.schema
     if isinstance(data, list):
         table = pa.Table.from_pylist(data, schema=schema)
@@ -87,6 +90,9 @@ def decode(payload: bytes | memoryview | None, expect: RecordType | None = None)
         raise RecordError(f"expected a {expect.name} record, got {record_type.name}")
     try:
         table = reader.read_all()
+        # offsets and lengths checked against their buffers: a damaged one in an uncompressed record would
+        # otherwise be read out of bounds (it aborts the process), not refused
+        table.validate(full=True)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError, MemoryError) as exc:
         raise RecordError(f"truncated or corrupt {record_type.name} payload: {exc}") from None
     # An IPC stream cut exactly between messages still parses: require its end-of-stream marker.

@@ -37,6 +37,9 @@ class RecordType:
     name: str
     version: int
     schema: pa.Schema  # carries META_NAME and META_VERSION in its metadata
+    # its one large column arrives compressed as a whole (detectors/wire.py): Arrow's buffer compression
+    # would only add a codec set-up per buffer on both sides (schemas.codec.encode skips it)
+    precompressed: bool = False
 
     @property
     def tag(self) -> str:
@@ -44,9 +47,9 @@ class RecordType:
         return f"{self.name}/{self.version}"
 
 
-def _record(name: str, version: int, fields: list[pa.Field]) -> RecordType:
+def _record(name: str, version: int, fields: list[pa.Field], precompressed: bool = False) -> RecordType:
     schema = pa.schema(fields, metadata={META_NAME: name.encode(), META_VERSION: str(version).encode()})
-    return RecordType(name, version, schema)
+    return RecordType(name, version, schema, precompressed)
 
 
 VIDEO_SEGMENT = _record("video_segment", 1, [
@@ -93,10 +96,10 @@ FEATURE_SEGMENT = _record("feature_segment", 1, [
     pa.field("sequence", pa.int64(), nullable=False),          # the segment's sequence number on its topic
     pa.field("kind", pa.string(), nullable=False),             # "video" or "audio"
     pa.field("t", pa.float64(), nullable=False),               # media seconds at the segment's start
-    pa.field("detectors", pa.string(), nullable=False),        # JSON: detectors, versions, options used
-    pa.field("features", pa.large_binary(), nullable=False),   # detectors.features.Features as Arrow IPC (lz4)
+    pa.field("detectors", pa.string(), nullable=False),        # JSON: the kind's detectors, versions, options
+    pa.field("features", pa.large_binary(), nullable=False),   # detectors.features.Features (detectors/wire.py)
     pa.field("source", pa.string(), nullable=False),
-])
+], precompressed=True)
 
 CONTROL = _record("control", 1, [
     pa.field("stream_id", pa.string(), nullable=False),

@@ -40,14 +40,14 @@ def clip(tmp_path_factory) -> Path:
     return write_clip(tmp_path_factory.mktemp("rel") / "clip.mkv", frames, 25, audio=audio)
 
 
-def kafka_rows(segments, start_offset: int = 0) -> list[dict]:
+def kafka_rows(segments, start_offset: int = 0, compression: str = "zstd") -> list[dict]:
     """Segments as the Kafka rows stage 1 receives (offsets in send order per topic)."""
     rows, offsets = [], {"v": start_offset, "a": start_offset}
     for s in segments:
         kind = s.kind.split(":")[-1]
         record = CONTROL if s.kind.startswith("control") else RECORD[kind]
         topic = "v" if kind == "video" else "a"
-        rows.append({"key": s.stream_id.encode(), "value": encode(record, s.table), "topic": topic,
+        rows.append({"key": s.stream_id.encode(), "value": encode(record, s.table, compression), "topic": topic,
                      "partition": 0, "offset": offsets[topic], "timestamp": None})
         offsets[topic] += 1
     return rows
@@ -122,10 +122,13 @@ def test_hostile_video_values_are_refused(clip):
         check_record("video_segment", short)
 
 
-def test_stage1_never_raises_and_dead_letters_every_mutation_it_cannot_read(clip):
+@pytest.mark.parametrize("compression", ["zstd", "none"])
+def test_stage1_never_raises_and_dead_letters_every_mutation_it_cannot_read(clip, compression):
     """1,000 mutated real records (bit flips, truncation, splices, foreign bytes): each comes back as a
-    dead letter with a reason and a bounded excerpt, or as a segment whose features are well formed."""
-    good = kafka_rows(segments_of(clip, "fz"))
+    dead letter with a reason and a bounded excerpt, or as a segment whose features are well formed.
+    Uncompressed records (`--compression none`) have no codec to catch a damaged offset: Arrow's validation
+    must (without it such a record aborted the process)."""
+    good = kafka_rows(segments_of(clip, "fz"), compression=compression)
     rng = random.Random(11)
     rows = []
     for i in range(1000):
@@ -471,3 +474,118 @@ def test_edge_records_of_an_earlier_converter_are_analysed_without_the_columns_a
     else:
         reasons = {d["reason"] for d in dead(older)}
         assert reasons and all(f"lack column(s) {dropped}" in r for r in reasons)
+
+
+# -- the features wire (detectors/wire.py) ----------------------------------------------------------------
+
+def edge_kafka_rows(clip, stream_id: str, blob=None, outer_compression=None) -> list[dict]:
+    """The clip's segments as an edge converter's Kafka rows; `blob(features)` and `outer_compression`
+    (Arrow IPC buffer compression of the record) stand in for an earlier build's wire."""
+    from detectors.features import edge_features_table
+    from detectors.wire import from_ipc
+    from schemas.codec import large_binary
+    from schemas.records import FEATURE_SEGMENT
+
+    rows, offsets = [], {"v": 0, "a": 0}
+    for s in segments_of(clip, stream_id):
+        kind = s.kind.split(":")[-1]
+        topic = "v" if kind == "video" else "a"
+        if s.kind.startswith("control"):
+            value = encode(CONTROL, s.table)
+        else:
+            table = edge_features_table(f"{kind}_segment", s.table, CONFIG)
+            if blob is not None:
+                feats = from_ipc(table.column("features")[0].as_py())
+                table = table.set_column(table.schema.get_field_index("features"), "features",
+                                         large_binary([blob(feats)]))
+            if outer_compression is None:
+                value = encode(FEATURE_SEGMENT, table)
+            else:
+                sink = pa.BufferOutputStream()
+                options = pa.ipc.IpcWriteOptions(compression=outer_compression)
+                table = table.cast(FEATURE_SEGMENT.schema).replace_schema_metadata(FEATURE_SEGMENT.schema.metadata)
+                with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+                    writer.write_table(table)
+                value = sink.getvalue().to_pybytes()
+        rows.append({"key": stream_id.encode(), "value": value, "topic": topic, "partition": 0,
+                     "offset": offsets[topic], "timestamp": None})
+        offsets[topic] += 1
+    return rows
+
+
+def earlier_blob(feats) -> bytes:
+    """A features blob as builds before wire AVF2 wrote it: an IPC stream with lz4-compressed buffers."""
+    table = feats.to_arrow()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_edge_records_of_an_earlier_wire_give_the_same_features_and_events(clip):
+    """This build writes a features blob as one zstd frame and the record around it uncompressed; an edge
+    converter of an earlier build (lz4 buffers inside a zstd record) is still read, to the same values."""
+    from detectors.wire import from_ipc
+
+    now = edge_kafka_rows(clip, "edge")
+    before = edge_kafka_rows(clip, "edge", blob=earlier_blob, outer_compression="zstd")
+    assert all(decode(r["value"])[1].column("features")[0].as_py()[:4] == b"AVF2" for r in now if r["topic"] == "v"
+               and decode(r["value"])[0].name == "feature_segment")
+    for a, b in zip(stage1_rows(now, CONFIG, TOPICS, MAX_BYTES), stage1_rows(before, CONFIG, TOPICS, MAX_BYTES)):
+        assert a["features"] != b["features"] or a["features"] is None   # two wires ...
+        if a["features"] is not None:                                      # ... one table
+            fa, fb = from_ipc(a["features"]), from_ipc(b["features"])
+            assert fa.keys() == fb.keys()
+            for name in fa:
+                np.testing.assert_array_equal(fa[name], fb[name])
+    ours, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "edge", now)
+    theirs, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "edge", before)
+    key = lambda rows: [(e["detector"], e["start_s"], e["end_s"], e["score"]) for e in events(rows)]  # noqa: E731
+    assert not dead(ours) and not dead(theirs) and key(ours) == key(theirs)
+    assert ("black", BLACK[0]) in [(d, a) for d, a, _, _ in key(ours)]
+
+
+def test_a_features_blob_out_of_bounds_or_damaged_is_refused_with_its_reason(clip):
+    from detectors.wire import from_ipc, to_ipc
+    from schemas.ipc_guard import GuardError
+
+    good = next(r for r in stage1_rows(edge_kafka_rows(clip, "edge"), CONFIG, TOPICS, MAX_BYTES)
+                if r["features"] is not None and r["kind"] == "video")["features"]
+    assert good[:4] == b"AVF2"
+    assert len(from_ipc(good)["t"]) > 0
+    bomb = b"AVF2" + (MAX_DECODED_BYTES + 1).to_bytes(8, "little") + good[12:]
+    with pytest.raises(GuardError, match="compression bomb"):
+        from_ipc(bomb)                # refused from its declared size, nothing decompressed
+    size = int.from_bytes(good[4:12], "little")
+    for wrong in (b"AVF2" + (size - 1).to_bytes(8, "little") + good[12:], good[:len(good) // 2], good[:7]):
+        with pytest.raises(GuardError, match="features blob"):
+            from_ipc(wrong)
+    assert to_ipc(from_ipc(good)) == good  # deterministic: the same table, the same bytes
+
+
+def test_stage1_dead_letters_every_mutated_edge_record_it_cannot_read(clip):
+    """500 mutated edge records (bit flips anywhere, the blob's bytes most of all, truncation, a damaged
+    size): never an exception; each is a dead letter with a reason or a segment whose features pass the
+    checks."""
+    good = [r for r in edge_kafka_rows(clip, "fe") if decode(r["value"])[0].name == "feature_segment"]
+    rng = random.Random(5)
+    rows = []
+    for i in range(500):
+        base = bytearray(rng.choice(good)["value"])
+        how = i % 3
+        if how == 0:
+            for _ in range(rng.randint(1, 8)):
+                base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
+        elif how == 1:
+            base = base[:rng.randrange(len(base))]
+        else:
+            at = bytes(base).find(b"AVF2")                   # the blob's declared size
+            base[at + 4 + rng.randrange(8)] = rng.randrange(256)
+        rows.append({"key": b"fe", "value": bytes(base), "topic": rng.choice("va"), "partition": 0,
+                     "offset": i, "timestamp": None})
+    out = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
+    assert len(out) == len(rows)
+    bad = [r for r in out if r.get("reason")]
+    assert len(bad) > len(rows) / 2 and all(r["reason"].strip() for r in bad)
+    got, _ = Stage2(CONFIG, "t", 5.0, keep_features=False).process("fe", out, None)
+    assert len(dead(got)) >= len(bad)
