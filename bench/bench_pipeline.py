@@ -287,11 +287,19 @@ def scaling(bootstrap: str, work: Path, streams: int = 40) -> dict:
                 while time.monotonic() < deadline and '"query": "started"' not in job.log_path.read_text(errors="replace"):
                     time.sleep(0.05)
                 t0 = time.monotonic()
-                done_at = job.wait_caught_up(end_offsets(bootstrap, topics), timeout=900, poll=0.1)
+                with CpuWindow() as window:  # every process on the machine: how many cores the run kept busy
+                    done_at = job.wait_caught_up(end_offsets(bootstrap, topics), timeout=900, poll=0.1)
             finally:
                 job.stop()
             out[f"local{cores}_partitions{partitions}_frames_per_s"] = round(frames / (done_at - t0), 1)
-            out[f"local{cores}_partitions{partitions}_batches"] = len(job.progress())
+            out[f"local{cores}_partitions{partitions}_cores_busy"] = round(window.cpu / window.wall, 2)
+            progress = job.progress()
+            out[f"local{cores}_partitions{partitions}_batches"] = len(progress)
+            # where the wall time went, batch by batch: the first carries the Python workers' start
+            out[f"local{cores}_partitions{partitions}_batch_ms"] = [p.get("batch_ms") for p in progress]
+            out[f"local{cores}_partitions{partitions}_add_batch_ms"] = [p.get("parts_ms", {}).get("addBatch")
+                                                                       for p in progress]
+            out[f"local{cores}_partitions{partitions}_wall_s"] = round(done_at - t0, 2)
     out["cores_2_vs_1"] = round(out["local2_partitions4_frames_per_s"] / out["local1_partitions4_frames_per_s"], 3)
     out["partitions_4_vs_2"] = round(out["local2_partitions4_frames_per_s"] / out["local2_partitions2_frames_per_s"], 3)
     out["note"] = (f"edge-feature segments; throughput from the query's start to catch-up on a {streams}-stream "
