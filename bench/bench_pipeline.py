@@ -108,15 +108,22 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
         time.sleep(3)
         replay = Replay(bootstrap, topics, clip, streams=4, prefix="svl", speed=1000.0)
         own0 = time.process_time()
+        roles0 = job.cpu_by_role()
+        batches0 = len([p for p in job.progress() if p.get("input_rows")])
         with CpuWindow() as window:
             replay.run_for(clip.seconds)
             replay.stop()
             own = time.process_time() - own0
             job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600, poll=0.1)
+        roles = {k: v - roles0.get(k, 0.0) for k, v in job.cpu_by_role().items()}
+        batches = [p for p in job.progress() if p.get("input_rows")][batches0:]
     finally:
         job.stop()
     frames = replay.frames
     spark_cpu = window.cpu - own
+    # where the job's CPU went, per frame; "rest" is every other process (the broker, the OS) but the replay
+    parts_ms = {k: round(v / frames * 1e3, 3) for k, v in roles.items()}
+    parts_ms["rest"] = round((spark_cpu - sum(roles.values())) / frames * 1e3, 3)
     records = [r for r in read_all(bootstrap, list(topics), timeout_s=120) if r.key.decode().startswith("svl")]
     config = DetectorConfig.build()
     kinds = {topics[0]: "video", topics[1]: "audio"}
@@ -138,6 +145,8 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
             "spark_cpu_s_all": round(spark_cpu, 2), "replay_cpu_s_subtracted": round(own, 2),
             "spark_frames_per_cpu_s": round(frames / spark_cpu, 1),
             "spark_vs_local": round(local_cpu / spark_cpu, 3),
+            "local_ms_per_frame": round(local_cpu / frames * 1e3, 3), "spark_ms_per_frame_by_process": parts_ms,
+            "spark_batches": len(batches),
             "note": "4 streams of the 720p clip; Spark side: all processes (JVM, Python workers, broker) "
                     "after two warm-up rounds, minus the replay publisher"}
 

@@ -90,6 +90,38 @@ class JobProcess:
             time.sleep(poll)
         raise TimeoutError(f"the job did not catch up within {timeout} s; see {self.log_path}")
 
+    def processes(self) -> dict[str, list[int]]:
+        """The job's processes by role: "jvm" (Spark's driver and executors in local mode), "driver_python"
+        (this job's own Python), "python_workers" (Spark's Python daemon and its forked workers)."""
+        out: dict[str, list[int]] = {"jvm": [], "driver_python": [self.proc.pid], "python_workers": []}
+        for pid in descendants(self.proc.pid)[1:]:
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"java" in cmd.split(b" ")[0]:
+                out["jvm"].append(pid)
+            elif b"pyspark" in cmd or b"python" in cmd.split(b" ")[0]:
+                out["python_workers"].append(pid)
+        return out
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds used so far by each role's live processes (processes(); a worker that exited is lost,
+        which Spark's reused workers do not)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for role, pids in self.processes().items():
+            total = 0
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])  # utime, stime
+                except (OSError, ValueError, IndexError):
+                    continue
+            out[role] = total / tick
+        return out
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -98,6 +130,25 @@ class JobProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process under it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
 
 
 def end_offsets(bootstrap: str, topics: tuple[str, ...]) -> dict[tuple[str, int], int]:

@@ -31,24 +31,6 @@ from bench.common import bench_clip  # noqa: E402
 from bench.harness import JobProcess, Replay, convert_once, end_offsets  # noqa: E402
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out
-
-
 def _rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -62,17 +44,9 @@ def _rss_mb(pid: int) -> float:
 
 def memory(job: JobProcess) -> dict:
     """Resident MB of the job's JVM, its driver Python and its Python workers (daemon and forks)."""
-    out = {"jvm_mb": 0.0, "driver_python_mb": _rss_mb(job.proc.pid), "workers_mb": 0.0, "workers": 0}
-    for pid in _descendants(job.proc.pid)[1:]:
-        try:
-            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"java" in cmd.split(b" ")[0]:
-            out["jvm_mb"] += _rss_mb(pid)
-        elif b"pyspark" in cmd or b"python" in cmd.split(b" ")[0]:
-            out["workers_mb"] += _rss_mb(pid)
-            out["workers"] += 1
+    procs = job.processes()
+    out = {"jvm_mb": sum(_rss_mb(p) for p in procs["jvm"]), "driver_python_mb": _rss_mb(job.proc.pid),
+           "workers_mb": sum(_rss_mb(p) for p in procs["python_workers"]), "workers": len(procs["python_workers"])}
     return {k: round(v, 1) if isinstance(v, float) else v for k, v in out.items()}
 
 
