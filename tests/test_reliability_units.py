@@ -122,34 +122,43 @@ def test_hostile_video_values_are_refused(clip):
         check_record("video_segment", short)
 
 
+def mutated_rows(good: list[bytes], n: int, seed: int, ways: tuple[str, ...], key: bytes) -> list[dict]:
+    """n Kafka rows, each a good record damaged in one of `ways`, taken in turn: "flip" (1-8 bit flips
+    anywhere), "cut" (truncated), "splice" (another record's tail), "junk" (random bytes), "metadata" (a
+    byte of the first 600: sizes, counts, types), "blob_size" (a byte of the features blob's size)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        base = bytearray(rng.choice(good))
+        how = ways[i % len(ways)]
+        if how == "flip":
+            for _ in range(rng.randint(1, 8)):
+                base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
+        elif how == "cut":
+            base = base[:rng.randrange(len(base))]
+        elif how == "splice":
+            other = rng.choice(good)
+            cut = rng.randrange(min(len(base), len(other)))
+            base = base[:cut] + other[cut:]
+        elif how == "junk":
+            base = bytearray(rng.randbytes(rng.randint(0, 5000)))
+        elif how == "metadata":
+            base[rng.randrange(max(1, min(len(base), 600)))] = rng.randrange(256)
+        else:  # blob_size
+            base[bytes(base).find(b"AVF2") + 4 + rng.randrange(8)] = rng.randrange(256)
+        rows.append({"key": key, "value": bytes(base), "topic": rng.choice("va"), "partition": 0,
+                     "offset": i, "timestamp": None})
+    return rows
+
+
 @pytest.mark.parametrize("compression", ["zstd", "none"])
 def test_stage1_never_raises_and_dead_letters_every_mutation_it_cannot_read(clip, compression):
     """1,000 mutated real records (bit flips, truncation, splices, foreign bytes): each comes back as a
     dead letter with a reason and a bounded excerpt, or as a segment whose features are well formed.
     Uncompressed records (`--compression none`) have no codec to catch a damaged offset: Arrow's validation
     must (without it such a record aborted the process)."""
-    good = kafka_rows(segments_of(clip, "fz"), compression=compression)
-    rng = random.Random(11)
-    rows = []
-    for i in range(1000):
-        base = bytearray(rng.choice(good)["value"])
-        how = i % 5
-        if how == 0:
-            for _ in range(rng.randint(1, 8)):
-                base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
-        elif how == 1:
-            base = base[:rng.randrange(len(base))]
-        elif how == 2:
-            other = rng.choice(good)["value"]
-            cut = rng.randrange(min(len(base), len(other)))
-            base = base[:cut] + other[cut:]
-        elif how == 3:
-            base = bytearray(rng.randbytes(rng.randint(0, 5000)))
-        else:
-            pos = rng.randrange(max(1, min(len(base), 600)))  # the metadata: sizes, counts, types
-            base[pos] = rng.randrange(256)
-        rows.append({"key": b"fz", "value": bytes(base), "topic": rng.choice("va"), "partition": 0,
-                     "offset": i, "timestamp": None})
+    good = [r["value"] for r in kafka_rows(segments_of(clip, "fz"), compression=compression)]
+    rows = mutated_rows(good, 1000, 11, ("flip", "cut", "splice", "junk", "metadata"), b"fz")
     out = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
     assert len(out) == len(rows)
     bad = [r for r in out if r.get("reason")]
@@ -567,22 +576,8 @@ def test_stage1_dead_letters_every_mutated_edge_record_it_cannot_read(clip):
     """500 mutated edge records (bit flips anywhere, the blob's bytes most of all, truncation, a damaged
     size): never an exception; each is a dead letter with a reason or a segment whose features pass the
     checks."""
-    good = [r for r in edge_kafka_rows(clip, "fe") if decode(r["value"])[0].name == "feature_segment"]
-    rng = random.Random(5)
-    rows = []
-    for i in range(500):
-        base = bytearray(rng.choice(good)["value"])
-        how = i % 3
-        if how == 0:
-            for _ in range(rng.randint(1, 8)):
-                base[rng.randrange(len(base))] ^= 1 << rng.randrange(8)
-        elif how == 1:
-            base = base[:rng.randrange(len(base))]
-        else:
-            at = bytes(base).find(b"AVF2")                   # the blob's declared size
-            base[at + 4 + rng.randrange(8)] = rng.randrange(256)
-        rows.append({"key": b"fe", "value": bytes(base), "topic": rng.choice("va"), "partition": 0,
-                     "offset": i, "timestamp": None})
+    good = [r["value"] for r in edge_kafka_rows(clip, "fe") if decode(r["value"])[0].name == "feature_segment"]
+    rows = mutated_rows(good, 500, 5, ("flip", "cut", "blob_size"), b"fe")
     out = stage1_rows(rows, CONFIG, TOPICS, MAX_BYTES)
     assert len(out) == len(rows)
     bad = [r for r in out if r.get("reason")]
