@@ -14,4 +14,3 @@ def to_records(pdf) -> list[dict]:
             if isinstance(value, float) and value != value:
                 row[key] = None
     return rows
-
