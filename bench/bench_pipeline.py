@@ -151,19 +151,31 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
                     "after two warm-up rounds, minus the replay publisher"}
 
 
-def streams_per_core(bootstrap: str, work: Path, streams: int = 20, seconds: float = 180.0) -> dict:
-    """N real-time streams on local[1] for `seconds`: does the lag stay flat? The replay sends the clip's
-    segments as the converter's --edge-features mode does (features, not pixels): the analysis side."""
+def streams_per_core(bootstrap: str, work: Path, streams: int = 20, seconds: float = 180.0,
+                     trials: int = 2) -> dict:
+    """N real-time streams on local[1] for `seconds`, `trials` times, each with a new job: sustained only if
+    the lag stayed flat in every trial (this host's speed varies between runs more than many changes do).
+    The top-level figures are the worst trial's (the largest lag growth); each trial's are under "trials"."""
+    runs = [_streams_trial(bootstrap, work, streams, seconds, k) for k in range(trials)]
+    worst = max(runs, key=lambda r: r["lag_growth_records_per_s"])
+    return {**worst, "trials": [{k: v for k, v in r.items() if k != "lag_records_samples"} for r in runs],
+            "trials_sustained": sum(r["sustained"] for r in runs),
+            "sustained": all(r["sustained"] for r in runs)}
+
+
+def _streams_trial(bootstrap: str, work: Path, streams: int, seconds: float, trial: int) -> dict:
+    """One trial of streams_per_core. The replay sends the clip's segments as the converter's
+    --edge-features mode does (features, not pixels): the analysis side."""
     clip = convert_once(bench_clip(720, seconds=10.0), edge=True)
-    topics = (f"bench.spc{streams}.video", f"bench.spc{streams}.audio")
+    topics = (f"bench.spc{streams}t{trial}.video", f"bench.spc{streams}t{trial}.audio")
     create_topics(bootstrap, list(topics), partitions=4)
-    job = JobProcess(work / f"spc{streams}", bootstrap, topics, master="local[1]",
+    job = JobProcess(work / f"spc{streams}t{trial}", bootstrap, topics, master="local[1]",
                      extra=["--alerts-topic", "", "--starting-offsets", "latest"])
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not job.progress():
             time.sleep(0.5)
-        replay = Replay(bootstrap, topics, clip, streams=streams, prefix=f"spc{streams}-")
+        replay = Replay(bootstrap, topics, clip, streams=streams, prefix=f"spc{streams}t{trial}-")
         t0 = time.monotonic()
         replay.start(seconds)
         samples = []

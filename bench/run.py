@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--streams", type=int, default=100,
                    help="streams for the streams-per-core run (default 100, the target)")
     p.add_argument("--streams-seconds", type=float, default=180.0, help="its duration (default 180)")
+    p.add_argument("--streams-trials", type=int, default=2,
+                   help="its trials, each with a new job; sustained only if every trial is (default 2)")
     p.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.md/.json")
     args = p.parse_args(argv)
     chosen = [x.strip() for x in args.only.split(",")] if args.only else ALL
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
             elif name == "spark":
                 figures = bench_pipeline.spark_vs_local(stack.bootstrap, work)
             elif name == "streams":
-                figures = bench_pipeline.streams_per_core(stack.bootstrap, work, args.streams, args.streams_seconds)
+                figures = bench_pipeline.streams_per_core(stack.bootstrap, work, args.streams, args.streams_seconds,
+                                                          args.streams_trials)
             elif name == "latency":
                 figures = bench_pipeline.latency(stack.bootstrap, work)
             elif name == "batch":
