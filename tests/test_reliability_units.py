@@ -75,6 +75,42 @@ def dead(out) -> list[dict]:
     return [r for r in out if r["row_type"] == "dead_letter"]
 
 
+def edge_kafka_rows(clip, stream_id: str, blob=None, outer_compression=None) -> list[dict]:
+    """The clip's segments as an edge converter's Kafka rows; `blob(features, kind)` (the features blob
+    written another way) and `outer_compression` (Arrow IPC buffer compression of the record) stand in for
+    an earlier build's converter."""
+    from detectors.features import edge_features_table
+    from detectors.wire import from_ipc
+    from schemas.codec import large_binary
+    from schemas.records import FEATURE_SEGMENT
+
+    rows, offsets = [], {"v": 0, "a": 0}
+    for s in segments_of(clip, stream_id):
+        kind = s.kind.split(":")[-1]
+        topic = "v" if kind == "video" else "a"
+        if s.kind.startswith("control"):
+            value = encode(CONTROL, s.table)
+        else:
+            table = edge_features_table(f"{kind}_segment", s.table, CONFIG)
+            if blob is not None:
+                feats = from_ipc(table.column("features")[0].as_py())
+                table = table.set_column(table.schema.get_field_index("features"), "features",
+                                         large_binary([blob(feats, kind)]))
+            if outer_compression is None:
+                value = encode(FEATURE_SEGMENT, table)
+            else:
+                sink = pa.BufferOutputStream()
+                options = pa.ipc.IpcWriteOptions(compression=outer_compression)
+                table = table.cast(FEATURE_SEGMENT.schema).replace_schema_metadata(FEATURE_SEGMENT.schema.metadata)
+                with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+                    writer.write_table(table)
+                value = sink.getvalue().to_pybytes()
+        rows.append({"key": stream_id.encode(), "value": value, "topic": topic, "partition": 0,
+                     "offset": offsets[topic], "timestamp": None})
+        offsets[topic] += 1
+    return rows
+
+
 # -- records refused before use -----------------------------------------------------------------------
 
 
@@ -450,29 +486,14 @@ def test_edge_records_of_an_earlier_converter_are_analysed_without_the_columns_a
     (freeze_cell_means, freeze 1.4): its records are analysed, the column NaN (freeze goes without its drift
     test), and the stream's events are the same. A column that was always there (flat_frac) missing is a
     broken converter: a dead letter naming the column."""
-    from detectors.features import edge_features_table
-    from detectors.wire import from_ipc, to_ipc
-    from schemas.codec import large_binary
-    from schemas.records import FEATURE_SEGMENT
+    from detectors.wire import to_ipc
 
     def edge_rows(drop: str | None):
-        rows, offsets = [], {"v": 0, "a": 0}
-        for s in segments_of(clip, "edge"):
-            kind = s.kind.split(":")[-1]
-            if s.kind.startswith("control"):
-                record, table = CONTROL, s.table
-            else:
-                record, table = FEATURE_SEGMENT, edge_features_table(f"{kind}_segment", s.table, CONFIG)
-                if drop and kind == "video":
-                    feats = from_ipc(table.column("features")[0].as_py())
-                    del feats[drop]
-                    table = table.set_column(table.schema.get_field_index("features"), "features",
-                                             large_binary([to_ipc(feats)]))
-            topic = "v" if kind == "video" else "a"
-            rows.append({"key": b"edge", "value": encode(record, table), "topic": topic, "partition": 0,
-                         "offset": offsets[topic], "timestamp": None})
-            offsets[topic] += 1
-        return rows
+        def without(feats, kind):
+            if drop and kind == "video":
+                del feats[drop]
+            return to_ipc(feats)
+        return edge_kafka_rows(clip, "edge", blob=without)
 
     whole, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "edge", edge_rows(None))
     older, _ = run_stage2(Stage2(CONFIG, "t", 5.0, keep_features=False), "edge", edge_rows(dropped))
@@ -486,41 +507,6 @@ def test_edge_records_of_an_earlier_converter_are_analysed_without_the_columns_a
 
 
 # -- the features wire (detectors/wire.py) ----------------------------------------------------------------
-
-def edge_kafka_rows(clip, stream_id: str, blob=None, outer_compression=None) -> list[dict]:
-    """The clip's segments as an edge converter's Kafka rows; `blob(features)` and `outer_compression`
-    (Arrow IPC buffer compression of the record) stand in for an earlier build's wire."""
-    from detectors.features import edge_features_table
-    from detectors.wire import from_ipc
-    from schemas.codec import large_binary
-    from schemas.records import FEATURE_SEGMENT
-
-    rows, offsets = [], {"v": 0, "a": 0}
-    for s in segments_of(clip, stream_id):
-        kind = s.kind.split(":")[-1]
-        topic = "v" if kind == "video" else "a"
-        if s.kind.startswith("control"):
-            value = encode(CONTROL, s.table)
-        else:
-            table = edge_features_table(f"{kind}_segment", s.table, CONFIG)
-            if blob is not None:
-                feats = from_ipc(table.column("features")[0].as_py())
-                table = table.set_column(table.schema.get_field_index("features"), "features",
-                                         large_binary([blob(feats)]))
-            if outer_compression is None:
-                value = encode(FEATURE_SEGMENT, table)
-            else:
-                sink = pa.BufferOutputStream()
-                options = pa.ipc.IpcWriteOptions(compression=outer_compression)
-                table = table.cast(FEATURE_SEGMENT.schema).replace_schema_metadata(FEATURE_SEGMENT.schema.metadata)
-                with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
-                    writer.write_table(table)
-                value = sink.getvalue().to_pybytes()
-        rows.append({"key": stream_id.encode(), "value": value, "topic": topic, "partition": 0,
-                     "offset": offsets[topic], "timestamp": None})
-        offsets[topic] += 1
-    return rows
-
 
 def earlier_blob(feats) -> bytes:
     """A features blob as builds before wire AVF2 wrote it: an IPC stream with lz4-compressed buffers."""
@@ -537,7 +523,7 @@ def test_edge_records_of_an_earlier_wire_give_the_same_features_and_events(clip)
     from detectors.wire import from_ipc
 
     now = edge_kafka_rows(clip, "edge")
-    before = edge_kafka_rows(clip, "edge", blob=earlier_blob, outer_compression="zstd")
+    before = edge_kafka_rows(clip, "edge", blob=lambda feats, _kind: earlier_blob(feats), outer_compression="zstd")
     assert all(decode(r["value"])[1].column("features")[0].as_py()[:4] == b"AVF2" for r in now if r["topic"] == "v"
                and decode(r["value"])[0].name == "feature_segment")
     for a, b in zip(stage1_rows(now, CONFIG, TOPICS, MAX_BYTES), stage1_rows(before, CONFIG, TOPICS, MAX_BYTES)):
