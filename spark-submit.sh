@@ -53,6 +53,9 @@ wheel="$(ls "$dist"/avwatch-*.whl)"
 jars="$("$PY" -m cli jars --set spark --csv)"
 spark_submit="$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')"
 
+# the JVM options the jobs' own launcher uses (jobs/spark_session.py JVM_OPTIONS); a --conf given above wins
+jvm_options="$(cd "$here" && "$PY" -c 'from jobs.spark_session import JVM_OPTIONS; print(JVM_OPTIONS)')"
+
 python_conf=()
 if [ "$have_python_conf" -eq 0 ]; then
   python_conf=(--conf "spark.pyspark.python=$PY" --conf "spark.pyspark.driver.python=$PY")
@@ -62,4 +65,5 @@ exec "$spark_submit" --master "$master" --name "avwatch-$job" \
   --jars "$jars" --py-files "$wheel" \
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
+  --conf "spark.driver.extraJavaOptions=$jvm_options" --conf "spark.executor.extraJavaOptions=$jvm_options" \
   "${python_conf[@]}" "${spark_opts[@]}" "$here/jobs/$job.py" "${job_args[@]}"

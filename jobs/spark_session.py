@@ -15,8 +15,17 @@ from jobs.quiet import HIDDEN_WARNINGS, verbose
 
 QUIET_LOG4J = Path(__file__).resolve().parent / "spark-log4j2.properties"
 
+# The JVM's options (driver and executors). A pixel record is ~0.6 MB, over G1's "humongous" threshold of
+# half a heap region (1 MB regions on a 2 GB heap): each record fetched from Kafka, copied into a row and
+# into Arrow was allocated outside the young generation and started a concurrent cycle. With 16 MB regions
+# (threshold 8 MB) they are ordinary young objects: the job's JVM used ~13% less CPU per analysed frame
+# (docs/performance.md, 2026-11-28, session 11).
+JVM_OPTIONS = "-XX:G1HeapRegionSize=16m"
+
 # Settings avwatch needs; a value already set by spark-submit or the caller is kept.
 DEFAULTS = {
+    "spark.driver.extraJavaOptions": JVM_OPTIONS,
+    "spark.executor.extraJavaOptions": JVM_OPTIONS,
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     # transformWithState requires it and it keeps large per-stream state off the JVM heap.
@@ -59,7 +68,7 @@ def quiet_settings() -> dict:
     the default profile and its banners), and the Python workers hide FutureWarning/DeprecationWarning."""
     if verbose():
         return {}
-    return {"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}",
+    return {"spark.driver.extraJavaOptions": f"{JVM_OPTIONS} -Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}",
             "spark.executorEnv.PYTHONWARNINGS": HIDDEN_WARNINGS}
 
 
