@@ -109,6 +109,7 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
         replay = Replay(bootstrap, topics, clip, streams=4, prefix="svl", speed=1000.0)
         own0 = time.process_time()
         roles0 = job.cpu_by_role()
+        jit0 = job.jit_cpu()
         batches0 = len([p for p in job.progress() if p.get("input_rows")])
         with CpuWindow() as window:
             replay.run_for(clip.seconds)
@@ -116,6 +117,7 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
             own = time.process_time() - own0
             job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600, poll=0.1)
         roles = {k: v - roles0.get(k, 0.0) for k, v in job.cpu_by_role().items()}
+        jit = job.jit_cpu() - jit0  # part of the JVM's: its compiler threads
         batches = [p for p in job.progress() if p.get("input_rows")][batches0:]
     finally:
         job.stop()
@@ -146,6 +148,8 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
             "spark_frames_per_cpu_s": round(frames / spark_cpu, 1),
             "spark_vs_local": round(local_cpu / spark_cpu, 3),
             "local_ms_per_frame": round(local_cpu / frames * 1e3, 3), "spark_ms_per_frame_by_process": parts_ms,
+            # of the JVM's: its JIT compiler, which a job past its first few hundred batches no longer pays
+            "spark_ms_per_frame_jit": round(jit / frames * 1e3, 3),
             "spark_batches": len(batches),
             "note": "4 streams of the 720p clip; Spark side: all processes (JVM, Python workers, broker) "
                     "after two warm-up rounds, minus the replay publisher"}
@@ -348,11 +352,13 @@ def batch_parts(job: JobProcess, skip: int = 3) -> dict:
             "sink_ms": sink, "state_bytes_per_stream": med([s.get("state_bytes_median") for s in sinks])}
 
 
-def batch_cost(bootstrap: str, work: Path, rounds: int = 20) -> dict:
+def batch_cost(bootstrap: str, work: Path, rounds: int = 20, settle: int = 200) -> dict:
     """The fixed cost of a micro-batch: a warm job (local[2]) fed a single heartbeat record per batch. Each
     round sends one record and waits for the batch that holds it to commit; CPU of every process on the
     machine over the round, minus the machine's idle rate measured before (the broker's and the job's own
-    polling)."""
+    polling). The JIT compiler's part is recorded beside it: Spark's planner runs once per micro-batch, so
+    its code is compiled over hundreds of batches; after `settle` more batches the rounds are measured again
+    (`*_settled`: the cost a job that has run a few minutes pays; docs/performance.md, session 11)."""
     from datetime import datetime, timezone
 
     from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, producer
@@ -390,21 +396,42 @@ def batch_cost(bootstrap: str, work: Path, rounds: int = 20) -> dict:
         with CpuWindow() as idle:
             time.sleep(5)
         idle_rate = idle.cpu / idle.wall
-        cpu, wall = [], []
-        for k in range(rounds):
-            with CpuWindow() as w:
-                beat(seq0 + 5 + k)
-                job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.01)
-            cpu.append(w.cpu - idle_rate * w.wall)
-            wall.append(w.wall)
-            time.sleep(0.3)
+        seq = seq0 + 5
+
+        def measure() -> tuple[list[float], list[float], float]:
+            nonlocal seq
+            cpu, wall = [], []
+            jit0 = job.jit_cpu()
+            for _ in range(rounds):
+                with CpuWindow() as w:
+                    beat(seq)
+                    job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.01)
+                seq += 1
+                cpu.append(w.cpu - idle_rate * w.wall)
+                wall.append(w.wall)
+                time.sleep(0.3)
+            return cpu, wall, (job.jit_cpu() - jit0) / rounds
+
+        cpu, wall, jit = measure()
         parts = batch_parts(_Since(job, first + 5))
+        settled = {}
+        if settle:
+            for _ in range(settle):  # more batches of the same kind, not measured: the JIT catches up
+                beat(seq)
+                seq += 1
+                job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.01)
+            cpu_s, wall_s, jit_s = measure()
+            settled = {"batch_fixed_cpu_s_settled": round(statistics.median(cpu_s), 3),
+                       "batch_fixed_wall_ms_settled": round(statistics.median(wall_s) * 1000, 1),
+                       "jit_cpu_s_per_batch_settled": round(jit_s, 3),
+                       "settled_after_batches": 5 + rounds + settle}
     finally:
         prod.close()
         replay.stop()
         job.stop()
     return {"rounds": rounds, "batch_fixed_cpu_s": round(statistics.median(cpu), 3),
             "batch_fixed_wall_ms": round(statistics.median(wall) * 1000, 1),
+            "jit_cpu_s_per_batch": round(jit, 3), **settled,
             "idle_cpu_per_s": round(idle_rate, 3), **{k: v for k, v in parts.items() if k != "state_bytes_per_stream"},
             "note": "one heartbeat record per micro-batch on a warm local[2] job (trigger 0.1 s); CPU of every "
                     "process minus the idle rate; wall from the send to the batch's commit (poll 10 ms)"}

@@ -122,6 +122,28 @@ class JobProcess:
             out[role] = total / tick
         return out
 
+    def jit_cpu(self) -> float:
+        """CPU seconds used so far by the JVM's JIT compiler threads (HotSpot names them "C1 CompilerThre"
+        and "C2 CompilerThre"): compilation a long-running job stops paying once its code is compiled."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        for pid in self.processes()["jvm"]:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                        if "CompilerThre" not in f.read():
+                            continue
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    total += int(fields[11]) + int(fields[12])
+                except (OSError, ValueError, IndexError):
+                    continue
+        return total / tick
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

@@ -114,6 +114,10 @@ def render(results: dict) -> str:
         fixed.get("batch_fixed_cpu_s"), None if not fixed else True)
     row("fixed cost of a micro-batch (one heartbeat), wall ms", "report",
         fixed.get("batch_fixed_wall_ms"), None if not fixed else True)
+    if fixed.get("batch_fixed_cpu_s_settled") is not None:  # the same, a few hundred batches later (the JIT)
+        row(f"the same after {fixed['settled_after_batches']} batches, CPU-s / wall ms (JIT compiler CPU-s per "
+            f"batch: {fixed['jit_cpu_s_per_batch']} young, {fixed['jit_cpu_s_per_batch_settled']} then)", "report",
+            f"{_fmt(fixed['batch_fixed_cpu_s_settled'])} / {_fmt(fixed['batch_fixed_wall_ms_settled'])}", True)
 
     conv_met = all(conv.get(h, {}).get("ratio_vs_ffmpeg", 0) >= 0.8 for h in ("1080p", "720p"))
     lines += ["", "Why the unmet targets fall short, in brief (profiles and before/after figures in "
@@ -137,7 +141,11 @@ def render(results: dict) -> str:
         lines.append(f"- Spark vs local, per frame: the job's Python workers {by_process['python_workers']:g} ms "
                      f"against the local runner's {svl['local_ms_per_frame']:g} ms; the JVM {by_process['jvm']:g} ms "
                      f"and the broker and the rest {by_process['rest']:g} ms are the gap: a micro-batch's fixed cost and "
-                     "moving each pixel record through Kafka, the shuffle to its state partition and Arrow.")
+                     "moving each pixel record through Kafka, into a row and into Arrow (not the shuffle: stage 1 before "
+                     "it was measured and saved nothing)"
+                     + (f"; of the JVM's, {svl['spark_ms_per_frame_jit']:g} ms is its JIT compiler, which this young "
+                        "job still runs and a job a few hundred batches old mostly no longer does"
+                        if svl.get("spark_ms_per_frame_jit") is not None else "") + ".")
     lines += [
               "- Spark vs local, the trend: the ratio falls when the detectors get cheaper, because its anchor (the "
               "same detectors in one process) gains more.",

@@ -142,6 +142,8 @@ def headline(runs: dict) -> dict:
         h["scaling_2_vs_1"] = runs["scaling"]["cores_2_vs_1"]
     if "batch" in runs:
         h["batch_fixed_cpu_s"] = runs["batch"]["batch_fixed_cpu_s"]
+        if runs["batch"].get("batch_fixed_cpu_s_settled") is not None:
+            h["batch_fixed_cpu_s_settled"] = runs["batch"]["batch_fixed_cpu_s_settled"]
     if "step" in runs:
         h["step_ms_per_stream_s"] = runs["step"]["step_ms_per_stream_s"]
     if "latency100" in runs:

@@ -12,7 +12,11 @@ import pytest
 def test_the_fixed_batch_cost_benchmark_runs_end_to_end(broker, tmp_path):
     from bench.bench_pipeline import batch_cost
 
-    out = batch_cost(broker.bootstrap, tmp_path, rounds=5)  # batch_parts leaves out the first 3 batches
+    # batch_parts leaves out the first 3 batches; 10 settling batches stand for make bench's 200
+    out = batch_cost(broker.bootstrap, tmp_path, rounds=5, settle=10)
     assert out["rounds"] == 5 and out["batch_fixed_wall_ms"] > 0
+    assert out["settled_after_batches"] == 20 and out["batch_fixed_wall_ms_settled"] > 0
+    assert out["jit_cpu_s_per_batch"] > 0              # a young job's JIT is compiling: its threads were read
+    assert out["jit_cpu_s_per_batch_settled"] >= 0
     assert out["batches"] >= 1 and out["batch_ms_p50"] > 0     # the job logged its batches' phases ...
     assert out["parts_ms"] and out["sink_ms"]                  # ... and the benchmark read them
