@@ -53,7 +53,8 @@ wheel="$(ls "$dist"/avwatch-*.whl)"
 jars="$("$PY" -m cli jars --set spark --csv)"
 spark_submit="$("$PY" -c 'import os, pyspark; print(os.path.join(os.path.dirname(pyspark.__file__), "bin", "spark-submit"))')"
 
-# the JVM options the jobs' own launcher uses (jobs/spark_session.py JVM_OPTIONS); a --conf given above wins
+# the JVM options the jobs' own launcher uses (jobs/spark_session.py JVM_OPTIONS); a --conf of the same key
+# given to this script comes later on the command line and wins
 jvm_options="$(cd "$here" && "$PY" -c 'from jobs.spark_session import JVM_OPTIONS; print(JVM_OPTIONS)')"
 
 python_conf=()

@@ -108,25 +108,13 @@ class JobProcess:
     def cpu_by_role(self) -> dict[str, float]:
         """CPU seconds used so far by each role's live processes (processes(); a worker that exited is lost,
         which Spark's reused workers do not)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        out = {}
-        for role, pids in self.processes().items():
-            total = 0
-            for pid in pids:
-                try:
-                    with open(f"/proc/{pid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    total += int(fields[11]) + int(fields[12])  # utime, stime
-                except (OSError, ValueError, IndexError):
-                    continue
-            out[role] = total / tick
-        return out
+        return {role: sum(_cpu_seconds(f"/proc/{pid}/stat") for pid in pids)
+                for role, pids in self.processes().items()}
 
     def jit_cpu(self) -> float:
         """CPU seconds used so far by the JVM's JIT compiler threads (HotSpot names them "C1 CompilerThre"
         and "C2 CompilerThre"): compilation a long-running job stops paying once its code is compiled."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
+        total = 0.0
         for pid in self.processes()["jvm"]:
             try:
                 tids = os.listdir(f"/proc/{pid}/task")
@@ -137,12 +125,10 @@ class JobProcess:
                     with open(f"/proc/{pid}/task/{tid}/comm") as f:
                         if "CompilerThre" not in f.read():
                             continue
-                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                    total += int(fields[11]) + int(fields[12])
-                except (OSError, ValueError, IndexError):
+                except OSError:
                     continue
-        return total / tick
+                total += _cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+        return total
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -152,6 +138,16 @@ class JobProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def _cpu_seconds(stat_path: str) -> float:
+    """utime + stime of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat file, in seconds (0 if gone)."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def descendants(pid: int) -> list[int]:
