@@ -152,6 +152,11 @@ def render(results: dict) -> str:
               "- e2e vs FFmpeg: the converter alone costs about what FFmpeg's whole chain does; the rest is the "
               "job's fixed cost per micro-batch (the row above: planning, scheduling, Python round trips), paid "
               "once per trigger for one file published at full speed."]
+    e2e_run = runs.get("e2e", {})
+    if e2e_run.get("job_jit_cpu_s") is not None:
+        lines.append(f"- e2e, the JIT: of its {e2e_run['cpu_s_all_processes']:g} CPU-s, the job's JIT compiler "
+                     f"used {e2e_run['job_jit_cpu_s']:g} (a young job, warmed by two publishes; a job a few hundred "
+                     "micro-batches old mostly no longer compiles).")
     busy = sc.get("local1_partitions4_cores_busy")
     if busy:
         lines.append(f"- scaling: on this 2-core machine local[1] already keeps {busy:g} cores busy (the JVM's own "
