@@ -271,7 +271,7 @@ class Blur(Detector):
             # settled: the coarse contrast unmoved and the coarse picture nearly still (a fade or a dissolve
             # changes it every frame; so does a camera turning, whose contrast may still be on its way); a
             # frame with no previous one to compare (cut NaN) is not held back by the stillness test
-            still = not cut == cut or cut <= SETTLED_MOTION
+            still = bool(np.isnan(cut)) or cut <= SETTLED_MOTION
             steady = prev is not None and abs(contrast - prev) <= SETTLED * prev and still
             state.steady_s = state.steady_s + dur if steady else 0.0
             state.prev_contrast = contrast
