@@ -89,51 +89,49 @@ def e2e(bootstrap: str, work: Path, edge: bool = False) -> dict:
     return out
 
 
-def spark_vs_local(bootstrap: str, work: Path) -> dict:
-    """The same records analysed by the local runner (one process, stage 1 + stage 2) and by a warm Spark
-    job (local[2]). Both count CPU seconds per analysed frame; the Spark side counts every process on the
-    machine while it catches up, minus the replay that feeds it (measured in this process)."""
+class Heartbeats:
+    """One control record of kind heartbeat per call, for a stream already published (its source string
+    from the Replay): a micro-batch that carries almost nothing, to measure or warm up what every batch pays."""
+
+    def __init__(self, bootstrap: str, topic: str, stream_id: str, source: str, media_t: float, seq0: int = 1000):
+        from jobs.kafka_io import producer
+
+        self.topic, self.sid, self.source, self.media_t = topic, stream_id, source, media_t
+        self.seq = seq0
+        self.prod = producer(bootstrap, linger_ms=0)
+
+    def send(self) -> None:
+        from datetime import datetime, timezone
+
+        from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA
+        from schemas import CONTROL, encode
+
+        table = pa.Table.from_pylist([{
+            "stream_id": self.sid, "sequence": self.seq, "kind": "heartbeat",
+            "media_time_s": self.media_t + self.seq * 0.1, "wall_time": datetime.now(timezone.utc),
+            "source": self.source}], schema=CONTROL.schema)
+        self.prod.send(self.topic, key=self.sid.encode(), value=encode(CONTROL, table),
+                       headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"heartbeat")])
+        self.prod.flush()
+        self.seq += 1
+
+    def close(self) -> None:
+        self.prod.close()
+
+
+def _local_cpu_s(bootstrap: str, topics: tuple[str, str], prefix: str) -> float:
+    """CPU-s of the local runner (decode, stage 1 and stage 2 in one process, records in memory) over the
+    records of the streams whose ids start with `prefix`."""
     from detectors.analyzer import StreamAnalyzer
     from detectors.config import DetectorConfig
     from jobs.stream_stages import stage1_rows
 
-    clip = convert_once(bench_clip(720))
-    topics = ("bench.svl.video", "bench.svl.audio")
-    create_topics(bootstrap, list(topics), partitions=4)
-    job = JobProcess(work / "svl", bootstrap, topics, master="local[2]", extra=["--alerts-topic", ""])
-    try:
-        for k in range(2):  # warm-up rounds: start-up and JIT compilation are not steady state
-            warm = Replay(bootstrap, topics, clip, streams=4, prefix=f"warm{k}-", speed=1000.0)
-            warm.run_for(clip.seconds)
-            warm.stop()
-            job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600)
-        time.sleep(3)
-        replay = Replay(bootstrap, topics, clip, streams=4, prefix="svl", speed=1000.0)
-        own0 = time.process_time()
-        roles0 = job.cpu_by_role()
-        jit0 = job.jit_cpu()
-        batches0 = len([p for p in job.progress() if p.get("input_rows")])
-        with CpuWindow() as window:
-            replay.run_for(clip.seconds)
-            replay.stop()
-            own = time.process_time() - own0
-            job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600, poll=0.1)
-        roles = {k: v - roles0.get(k, 0.0) for k, v in job.cpu_by_role().items()}
-        jit = job.jit_cpu() - jit0  # part of the JVM's: its compiler threads
-        batches = [p for p in job.progress() if p.get("input_rows")][batches0:]
-    finally:
-        job.stop()
-    frames = replay.frames
-    spark_cpu = window.cpu - own
-    # where the job's CPU went, per frame; "rest" is every other process (the broker, the OS) but the replay
-    parts_ms = {k: round(v / frames * 1e3, 3) for k, v in roles.items()}
-    parts_ms["rest"] = round((spark_cpu - sum(roles.values())) / frames * 1e3, 3)
-    records = [r for r in read_all(bootstrap, list(topics), timeout_s=120) if r.key.decode().startswith("svl")]
+    records = [r for r in read_all(bootstrap, list(topics), timeout_s=120) if r.key.decode().startswith(prefix)]
     config = DetectorConfig.build()
     kinds = {topics[0]: "video", topics[1]: "audio"}
     rows = [{"key": r.key, "value": r.value, "topic": r.topic, "partition": r.partition, "offset": r.offset,
              "timestamp": None} for r in records]
-    t0 = time.process_time()  # local: decode, stage 1 and stage 2 in one process, records in memory
+    t0 = time.process_time()
     analyzers: dict = {}
     # encode=False: the segments go straight from stage 1 to the analyzer, as in the job's one step (until
     # 2026-11-28 the anchor also encoded each segment's features and read them back)
@@ -144,17 +142,101 @@ def spark_vs_local(bootstrap: str, work: Path) -> dict:
             analyzers[sid] = (analyzer, analyzer.initial_state())
         analyzer, state = analyzers[sid]
         analyzer.add(state, out["segment"])
-    local_cpu = time.process_time() - t0
-    return {"frames": frames, "local_cpu_s": round(local_cpu, 2), "local_frames_per_cpu_s": round(frames / local_cpu, 1),
-            "spark_cpu_s_all": round(spark_cpu, 2), "replay_cpu_s_subtracted": round(own, 2),
-            "spark_frames_per_cpu_s": round(frames / spark_cpu, 1),
-            "spark_vs_local": round(local_cpu / spark_cpu, 3),
-            "local_ms_per_frame": round(local_cpu / frames * 1e3, 3), "spark_ms_per_frame_by_process": parts_ms,
-            # of the JVM's: its JIT compiler, which a job past its first few hundred batches no longer pays
-            "spark_ms_per_frame_jit": round(jit / frames * 1e3, 3),
-            "spark_batches": len(batches),
-            "note": "4 streams of the 720p clip; Spark side: all processes (JVM, Python workers, broker) "
-                    "after two warm-up rounds, minus the replay publisher"}
+    return time.process_time() - t0
+
+
+def _job_window(job: JobProcess, bootstrap: str, topics: tuple[str, str], clip, prefix: str) -> dict:
+    """Publish 4 streams of `clip` at full speed and read every process's CPU until the job has caught up:
+    the Spark side's CPU per frame, split by process, minus the replay that feeds it (this process)."""
+    replay = Replay(bootstrap, topics, clip, streams=4, prefix=prefix, speed=1000.0)
+    own0 = time.process_time()
+    roles0 = job.cpu_by_role()
+    jit0 = job.jit_cpu()
+    batches0 = len([p for p in job.progress() if p.get("input_rows")])
+    with CpuWindow() as window:
+        replay.run_for(clip.seconds)
+        replay.stop()
+        own = time.process_time() - own0
+        job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600, poll=0.1)
+    roles = {k: v - roles0.get(k, 0.0) for k, v in job.cpu_by_role().items()}
+    jit = job.jit_cpu() - jit0  # part of the JVM's: its compiler threads
+    batches = [p for p in job.progress() if p.get("input_rows")][batches0:]
+    frames = replay.frames
+    spark_cpu = window.cpu - own
+    # where the job's CPU went, per frame; "rest" is every other process (the broker, the OS) but the replay
+    parts_ms = {k: round(v / frames * 1e3, 3) for k, v in roles.items()}
+    parts_ms["rest"] = round((spark_cpu - sum(roles.values())) / frames * 1e3, 3)
+    return {"frames": frames, "spark_cpu_s": spark_cpu, "replay_cpu_s": own, "parts_ms": parts_ms,
+            "jit_ms": round(jit / frames * 1e3, 3), "batches": len(batches), "source": replay.source(f"{prefix}0")}
+
+
+def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle_rounds: int = 4) -> dict:
+    """The same records analysed by the local runner (one process, stage 1 + stage 2) and by a warm Spark
+    job (local[2]). Both count CPU seconds per analysed frame; the Spark side counts every process on the
+    machine while it catches up, minus the replay that feeds it (measured in this process).
+
+    Measured twice on the same job. First young: two warm-up rounds before the window (the headline,
+    its definition since issue 14). Then settled: `settle_batches` heartbeat micro-batches and
+    `settle_rounds` more pixel rounds later, when the JVM has compiled what every micro-batch and every
+    pixel record runs (Spark plans each micro-batch anew, so its planner's code reaches the JIT's
+    thresholds only after hundreds of batches: docs/performance.md, session 11) -- the cost a job that has
+    run for a few minutes pays. Each window has its own local-runner anchor over its own records."""
+    clip = convert_once(bench_clip(720))
+    topics = ("bench.svl.video", "bench.svl.audio")
+    create_topics(bootstrap, list(topics), partitions=4)
+    job = JobProcess(work / "svl", bootstrap, topics, master="local[2]", extra=["--alerts-topic", ""])
+    beats = None
+    settled = None
+    try:
+        for k in range(2):  # warm-up rounds: start-up and the first compilations
+            warm = Replay(bootstrap, topics, clip, streams=4, prefix=f"warm{k}-", speed=1000.0)
+            warm.run_for(clip.seconds)
+            warm.stop()
+            job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600)
+        time.sleep(3)
+        young = _job_window(job, bootstrap, topics, clip, "svl")
+        if settle_batches or settle_rounds:
+            t0 = time.monotonic()
+            beats = Heartbeats(bootstrap, topics[0], "svl0", young["source"], media_t=clip.seconds)
+            for _ in range(settle_batches):
+                beats.send()
+                job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.02)
+            for k in range(settle_rounds):
+                warm = Replay(bootstrap, topics, clip, streams=4, prefix=f"settle{k}-", speed=1000.0)
+                warm.run_for(clip.seconds)
+                warm.stop()
+                job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600)
+            settle_s = time.monotonic() - t0
+            time.sleep(3)
+            settled = _job_window(job, bootstrap, topics, clip, "svs")
+    finally:
+        if beats:
+            beats.close()
+        job.stop()
+    local_cpu = _local_cpu_s(bootstrap, topics, "svl")
+    frames, spark_cpu = young["frames"], young["spark_cpu_s"]
+    out = {"frames": frames, "local_cpu_s": round(local_cpu, 2), "local_frames_per_cpu_s": round(frames / local_cpu, 1),
+           "spark_cpu_s_all": round(spark_cpu, 2), "replay_cpu_s_subtracted": round(young["replay_cpu_s"], 2),
+           "spark_frames_per_cpu_s": round(frames / spark_cpu, 1),
+           "spark_vs_local": round(local_cpu / spark_cpu, 3),
+           "local_ms_per_frame": round(local_cpu / frames * 1e3, 3),
+           "spark_ms_per_frame_by_process": young["parts_ms"],
+           # of the JVM's: its JIT compiler, which a job past its first few hundred batches no longer pays
+           "spark_ms_per_frame_jit": young["jit_ms"],
+           "spark_batches": young["batches"],
+           "note": "4 streams of the 720p clip; Spark side: all processes (JVM, Python workers, broker) "
+                   "after two warm-up rounds, minus the replay publisher"}
+    if settled:
+        local_s = _local_cpu_s(bootstrap, topics, "svs")
+        out.update({
+            "spark_vs_local_settled": round(local_s / settled["spark_cpu_s"], 3),
+            "local_ms_per_frame_settled": round(local_s / settled["frames"] * 1e3, 3),
+            "spark_ms_per_frame_by_process_settled": settled["parts_ms"],
+            "spark_ms_per_frame_jit_settled": settled["jit_ms"],
+            "spark_batches_settled": settled["batches"],
+            "settled_after": {"heartbeat_batches": settle_batches, "pixel_rounds": 2 + 1 + settle_rounds,
+                              "seconds": round(settle_s, 1)}})
+    return out
 
 
 def streams_per_core(bootstrap: str, work: Path, streams: int = 20, seconds: float = 180.0,
@@ -361,54 +443,36 @@ def batch_cost(bootstrap: str, work: Path, rounds: int = 20, settle: int = 200) 
     polling). The JIT compiler's part is recorded beside it: Spark's planner runs once per micro-batch, so
     its code is compiled over hundreds of batches; after `settle` more batches the rounds are measured again
     (`*_settled`: the cost a job that has run a few minutes pays; docs/performance.md, session 11)."""
-    from datetime import datetime, timezone
-
-    from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, producer
-    from schemas import CONTROL, encode
-
     clip = convert_once(bench_clip(720, seconds=10.0), edge=True)
     topics = ("bench.fixed.video", "bench.fixed.audio")
     replay = Replay(bootstrap, topics, clip, streams=1, prefix="fixed", partitions=2)
     job = JobProcess(work / "fixed", bootstrap, topics, master="local[2]",
                      extra=["--alerts-topic", "", "--trigger", "0.1"])
-    prod = producer(bootstrap, linger_ms=0)
+    beats = None
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not job.progress():
             time.sleep(0.2)
         replay.run_for(3.0)  # a live stream with a little history: its state is a real one
         job.wait_caught_up(end_offsets(bootstrap, topics), timeout=300)
-        sid, media_t = "fixed0", 3.0
-        source = replay.source(sid)
-
-        def beat(seq: int) -> None:
-            table = pa.Table.from_pylist([{
-                "stream_id": sid, "sequence": seq, "kind": "heartbeat", "media_time_s": media_t + seq * 0.1,
-                "wall_time": datetime.now(timezone.utc), "source": source}], schema=CONTROL.schema)
-            prod.send(topics[0], key=sid.encode(), value=encode(CONTROL, table),
-                      headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"heartbeat")])
-            prod.flush()
+        beats = Heartbeats(bootstrap, topics[0], "fixed0", replay.source("fixed0"), media_t=3.0)
 
         first = len(job.progress())
-        seq0 = 1000
         for k in range(5):  # warm-up: JIT, the plan's first runs
-            beat(seq0 + k)
+            beats.send()
             job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.02)
         time.sleep(2)
         with CpuWindow() as idle:
             time.sleep(5)
         idle_rate = idle.cpu / idle.wall
-        seq = seq0 + 5
 
         def measure() -> tuple[list[float], list[float], float]:
-            nonlocal seq
             cpu, wall = [], []
             jit0 = job.jit_cpu()
             for _ in range(rounds):
                 with CpuWindow() as w:
-                    beat(seq)
+                    beats.send()
                     job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.01)
-                seq += 1
                 cpu.append(w.cpu - idle_rate * w.wall)
                 wall.append(w.wall)
                 time.sleep(0.3)
@@ -419,8 +483,7 @@ def batch_cost(bootstrap: str, work: Path, rounds: int = 20, settle: int = 200) 
         settled = {}
         if settle:
             for _ in range(settle):  # more batches of the same kind, not measured: the JIT catches up
-                beat(seq)
-                seq += 1
+                beats.send()
                 job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.01)
             cpu_s, wall_s, jit_s = measure()
             settled = {"batch_fixed_cpu_s_settled": round(statistics.median(cpu_s), 3),
@@ -428,7 +491,8 @@ def batch_cost(bootstrap: str, work: Path, rounds: int = 20, settle: int = 200) 
                        "jit_cpu_s_per_batch_settled": round(jit_s, 3),
                        "settled_after_batches": 5 + rounds + settle}
     finally:
-        prod.close()
+        if beats:
+            beats.close()
         replay.stop()
         job.stop()
     return {"rounds": rounds, "batch_fixed_cpu_s": round(statistics.median(cpu), 3),

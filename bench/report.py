@@ -82,6 +82,11 @@ def render(results: dict) -> str:
     sp = runs.get("spark", {})
     row("Spark job frames per CPU-s vs local runner", "≥ 0.8", sp.get("spark_vs_local"),
         None if not sp else sp["spark_vs_local"] >= 0.8)
+    if sp.get("spark_vs_local_settled") is not None:  # the same job a few hundred micro-batches later
+        after = sp["settled_after"]
+        row(f"the same, settled: after {after['heartbeat_batches']} more micro-batches and {after['pixel_rounds']} "
+            f"pixel rounds in all (JIT compiler ms per frame: {sp['spark_ms_per_frame_jit']:g} young, "
+            f"{sp['spark_ms_per_frame_jit_settled']:g} then)", "report", sp["spark_vs_local_settled"], True)
     step = runs.get("step", {})
     row("per-stream step alone (one process, no Spark): CPU ms per stream-second of media", "report",
         step.get("step_ms_per_stream_s"), None if not step else True)
@@ -146,6 +151,14 @@ def render(results: dict) -> str:
                      + (f"; of the JVM's, {svl['spark_ms_per_frame_jit']:g} ms is its JIT compiler, which this young "
                         "job still runs and a job a few hundred batches old mostly no longer does"
                         if svl.get("spark_ms_per_frame_jit") is not None else "") + ".")
+    settled = svl.get("spark_ms_per_frame_by_process_settled")
+    if settled:
+        lines.append(f"- Spark vs local, settled (the same job after {svl['settled_after']['heartbeat_batches']} more "
+                     f"micro-batches): the JVM {settled['jvm']:g} ms per frame, of which its JIT compiler "
+                     f"{svl['spark_ms_per_frame_jit_settled']:g} ms (still compiling); the Python workers "
+                     f"{settled['python_workers']:g} ms against the local runner's {svl['local_ms_per_frame_settled']:g} "
+                     f"ms; the broker and the rest {settled['rest']:g} ms; {svl['spark_batches_settled']} micro-batches "
+                     f"for the window's backlog: {svl['spark_vs_local_settled']:g}, not 0.8 either.")
     lines += [
               "- Spark vs local, the trend: the ratio falls when the detectors get cheaper, because its anchor (the "
               "same detectors in one process) gains more.",

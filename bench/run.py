@@ -125,6 +125,8 @@ def headline(runs: dict) -> dict:
         h["e2e_edge_cost_vs_floor"] = runs["e2e_edge"]["cost_vs_floor"]
     if "spark" in runs:
         h["spark_vs_local"] = runs["spark"]["spark_vs_local"]
+        if runs["spark"].get("spark_vs_local_settled") is not None:  # beside the target key, never instead
+            h["spark_vs_local_settled"] = runs["spark"]["spark_vs_local_settled"]
     if "streams" in runs:
         r = runs["streams"]
         if r["sustained"]:
