@@ -23,6 +23,7 @@ import math
 import statistics
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -167,7 +168,7 @@ def _job_window(job: JobProcess, bootstrap: str, topics: tuple[str, str], clip, 
     parts_ms = {k: round(v / frames * 1e3, 3) for k, v in roles.items()}
     parts_ms["rest"] = round((spark_cpu - sum(roles.values())) / frames * 1e3, 3)
     return {"frames": frames, "spark_cpu_s": spark_cpu, "replay_cpu_s": own, "parts_ms": parts_ms,
-            "jit_ms": round(jit / frames * 1e3, 3), "batches": len(batches), "source": replay.source(f"{prefix}0")}
+            "jit_ms": round(jit / frames * 1e3, 3), "batches": len(batches), "replay": replay}
 
 
 def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle_rounds: int = 4) -> dict:
@@ -185,6 +186,7 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
     topics = ("bench.svl.video", "bench.svl.audio")
     create_topics(bootstrap, list(topics), partitions=4)
     job = JobProcess(work / "svl", bootstrap, topics, master="local[2]", extra=["--alerts-topic", ""])
+    run = uuid.uuid4().hex[:6]  # stream ids of this call: the anchors read its records alone from the topics
     beats = None
     settled = None
     try:
@@ -194,10 +196,11 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
             warm.stop()
             job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600)
         time.sleep(3)
-        young = _job_window(job, bootstrap, topics, clip, "svl")
+        young = _job_window(job, bootstrap, topics, clip, f"svl{run}-")
         if settle_batches or settle_rounds:
             t0 = time.monotonic()
-            beats = Heartbeats(bootstrap, topics[0], "svl0", young["source"], media_t=clip.seconds)
+            # a stream of its own, so the local anchors' records (by prefix) hold no heartbeat
+            beats = Heartbeats(bootstrap, topics[0], f"beat{run}", young["replay"].source(f"beat{run}"), media_t=0.0)
             for _ in range(settle_batches):
                 beats.send()
                 job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.02)
@@ -208,12 +211,12 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
                 job.wait_caught_up(end_offsets(bootstrap, topics), timeout=600)
             settle_s = time.monotonic() - t0
             time.sleep(3)
-            settled = _job_window(job, bootstrap, topics, clip, "svs")
+            settled = _job_window(job, bootstrap, topics, clip, f"svs{run}-")
     finally:
         if beats:
             beats.close()
         job.stop()
-    local_cpu = _local_cpu_s(bootstrap, topics, "svl")
+    local_cpu = _local_cpu_s(bootstrap, topics, f"svl{run}-")
     frames, spark_cpu = young["frames"], young["spark_cpu_s"]
     out = {"frames": frames, "local_cpu_s": round(local_cpu, 2), "local_frames_per_cpu_s": round(frames / local_cpu, 1),
            "spark_cpu_s_all": round(spark_cpu, 2), "replay_cpu_s_subtracted": round(young["replay_cpu_s"], 2),
@@ -227,7 +230,7 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
            "note": "4 streams of the 720p clip; Spark side: all processes (JVM, Python workers, broker) "
                    "after two warm-up rounds, minus the replay publisher"}
     if settled:
-        local_s = _local_cpu_s(bootstrap, topics, "svs")
+        local_s = _local_cpu_s(bootstrap, topics, f"svs{run}-")
         out.update({
             "spark_vs_local_settled": round(local_s / settled["spark_cpu_s"], 3),
             "local_ms_per_frame_settled": round(local_s / settled["frames"] * 1e3, 3),

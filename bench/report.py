@@ -80,13 +80,14 @@ def render(results: dict) -> str:
     row("e2e with --edge-features, CPU per frame vs floor", "≤ 1.25", ee.get("cost_vs_floor"),
         None if not ee else ee["cost_vs_floor"] <= 1.25)
     sp = runs.get("spark", {})
-    row("Spark job frames per CPU-s vs local runner", "≥ 0.8", sp.get("spark_vs_local"),
-        None if not sp else sp["spark_vs_local"] >= 0.8)
+    row("Spark job frames per CPU-s vs local runner (a young job: two warm-up rounds)", "≥ 0.8",
+        sp.get("spark_vs_local"), None if not sp else sp["spark_vs_local"] >= 0.8)
     if sp.get("spark_vs_local_settled") is not None:  # the same job a few hundred micro-batches later
         after = sp["settled_after"]
-        row(f"the same, settled: after {after['heartbeat_batches']} more micro-batches and {after['pixel_rounds']} "
+        row(f"the same job settled: after {after['heartbeat_batches']} more micro-batches and {after['pixel_rounds']} "
             f"pixel rounds in all (JIT compiler ms per frame: {sp['spark_ms_per_frame_jit']:g} young, "
-            f"{sp['spark_ms_per_frame_jit_settled']:g} then)", "report", sp["spark_vs_local_settled"], True)
+            f"{sp['spark_ms_per_frame_jit_settled']:g} then)", "≥ 0.8", sp["spark_vs_local_settled"],
+            sp["spark_vs_local_settled"] >= 0.8)
     step = runs.get("step", {})
     row("per-stream step alone (one process, no Spark): CPU ms per stream-second of media", "report",
         step.get("step_ms_per_stream_s"), None if not step else True)
@@ -146,8 +147,8 @@ def render(results: dict) -> str:
         lines.append(f"- Spark vs local, per frame: the job's Python workers {by_process['python_workers']:g} ms "
                      f"against the local runner's {svl['local_ms_per_frame']:g} ms; the JVM {by_process['jvm']:g} ms "
                      f"and the broker and the rest {by_process['rest']:g} ms are the gap: a micro-batch's fixed cost and "
-                     "moving each pixel record through Kafka, into a row and into Arrow (not the shuffle: stage 1 before "
-                     "it was measured and saved nothing)"
+                     "moving each pixel record through Kafka, into a row, through the shuffle and into Arrow (since "
+                     "session 12 without Spark 4.2's row checksum on the shuffle, which hashed every pixel byte)"
                      + (f"; of the JVM's, {svl['spark_ms_per_frame_jit']:g} ms is its JIT compiler, which this young "
                         "job still runs and a job a few hundred batches old mostly no longer does"
                         if svl.get("spark_ms_per_frame_jit") is not None else "") + ".")
@@ -158,7 +159,9 @@ def render(results: dict) -> str:
                      f"{svl['spark_ms_per_frame_jit_settled']:g} ms (still compiling); the Python workers "
                      f"{settled['python_workers']:g} ms against the local runner's {svl['local_ms_per_frame_settled']:g} "
                      f"ms; the broker and the rest {settled['rest']:g} ms; {svl['spark_batches_settled']} micro-batches "
-                     f"for the window's backlog: {svl['spark_vs_local_settled']:g}, not 0.8 either.")
+                     f"for the window's backlog: {svl['spark_vs_local_settled']:g}"
+                     + (" (0.8 reached by the settled job, not by the young one the headline measures)."
+                        if svl["spark_vs_local_settled"] >= 0.8 else ", not 0.8 either."))
     lines += [
               "- Spark vs local, the trend: the ratio falls when the detectors get cheaper, because its anchor (the "
               "same detectors in one process) gains more.",

@@ -51,6 +51,13 @@ DEFAULTS = {
     # RocksDB state: commit a changelog per batch instead of a snapshot of the store
     "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
     "spark.driver.memory": "2g",
+    # Spark 4.2 hashes every shuffled row (XXH64 over its bytes, on by default) so that a retried map task
+    # that wrote different rows makes the stages after it run again. The job's one shuffle moves ~0.6 MB
+    # pixel records read from fixed Kafka offsets, which a retry reads again unchanged; the hashing was half
+    # of its tasks' samples in a profile and ~0.3 ms of JVM CPU per analysed frame (docs/performance.md,
+    # session 12). Off, as in Spark 4.1 and before.
+    "spark.sql.shuffle.orderIndependentChecksum.enabled": "false",
+    "spark.sql.shuffle.orderIndependentChecksum.enableFullRetryOnMismatch": "false",
     # one BLAS thread per Python worker, set before numpy loads (avwatch/native_threads.py: OpenBLAS's pool
     # spins after each matrix product and took a core's worth of CPU from the other tasks and the JVM)
     "spark.executorEnv.OPENBLAS_NUM_THREADS": "1",

@@ -24,3 +24,13 @@ def test_python_workers_start_with_one_blas_thread(spark):
         yield os.environ.get("OPENBLAS_NUM_THREADS"), os.environ.get("OMP_NUM_THREADS")
 
     assert set(spark.sparkContext.parallelize(range(4), 2).mapPartitions(env).collect()) == {("1", "1")}
+
+
+def test_the_shuffle_computes_no_row_checksum(spark):
+    # Spark 4.2 hashes every shuffled row (XXH64 over its bytes) to detect retried tasks that wrote different
+    # rows; the job's one shuffle carries ~0.6 MB pixel records from Kafka offsets, which a retry reads again
+    # unchanged, and the hashing was half of its tasks' CPU (docs/performance.md, session 12). The session in
+    # force must have it off, whatever the defaults of the Spark release in use.
+    for key in ("spark.sql.shuffle.orderIndependentChecksum.enabled",
+                "spark.sql.shuffle.orderIndependentChecksum.enableFullRetryOnMismatch"):
+        assert spark.conf.get(key) == "false", key
