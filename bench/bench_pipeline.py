@@ -120,9 +120,10 @@ class Heartbeats:
         self.prod.close()
 
 
-def _local_cpu_s(bootstrap: str, topics: tuple[str, str], prefix: str) -> float:
+def _local_cpu_s(bootstrap: str, topics: tuple[str, str], prefix: str, video_records: int) -> float:
     """CPU-s of the local runner (decode, stage 1 and stage 2 in one process, records in memory) over the
-    records of the streams whose ids start with `prefix`."""
+    records of the streams whose ids start with `prefix`: the `video_records` a job window sent, no more
+    and no fewer (RuntimeError otherwise: an anchor over other records would not be an anchor)."""
     from detectors.analyzer import StreamAnalyzer
     from detectors.config import DetectorConfig
     from jobs.stream_stages import stage1_rows
@@ -132,6 +133,10 @@ def _local_cpu_s(bootstrap: str, topics: tuple[str, str], prefix: str) -> float:
     kinds = {topics[0]: "video", topics[1]: "audio"}
     rows = [{"key": r.key, "value": r.value, "topic": r.topic, "partition": r.partition, "offset": r.offset,
              "timestamp": None} for r in records]
+    found = sum(1 for r in records if r.topic == topics[0])
+    if found != video_records:
+        raise RuntimeError(f"the local anchor for streams {prefix}* read {found} video records from "
+                           f"{topics[0]}; the job's window sent {video_records}")
     t0 = time.process_time()
     analyzers: dict = {}
     # encode=False: the segments go straight from stage 1 to the analyzer, as in the job's one step (until
@@ -168,7 +173,8 @@ def _job_window(job: JobProcess, bootstrap: str, topics: tuple[str, str], clip, 
     parts_ms = {k: round(v / frames * 1e3, 3) for k, v in roles.items()}
     parts_ms["rest"] = round((spark_cpu - sum(roles.values())) / frames * 1e3, 3)
     return {"frames": frames, "spark_cpu_s": spark_cpu, "replay_cpu_s": own, "parts_ms": parts_ms,
-            "jit_ms": round(jit / frames * 1e3, 3), "batches": len(batches), "replay": replay}
+            "jit_ms": round(jit / frames * 1e3, 3), "batches": len(batches), "replay": replay,
+            "video_records": sum(1 for (_, kind, _) in replay.sent_at if kind == "video")}
 
 
 def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle_rounds: int = 4) -> dict:
@@ -216,7 +222,7 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
         if beats:
             beats.close()
         job.stop()
-    local_cpu = _local_cpu_s(bootstrap, topics, f"svl{run}-")
+    local_cpu = _local_cpu_s(bootstrap, topics, f"svl{run}-", young["video_records"])
     frames, spark_cpu = young["frames"], young["spark_cpu_s"]
     out = {"frames": frames, "local_cpu_s": round(local_cpu, 2), "local_frames_per_cpu_s": round(frames / local_cpu, 1),
            "spark_cpu_s_all": round(spark_cpu, 2), "replay_cpu_s_subtracted": round(young["replay_cpu_s"], 2),
@@ -230,7 +236,7 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
            "note": "4 streams of the 720p clip; Spark side: all processes (JVM, Python workers, broker) "
                    "after two warm-up rounds, minus the replay publisher"}
     if settled:
-        local_s = _local_cpu_s(bootstrap, topics, f"svs{run}-")
+        local_s = _local_cpu_s(bootstrap, topics, f"svs{run}-", settled["video_records"])
         out.update({
             "spark_vs_local_settled": round(local_s / settled["spark_cpu_s"], 3),
             "local_ms_per_frame_settled": round(local_s / settled["frames"] * 1e3, 3),
