@@ -6,6 +6,7 @@ temporary folder; Spark is built by the jobs' own session builder with a small l
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -55,10 +56,12 @@ def running_broker(prefix: str = "avwatch-test-broker-"):
     its state in a new temporary folder, stopped and purged afterwards."""
     from avwatch.stack import Stack
 
-    stack = Stack.at(Path(tempfile.mkdtemp(prefix=prefix)), free_port_pair())
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    stack = Stack.at(state, free_port_pair())
     stack.up(echo=lambda *_: None)
     yield stack
     stack.down(purge=True, echo=lambda *_: None)
+    shutil.rmtree(state, ignore_errors=True)  # the purge empties the state folder; the folder is ours too
 
 
 def write_in_background(sink, df, batch_id: int):
