@@ -27,10 +27,9 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from bench.common import CpuWindow, bench_clip, ffmpeg, frame_count, run_timed
-from bench.harness import JobProcess, Replay, convert_once, end_offsets
+from bench.harness import Heartbeats, JobProcess, Replay, convert_once, end_offsets
 from jobs.kafka_io import create_topics, read_all
 
 CHAIN_V = "blackdetect,freezedetect,blockdetect,blurdetect"
@@ -88,36 +87,6 @@ def e2e(bootstrap: str, work: Path, edge: bool = False) -> dict:
     out["e2e_vs_ffmpeg_native"] = round(anchors["chain_native_cpu_s"] / window.cpu, 3)
     out["cost_vs_floor"] = round(window.cpu / anchors["floor_cpu_s"], 3)
     return out
-
-
-class Heartbeats:
-    """One control record of kind heartbeat per call, for a stream already published (its source string
-    from the Replay): a micro-batch that carries almost nothing, to measure or warm up what every batch pays."""
-
-    def __init__(self, bootstrap: str, topic: str, stream_id: str, source: str, media_t: float, seq0: int = 1000):
-        from jobs.kafka_io import producer
-
-        self.topic, self.sid, self.source, self.media_t = topic, stream_id, source, media_t
-        self.seq = seq0
-        self.prod = producer(bootstrap, linger_ms=0)
-
-    def send(self) -> None:
-        from datetime import datetime, timezone
-
-        from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA
-        from schemas import CONTROL, encode
-
-        table = pa.Table.from_pylist([{
-            "stream_id": self.sid, "sequence": self.seq, "kind": "heartbeat",
-            "media_time_s": self.media_t + self.seq * 0.1, "wall_time": datetime.now(timezone.utc),
-            "source": self.source}], schema=CONTROL.schema)
-        self.prod.send(self.topic, key=self.sid.encode(), value=encode(CONTROL, table),
-                       headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"heartbeat")])
-        self.prod.flush()
-        self.seq += 1
-
-    def close(self) -> None:
-        self.prod.close()
 
 
 def _local_cpu_s(bootstrap: str, topics: tuple[str, str], prefix: str, video_records: int) -> float:
@@ -206,7 +175,7 @@ def spark_vs_local(bootstrap: str, work: Path, settle_batches: int = 300, settle
         if settle_batches or settle_rounds:
             t0 = time.monotonic()
             # a stream of its own, so the local anchors' records (by prefix) hold no heartbeat
-            beats = Heartbeats(bootstrap, topics[0], f"beat{run}", young["replay"].source(f"beat{run}"), media_t=0.0)
+            beats = Heartbeats(bootstrap, topics[0], f"beat{run}", young["replay"].source(f"beat{run}"))
             for _ in range(settle_batches):
                 beats.send()
                 job.wait_caught_up(end_offsets(bootstrap, topics), timeout=120, poll=0.02)

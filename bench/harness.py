@@ -17,7 +17,7 @@ import pyarrow as pa
 from avwatch.convert.decode import MediaDecoder
 from avwatch.convert.segments import Segmenter
 from jobs.kafka_io import HEADER_KIND, HEADER_SCHEMA, create_topics, producer
-from schemas import AUDIO_SEGMENT, FEATURE_SEGMENT, VIDEO_SEGMENT, encode
+from schemas import AUDIO_SEGMENT, CONTROL, FEATURE_SEGMENT, VIDEO_SEGMENT, encode
 
 
 class JobProcess:
@@ -138,6 +138,31 @@ class JobProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+class Heartbeats:
+    """Control records of kind heartbeat for one stream, one per send(), its media clock stepping `step_s`
+    from `media_t`: micro-batches that carry almost nothing, to measure or warm up what every batch pays, or
+    to keep batches (and so state timeouts) running. `source` is the stream's (Replay.source)."""
+
+    def __init__(self, bootstrap: str, topic: str, stream_id: str, source: str, media_t: float = 0.0,
+                 step_s: float = 0.1, seq0: int = 1000):
+        self.topic, self.sid, self.source = topic, stream_id, source
+        self.media_t, self.step_s, self.seq0, self.seq = media_t, step_s, seq0, seq0
+        self.prod = producer(bootstrap, linger_ms=0)
+
+    def send(self) -> None:
+        table = pa.Table.from_pylist([{
+            "stream_id": self.sid, "sequence": self.seq, "kind": "heartbeat",
+            "media_time_s": self.media_t + (self.seq - self.seq0) * self.step_s,
+            "wall_time": datetime.now(timezone.utc), "source": self.source}], schema=CONTROL.schema)
+        self.prod.send(self.topic, key=self.sid.encode(), value=encode(CONTROL, table),
+                       headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"heartbeat")])
+        self.prod.flush()
+        self.seq += 1
+
+    def close(self) -> None:
+        self.prod.close()
 
 
 def _cpu_seconds(stat_path: str) -> float:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_clip  # noqa: E402
-from bench.harness import JobProcess, Replay, convert_once, end_offsets  # noqa: E402
+from bench.harness import Heartbeats, JobProcess, Replay, convert_once, end_offsets  # noqa: E402
 
 
 def _rss_mb(pid: int) -> float:
@@ -93,17 +93,8 @@ def short(bootstrap: str, work: Path, streams: int) -> dict:
                      extra=["--alerts-topic", "", "--ended-state-ttl", "10"])
     prod = producer(bootstrap, linger_ms=5)
     probe = Replay(bootstrap, topics, clip, streams=1, prefix="probe", partitions=2)
-    probe_source = probe.source("probe0")
-    beats = {"n": 0}
-
-    def beat() -> None:  # the probe stream's heartbeat: keeps micro-batches (and so state timeouts) running
-        beats["n"] += 1
-        table = pa.Table.from_pylist([{"stream_id": "probe0", "sequence": 1000 + beats["n"], "kind": "heartbeat",
-                                       "media_time_s": 3.0 + beats["n"], "wall_time": datetime.now(timezone.utc),
-                                       "source": probe_source}], schema=CONTROL.schema)
-        prod.send(topics[0], key=b"probe0", value=encode(CONTROL, table),
-                  headers=[(HEADER_SCHEMA, CONTROL.tag.encode()), (HEADER_KIND, b"heartbeat")])
-        prod.flush()
+    # the probe stream's heartbeats keep micro-batches (and so state timeouts) running
+    beats = Heartbeats(bootstrap, topics[0], "probe0", probe.source("probe0"), media_t=4.0, step_s=1.0, seq0=1001)
 
     try:
         while '"query": "started"' not in job.log_path.read_text(errors="replace"):
@@ -130,7 +121,7 @@ def short(bootstrap: str, work: Path, streams: int) -> dict:
         deadline = time.monotonic() + 120
         rows = None
         while time.monotonic() < deadline:
-            beat()
+            beats.send()
             time.sleep(1.0)
             rows = job.progress()[-1]["state_rows"]
             if rows <= start_rows:
@@ -138,6 +129,7 @@ def short(bootstrap: str, work: Path, streams: int) -> dict:
         mem = memory(job)
     finally:
         prod.close()
+        beats.close()
         probe.stop()
         job.stop()
     return {"streams": streams, "state_rows_start": start_rows, "state_rows_peak": peak, "state_rows_end": rows,
