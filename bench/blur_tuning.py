@@ -1,12 +1,12 @@
-"""Where blur's stage-2 levels were chosen: the field corpus's tune part plus an extra draw of its blur and clean
-recipes (seeds 30000-30021, outside both parts), replayed through blur's stage 2 with candidate options.
+"""Where blur's stage-2 levels were chosen: the field corpus's tune part plus two extra draws of its blur and clean
+recipes (seeds 30000-30023 and 31000-31023, outside both parts), replayed through blur's stage 2 with candidate options.
 
-    .venv/bin/python -m bench.blur_tuning                       # the defaults against the rules turned off
+    .venv/bin/python -m bench.blur_tuning                       # the defaults against rules and levels changed
     .venv/bin/python -m bench.blur_tuning '{"onset_s": 0}' ...  # any options, one JSON object per line
 
-The tune part holds only three blurs; the extra draw adds 16 blurs (sigma 2-10 at 1080p on upscaled, boxed
+The tune part holds only three blurs; each extra draw adds 16 blurs (sigma 2-10 at 1080p on upscaled, boxed
 and SD footage) and 8 clean programmes (4 minutes) built by the corpus's own recipes, cached under
-.cache/blur_tuning/. Each clip is decoded once and its stage-1 rows kept, so a candidate is scored in seconds.
+.cache/blur_tuning/ and .cache/blur_tuning2/ (the second draw since blur 1.6). Each clip is decoded once and its stage-1 rows kept, so a candidate is scored in seconds.
 The held-out part is never read here.
 """
 from __future__ import annotations
@@ -28,26 +28,28 @@ import bench.field_corpus as corpus  # noqa: E402
 from bench.detection_quality import Found, Tally, score_clip  # noqa: E402
 
 CACHE = ROOT / ".cache" / "blur_tuning"
-EXTRA_SEEDS = 30000
+# the extra draws, each built once into its own folder: the first from blur 1.3 on, the second from blur 1.6
+EXTRA_DRAWS = {"extra": (30000, CACHE), "extra2": (31000, ROOT / ".cache" / "blur_tuning2")}
 EXTRA_PLAN = ["blur"] * 16 + ["clean"] * 8
 COLUMNS = ("t", "frame_dur", "blur_sharpness", "blur_cut", "blur_contrast", "luma_std")
 
 
-def extra_clips(echo=print) -> list[corpus.Clip]:
-    """The extra draw, built once (its recipes and seeds are fixed; the index says which clips exist)."""
-    index = CACHE / "corpus.json"
+def extra_clips(draw: str = "extra", echo=print) -> list[corpus.Clip]:
+    """An extra draw, built once (its recipes and seeds are fixed; the index says which clips exist)."""
+    seeds, where = EXTRA_DRAWS[draw]
+    index = where / "corpus.json"
     if index.exists():
         return corpus.load(index)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    footage = corpus.Footage(CACHE)
+    where.mkdir(parents=True, exist_ok=True)
+    footage = corpus.Footage(where)
     recipes = {r[0]: r for r in corpus.RECIPES}
     clips = []
     for i, name in enumerate(EXTRA_PLAN):
         _, make, sizes, seconds, _ = recipes[name]
-        seed = EXTRA_SEEDS + i
+        seed = seeds + i
         rng = np.random.default_rng(seed)
         size = corpus.SIZES[sizes[int(rng.integers(len(sizes)))]]
-        clip = corpus.Clip(f"x{name}_s{seed}", seed, "extra", name, str(CACHE / f"x{name}_s{seed}.mp4"), seconds,
+        clip = corpus.Clip(f"x{name}_s{seed}", seed, draw, name, str(where / f"x{name}_s{seed}.mp4"), seconds,
                            size, [])
         make(footage, clip, rng, None)
         clip.shaping = [str(s) for s in clip.shaping]
@@ -107,15 +109,15 @@ def score(clips: list[corpus.Clip], rows: dict, options: dict) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    candidates = [json.loads(a) for a in argv] or [{}, {"onset_s": 0}, {"recover_step": 0},
-                                                    {"onset_s": 0, "recover_step": 0}]
-    tune = [c for c in corpus.build() if c.split == "tune"]
-    extra = extra_clips()
-    clips = tune + extra
+    candidates = [json.loads(a) for a in argv] or [{}, {"onset_s": 0}, {"recover_step": 0, "recover_share": 0},
+                                                    {"recover_share": 0}, {"loss_threshold": 0.3}]
+    sets = {"tune": [c for c in corpus.build() if c.split == "tune"]}
+    sets.update({draw: extra_clips(draw) for draw in EXTRA_DRAWS})
+    clips = [c for part in sets.values() for c in part]
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         rows = dict(zip([c.name for c in clips], pool.map(stage1_rows, [c.path for c in clips])))
     for options in candidates:
-        print(json.dumps(options), "tune:", score(tune, rows, options), "extra:", score(extra, rows, options))
+        print(json.dumps(options), "  ".join(f"{part}: {score(c, rows, options)}" for part, c in sets.items()))
     return 0
 
 
