@@ -66,5 +66,8 @@ def analyze_locally(args, config, ids: list[str]) -> int:
         print(f"{sid}: {', '.join(what)}{note}, {len(result.rows)} event(s)"
               + (f", {result.decode_errors} decode error(s)" if result.decode_errors else ""))
         write_events_replacing(args.sink, result.rows, [sid], read_version=read_version)
+    if failed == len(args.media):  # nothing was written: naming the table would suggest otherwise
+        print("avwatch: no file analysed; nothing written to the events table", file=sys.stderr)
+        return 1
     print(f"events table: {args.sink}/anomaly_events")
     return 1 if failed else 0

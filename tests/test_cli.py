@@ -78,3 +78,24 @@ def test_clear_errors():
     assert out.returncode == 2 and "--since takes a duration such as 24h" in out.stderr
     out = avwatch("analyze", "/nonexistent.mp4", "--local", "--sink", "/tmp/x")
     assert out.returncode == 1 and "avwatch: /nonexistent.mp4: no such file" in out.stderr
+
+
+def test_a_file_cut_short_is_named_and_nothing_is_said_written(tmp_path):
+    # an MP4 whose index (written last) never came: FFmpeg reads it as invalid data
+    import av
+
+    mp4 = tmp_path / "whole.mp4"
+    with av.open(str(studio_feed(tmp_path).path)) as src, av.open(str(mp4), "w", format="mp4") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams.video}  # its PCM audio: not MP4
+        for packet in src.demux(*[src.streams[i] for i in streams]):
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                dst.mux(packet)
+    whole = mp4.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole[:len(whole) // 3])
+    out = avwatch("analyze", str(cut), "--local", "--sink", str(tmp_path / "sink"))
+    assert out.returncode == 1
+    assert f"avwatch: {cut} is not a media file FFmpeg can read, or it is damaged or cut short" in out.stderr
+    assert "no file analysed; nothing written to the events table" in out.stderr
+    assert "events table:" not in out.stdout and not (tmp_path / "sink").exists()

@@ -129,8 +129,9 @@ def open_source(uri: str, open_timeout_s: float = 10.0, read_timeout_s: float = 
     except av.error.FileNotFoundError:
         raise AvwatchError(f"{uri}: no such file") from None
     except av.error.InvalidDataError as exc:
-        raise AvwatchError(f"{uri} is not a media file FFmpeg can read ({exc}). "
-                           f"Give an audio/video file or stream URL.") from None
+        # a truncated MP4 (its index, written last, missing) reads as invalid data too: say so
+        raise AvwatchError(f"{uri} is not a media file FFmpeg can read, or it is damaged or cut short ({exc}). "
+                           f"Give a complete audio/video file or a stream URL.") from None
     except av.error.FFmpegError as exc:
         if live:
             raise ConnectionError(f"{uri}: {exc}") from None
