@@ -6,7 +6,8 @@ recipes (seeds 30000-30023 and 31000-31023, outside both parts), replayed throug
 
 The tune part holds only three blurs; each extra draw adds 16 blurs (sigma 2-10 at 1080p on upscaled, boxed
 and SD footage) and 8 clean programmes (4 minutes) built by the corpus's own recipes, cached under
-.cache/blur_tuning/ and .cache/blur_tuning2/ (the second draw since blur 1.6). Each clip is decoded once and its stage-1 rows kept, so a candidate is scored in seconds.
+.cache/blur_tuning/ and .cache/blur_tuning2/ (the second draw since blur 1.6). Each clip is decoded once and
+its stage-1 rows kept, so a candidate is scored in seconds.
 The held-out part is never read here.
 """
 from __future__ import annotations

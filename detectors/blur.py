@@ -139,7 +139,8 @@ class BlurOptions(Options):
     recover_share: float = option(0.35, "an open blur run also ends at a frame that steps up from the run's last "
                                   "blurred frame by this power of the run's onset drop (before / after), on a frame "
                                   "whose coarse picture is still, when that is less than recover_step: a weak blur "
-                                  "ends with a step as small as the one it began with; 0 turns this off", min=0.0, max=1.0)
+                                  "ends with a step as small as the one it began with; 0 turns this off",
+                                  min=0.0, max=1.0)
     onset_s: float = option(0.1, "a blur run opens only on a drop that happened within this long (s): its "
                             "sharpness fell by at least onset_share x loss_threshold from the sharpest judged "
                             "frame of that time (a blur sets in at once; a dissolve into a softer shot slides); "
@@ -338,15 +339,12 @@ class Blur(Detector):
                 events += self._close(state, t)
                 state.base, state.n = s, 1
                 continue
-            opening = run.start is None and loss >= o.loss_threshold
-            if opening and o.onset_s > 0:
-                ref = max([rs for _, rs in recent], default=None)
-                if ref is None or 1.0 - s / ref < o.onset_share * o.loss_threshold:
+            if run.start is None and loss >= o.loss_threshold:  # a run would open: how fast did it fall?
+                before = max([rs for _, rs in recent], default=None) if o.onset_s > 0 else base
+                if o.onset_s > 0 and (before is None or 1.0 - s / before < o.onset_share * o.loss_threshold):
                     # a slide into a softer picture (a dissolve, a slow change of shot), not a blur setting in
                     state.base, state.n = s, 1
                     continue
-            if opening:
-                before = max([rs for _, rs in recent], default=base) if o.onset_s > 0 else base
                 state.onset_drop = before / s if s > 0 else None
             if loss >= (o.recover_threshold if run.start is not None else o.loss_threshold):
                 state.last_blurred = s

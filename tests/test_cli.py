@@ -7,9 +7,11 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from avwatch.samples import field_camera, studio_feed
+from tests.video_clips import encode
 
 
 def avwatch(*args) -> subprocess.CompletedProcess:
@@ -82,15 +84,8 @@ def test_clear_errors():
 
 def test_a_file_cut_short_is_named_and_nothing_is_said_written(tmp_path):
     # an MP4 whose index (written last) never came: FFmpeg reads it as invalid data
-    import av
-
-    mp4 = tmp_path / "whole.mp4"
-    with av.open(str(studio_feed(tmp_path).path)) as src, av.open(str(mp4), "w", format="mp4") as dst:
-        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams.video}  # its PCM audio: not MP4
-        for packet in src.demux(*[src.streams[i] for i in streams]):
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                dst.mux(packet)
+    rng = np.random.default_rng(7)
+    mp4 = encode(tmp_path / "whole.mp4", [rng.integers(0, 256, (180, 320, 3), np.uint8) for _ in range(50)])
     whole = mp4.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole[:len(whole) // 3])
