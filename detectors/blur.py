@@ -152,6 +152,11 @@ class BlurOptions(Options):
                              "(s) has settled: the fade or dissolve is over, the reference takes it at once and "
                              "the frame is judged; 0 leaves the reference to catch up over fade_window_s",
                              min=0.0, max=10.0)
+    step_agree: float = option(0.05, "a blur that set in during a fade or a dissolve: at the transition's first "
+                               "judged frame, a run opens from a one-frame drop of at least loss_threshold "
+                               "after two frames whose sharpness agreed within this share (a slide into a softer "
+                               "shot changes every frame) if no frame since came back; 0 turns this off",
+                               min=0.0, max=1.0)
 
     def __post_init__(self):
         super().__post_init__()
@@ -248,13 +253,16 @@ class BlurState(State):
     prev_contrast: float | None = None         # the previous frame's coarse contrast
     steady_s: float = 0.0                      # how long the coarse contrast has stayed within SETTLED of it
     onset_drop: float | None = None            # the open run's onset: sharpness before / after (>= 1)
+    transit: list = dataclasses.field(default_factory=list)  # (t, sharpness) of the measured frames since the
+    #                                          last cut or dim frame, while a fade or a dissolve holds judging off
+    after_transition: bool = False             # the baseline was dropped by a fade or a dissolve (not a cut)
 
-    VERSION = 6   # 5: + prev_contrast, steady_s; 6: + onset_drop
+    VERSION = 7   # 5: + prev_contrast, steady_s; 6: + onset_drop; 7: + transit, after_transition
 
 
 class Blur(Detector):
     name = "blur"
-    version = "1.6"
+    version = "1.7"
     inputs = (VIDEO,)
     Options = BlurOptions
     State = BlurState
@@ -281,7 +289,13 @@ class Blur(Detector):
             cut = float(rows["blur_cut"][k])
             if cut == cut and cut >= o.cut_threshold and run.start is None:
                 self._new_scene(state)  # its own sharpness is learnt afresh
+                state.transit, state.after_transition = [], False
             dim = stds is not None and float(stds[k]) < o.min_contrast
+            if dim or s != s:
+                state.transit = []  # the detail of a dark frame is the coder's, not the scene's
+            elif run.start is None:
+                keep = o.hold_unjudged_s + o.onset_s
+                state.transit = [(rt, rs) for rt, rs in state.transit if t - rt <= keep] + [(t, s)]
             # a coarse contrast far from the scene's (a fade, a dissolve; a blur leaves the 16x9 picture
             # alone) keeps a blur run from opening; an open run is not judged by it (a blurred scene's
             # contrast drifts with its content)
@@ -314,8 +328,11 @@ class Blur(Detector):
                     events += self._close(state, state.unjudged_since)
                 if run.start is None and (dim or fading):
                     self._new_scene(state)  # after a fade or a dissolve the scene may be another
+                    state.after_transition = True
                 continue
             state.unjudged_since = None
+            if not state.after_transition:
+                state.transit = state.transit[-2:]  # in a settled shot only the frames a drop would follow
             base = state.base
             # the judged frames of the onset window before this one (at least the previous frame, whatever the
             # frame rate the stream is analysed at)
@@ -323,6 +340,15 @@ class Blur(Detector):
             recent = [(rt, rs) for rt, rs in state.recent if t - rt <= onset]
             state.recent = recent + [(t, s)] if o.onset_s > 0 else []
             if base is None:
+                onset = self._step_in_transition(state) if state.after_transition and o.step_agree > 0 else None
+                state.after_transition = False
+                if onset is not None:  # the blur set in during the transition: a run from that frame
+                    t0, before = onset
+                    state.base, state.n, state.onset_drop, state.last_blurred = before, 1, before / s, s
+                    run.on(t0, 1.0 - s / before)
+                    run.on(t, 1.0 - s / before, rows["thumb_jpeg"][k])
+                    run.extra.update(base=before, min_s=s)
+                    continue
                 state.base, state.n = s, 1
                 continue
             loss = 1.0 - s / base if base > 0 else 0.0
@@ -365,6 +391,25 @@ class Blur(Detector):
     @staticmethod
     def _new_scene(state: BlurState) -> None:
         state.base, state.n = None, 0
+
+    def _step_in_transition(self, state: BlurState) -> tuple[float, float] | None:
+        """A blur that set in during a fade or a dissolve, seen at the transition's first judged frame:
+        (onset time, sharpness before it) or None. The re-blur sharpness does not follow contrast, so the
+        frames of a fade (dark ones aside) and of a dissolve's ends carry their picture's sharpness; a blur
+        switching on is a one-frame step down from two frames that agree, after which no frame comes back
+        within loss_threshold of them. A dissolve into a softer shot slides there: the frames before any
+        large one-frame drop are still sliding, so they do not agree."""
+        o = self.options
+        seq = state.transit
+        keep = 1.0 - o.loss_threshold
+        for i in range(2, len(seq)):
+            a, b = seq[i - 2][1], seq[i - 1][1]
+            before = max(a, b)
+            if before <= 0 or min(a, b) < (1.0 - o.step_agree) * before:
+                continue
+            if all(rs <= keep * before for _, rs in seq[i:]):
+                return seq[i][0], before
+        return None
 
     def _close(self, state: BlurState, end_t: float) -> list[Event]:
         o = self.options

@@ -116,7 +116,9 @@ def test_a_blur_that_sets_in_just_after_a_dissolve_is_found():
         return [(round(e.start_s, 2), round(e.end_s, 2)) for e in out]
 
     assert found() == [(5.0, 7.4)]
-    assert found(settle_s=0) == []      # without the rule the blurred frames became the new shot's baseline
+    # without the rule the blurred frames became the new shot's baseline (the dissolve's frames were still
+    # moving, so the drop during the transition does not find it either: step_agree's rule is off too)
+    assert found(settle_s=0, step_agree=0) == []
 
 
 def test_a_blur_just_after_a_fade_is_found_when_the_settled_contrast_jitters(monkeypatch):
@@ -134,8 +136,8 @@ def test_a_blur_just_after_a_fade_is_found_when_the_settled_contrast_jitters(mon
                         np.full(3 * FPS, 0.36)])
     contrast = np.concatenate([np.full(before, 0.25), fade, np.resize(settled, len(s) - before - len(fade))])
 
-    def found():
-        det = Blur(BlurOptions())
+    def found(**options):
+        det = Blur(BlurOptions(**options))
         table = rows(s)
         table["blur_contrast"] = contrast.astype(np.float32)
         table["luma_std"] = (1.19 * contrast).astype(np.float32)
@@ -145,4 +147,78 @@ def test_a_blur_just_after_a_fade_is_found_when_the_settled_contrast_jitters(mon
 
     assert found() == [(4.84, 8.44)]
     monkeypatch.setattr("detectors.blur.SETTLED", 0.01)  # blur 1.4's test
-    assert found() == []
+    assert found(step_agree=0) == []
+
+
+def _with_transition(before: tuple[float, float, float, float], frames: dict, after: tuple[float, float, float, float],
+                     after_s: float, then: tuple[float, float] | None = None) -> Features:
+    """Rows of a settled shot (seconds, sharpness, coarse contrast, luma std), the frames of a transition
+    taken from the field corpus (per-frame lists of each column), and the shot after it for after_s seconds
+    (sharpness, contrast, std; `then` = (seconds, sharpness) of a last stretch, the blur switched off)."""
+    n0, n1 = int(round(before[0] * FPS)), len(frames["blur_sharpness"])
+    n2 = int(round(after_s * FPS))
+    n3 = int(round(then[0] * FPS)) if then else 0
+    table = rows(np.concatenate([np.full(n0, before[1]), np.ones(n1), np.full(n2, after[0]),
+                                 np.full(n3, then[1] if then else 0.0)]))
+    for column, a, b in (("blur_contrast", before[2], after[1]), ("luma_std", before[3], after[2])):
+        table[column] = np.concatenate([np.full(n0, a), frames[column], np.full(n2 + n3, b)]).astype(np.float32)
+    table["blur_sharpness"][n0:n0 + n1] = frames["blur_sharpness"]
+    table["blur_cut"][n0:n0 + n1] = frames["blur_cut"]
+    return table
+
+
+def _found(table: Features, **options) -> list[tuple[float, float]]:
+    det = Blur(BlurOptions(**options))
+    state = det.State()
+    out = det.process(state, "video", table) + det.finish(state, len(table) / FPS)
+    return [(round(e.start_s, 2), round(e.end_s, 2)) for e in out]
+
+
+def test_a_blur_that_sets_in_as_a_fade_from_black_ends_is_found():
+    # The field corpus's fifth draw, tune part (blur_s38, 1080p footage enlarged from SD): a fade through black
+    # 4.4-5.0 s, and a sigma-10 blur from 5.0 s, the first frame whose contrast had settled (sharpness 0.34 ->
+    # 0.10 for 2.4 s). That frame was the shot's first judged one and became its baseline; the fade-in's frames
+    # (their re-blur sharpness does not follow contrast) had shown the shot at 0.32-0.35 up to the frame before.
+    fade = {"blur_sharpness": [0.3333, 0.3345, 0.3342, 0.3338, 0.323, 0.3134, np.nan, np.nan, np.nan, 0.3255, 0.3207,
+                               0.3211, 0.3451, 0.3338, 0.3433, 0.1051],
+            "blur_cut": [0.0443, 0.0437, 0.0435, 0.0433, 0.0434, 0.0438, 0.0437, 0.0428, 0.0417, 0.0431, 0.0433,
+                         0.0451, 0.0434, 0.0437, 0.0424, 0.0455],
+            "blur_contrast": [0.1803, 0.1549, 0.1287, 0.1028, 0.0772, 0.0514, 0.0263, 0.0, 0.0257, 0.0498, 0.0746,
+                              0.0991, 0.1244, 0.1493, 0.1733, 0.1971],
+            "luma_std": [0.2016, 0.173, 0.1437, 0.1148, 0.0863, 0.0576, 0.0293, 0.0, 0.0288, 0.0564, 0.0848, 0.1129,
+                         0.1416, 0.1696, 0.1973, 0.218]}
+    table = _with_transition((4.4, 0.338, 0.207, 0.232), fade, (0.103, 0.198, 0.219), 2.36, then=(3.0, 0.338))
+    assert _found(table) == [(5.0, 7.4)]
+    assert _found(table, step_agree=0) == []   # without the rule: the blurred frames became the baseline
+
+
+def test_a_blur_that_sets_in_during_a_dissolve_is_found():
+    # The same part's blur_s40: a sigma-5 blur 0.16 s into a dissolve (sharpness 0.34 -> 0.19 in one frame, then
+    # on down to 0.145 as the dissolve ends into a softer shot) for 3.6 s.
+    dissolve = {"blur_sharpness": [0.3445, 0.3485, 0.3508, 0.3559, 0.342, 0.1898, 0.1699, 0.1715, 0.1778, 0.1781,
+                                   0.1658, 0.1689, 0.164, 0.1449],
+                "blur_cut": [0.0037, 0.0173, 0.0179, 0.0169, 0.0177, 0.017, 0.0175, 0.0171, 0.0179, 0.017, 0.0175,
+                             0.0172, 0.0176, 0.017],
+                "blur_contrast": [0.1965, 0.1845, 0.1735, 0.1645, 0.1576, 0.1528, 0.151, 0.1515, 0.1548, 0.1606,
+                                  0.1686, 0.1784, 0.1899, 0.2026],
+                "luma_std": [0.2229, 0.2085, 0.1959, 0.1856, 0.1774, 0.1705, 0.1688, 0.1702, 0.1749, 0.1824, 0.1926,
+                             0.2046, 0.2189, 0.2343]}
+    table = _with_transition((6.68, 0.34, 0.198, 0.226), dissolve, (0.145, 0.199, 0.23), 3.28, then=(3.0, 0.38))
+    assert _found(table) == [(6.88, 10.52)]
+    assert _found(table, step_agree=0) == []
+
+
+def test_a_dissolve_that_speeds_up_into_a_softer_shot_is_no_blur():
+    # The fourth draw's clean_s18: a dissolve whose sharpness slides 0.49 -> 0.11, losing 33% in its fastest frame
+    # (0.307 -> 0.207); the frames before that drop were themselves still sliding (9% apart), so it is no onset.
+    dissolve = {"blur_sharpness": [0.4886, 0.4867, 0.485, 0.4825, 0.4796, 0.4677, 0.4526, 0.4359, 0.4146, 0.3904,
+                                   0.3632, 0.3368, 0.3072, 0.2065, 0.156, 0.1118],
+                "blur_cut": [0.0179, 0.0188, 0.0191, 0.0264, 0.0267, 0.0279, 0.0263, 0.0266, 0.0255, 0.0273, 0.026,
+                             0.0262, 0.0274, 0.0262, 0.0269, 0.0258],
+                "blur_contrast": [0.2125, 0.2095, 0.208, 0.1899, 0.1721, 0.155, 0.1389, 0.124, 0.1112, 0.1006, 0.0928,
+                                  0.0889, 0.0902, 0.0949, 0.1032, 0.1148],
+                "luma_std": [0.2531, 0.2531, 0.253, 0.2319, 0.2114, 0.1917, 0.1732, 0.156, 0.1409, 0.1282, 0.119, 0.1139,
+                             0.1134, 0.1176, 0.1263, 0.1388]}
+    table = _with_transition((5.84, 0.495, 0.21, 0.248), dissolve, (0.112, 0.115, 0.137), 4.0)
+    assert _found(table) == []
+    assert _found(table, step_agree=0.1) != []   # frames 9% apart taken as agreeing: the dissolve reads as a blur

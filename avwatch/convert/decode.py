@@ -355,7 +355,10 @@ class MediaDecoder:
         self._last_t = t
         if len(self._steps) < RATE_STEPS:
             return
-        step = float(np.median(self._steps))
+        # six numbers: sorting them in Python costs 0.2 µs, np.median ~25 µs (per decoded frame)
+        ordered = sorted(self._steps)
+        mid = len(ordered) // 2
+        step = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
         nominal = 1.0 / v["src_fps"]
         if step <= 0 or any(abs(x - step) > 0.1 * step for x in self._steps) or abs(step - nominal) <= 0.1 * nominal:
             return
