@@ -76,6 +76,19 @@ blur end on the frame; `loss_threshold` 0.22-0.25 give the same outcome and 0.2 
 clip; `recover_share` 0.2-0.5 the same, 0.75 leaves one run late, and without the stillness condition
 0.2-0.5 ended blurs at content steps inside them.
 
+Blur 1.7 (2026-11-28) finds a blur that set in during a fade or a dissolve. Judging is off while the
+contrast moves, and the shot's first judged frame becomes its baseline, so a blur switched on as a fade-in
+ended (the fifth draw's tune part: sigma 10 at 1080p, sharpness 0.34 -> 0.10) or inside a dissolve (sigma
+5, 0.34 -> 0.19) was learnt as the shot's own sharpness and missed. The transition's frames still carry their
+picture's sharpness (the re-blur ratio does not follow contrast; dark frames aside), so at its first judged
+frame the frames since the last cut or dark frame are searched for a one-frame drop of at least
+`loss_threshold` after two frames that agree within `step_agree` (5%), with no frame since back within
+`loss_threshold` of them: the run starts at that drop. A dissolve into a softer shot slides, so the frames
+before its largest one-frame drop are still moving (the fourth draw's clean dissolve lost 33% in one frame,
+after two frames 9% apart: 10% would take it for a blur). On the fifth draw's tune part 1 -> 3 of 3 blurs
+found; the fourth draw's tune part, both extra draws and their clean programmes unchanged (5-8% the same,
+3%: 2 of 3 found, 10%: the fourth draw's clean dissolve raised).
+
 Known limits: a blur that starts exactly at a scene cut is taken for the new scene's own sharpness and
 missed; a blur slower than `onset_s` (a gradual defocus, a focus pull) is followed, not reported; a softer
 shot after a dissolve whose last frames are still mixed (a step at its end) can read as a blur (the cut
@@ -345,8 +358,8 @@ class Blur(Detector):
                 if onset is not None:  # the blur set in during the transition: a run from that frame
                     t0, before = onset
                     state.base, state.n, state.onset_drop, state.last_blurred = before, 1, before / s, s
-                    run.on(t0, 1.0 - s / before)
-                    run.on(t, 1.0 - s / before, rows["thumb_jpeg"][k])
+                    run.on(t0, 1.0 - s / before, rows["thumb_jpeg"][k])  # the picture blurred, as it is now
+                    run.on(t, 1.0 - s / before)
                     run.extra.update(base=before, min_s=s)
                     continue
                 state.base, state.n = s, 1
