@@ -429,6 +429,7 @@ class Blur(Detector):
         extra = dict(state.run.extra)
         closed = state.run.off(end_t, o.min_duration_s)
         state.last_blurred = state.onset_drop = None
+        state.transit = []  # frames from before the run are no onset for what follows it
         if closed is None:
             return []
         start, end, run = closed
