@@ -48,6 +48,15 @@ Two kinds of event (the `check` field):
   keyframe always ends it, and blocks on that keyframe start a new run. Reported at any length
   (`min_duration_s`, default 0).
 
+A shot's own picture can carry a grid: footage enlarged from CIF keeps its source's coding blocks (1.3-1.6
+in a region or two). Against a baseline learnt on the shot before, a keyframe just after a cut to such a
+shot read as a starved encoder's first frame (the field corpus's sixth draw: both of its blockiness false
+alarms). So a scene cut (the 16x9 luma picture's mean change at least `cut_threshold`, as blur measures it)
+outside a run starts the regions' baselines afresh from the new shot, a running mean over `shot_learn_s`
+from its first frame, while every frame is still judged; a region reading above SHOT_CAP (2.0: clean
+footage's second-highest region reaches 1.95 at its 99.9th percentile) teaches nothing, so a starved
+encoder or damage that begins at the cut is still measured against the shot before (version 2.2).
+
 Known limits: damage that the decoder did not report (upstream of a re-encode, or decoded silently)
 must push three regions past 2.5, so faint or local damage (one B-frame, a few concealed macroblocks,
 most damage smoothed by a later upscale) is missed; the grid is measured at period 8 and phase 0, so
@@ -57,7 +66,8 @@ edges read as a grid. A damaged non-reference B-frame heals at the next frame bu
 keyframe like any corruption; a starved stretch without a keyframe inside is reported as corruption up to the next
 keyframe, and one that starts mid-GOP as corruption up to the first keyframe and compression from there;
 a corrupted keyframe starts a "compression" run, ending at its last blocky frame rather than at the next
-keyframe.
+keyframe; a mild starved stretch (regions under SHOT_CAP) that begins within `shot_learn_s` of a cut is
+learnt as the new shot's own picture and missed.
 """
 from __future__ import annotations
 
@@ -70,6 +80,7 @@ import pyarrow as pa
 
 from detectors.base import (MAJOR, MINOR, REPORTABLE_AFTER, VIDEO, Detector, Event, Options, Run, State,
                             gathered_reportable_after, option)
+from detectors.segments import scene_measures
 from schemas.records import BLOCK_REGIONS
 
 GRID = 8
@@ -81,6 +92,7 @@ _INNER = (2, 4, 6)
 _EPS = 0.5 / 255  # a floor on the in-block gradient, so flat regions do not divide by ~0
 _LINE_STEP = 1    # vertical gradients over every horizontal grid line
 BAR_LEVEL = 24.0  # a row or column whose mean luma is at most this is a letterbox/pillarbox bar (16 is black)
+SHOT_CAP = 2.0    # a new shot's regions teach its baseline up to this ratio (clean footage's 99.9th pct: 1.95)
 FLAT_RATIO = 4.0  # a flat region is judged only when its grid steps this strongly against its in-block steps
 
 
@@ -214,6 +226,13 @@ class BlockinessOptions(Options):
     compression_min_duration_s: float = option(1.5, "shortest compression (whole-picture) blockiness reported (s)",
                                                min=0.0, max=3600.0)
     merge_gap_s: float = option(0.5, "blocky frames closer than this are one run (s)", min=0.0, max=10.0)
+    cut_threshold: float = option(0.08, "a mean |change| of the 16x9 luma picture at least this fraction of the "
+                                  "range is a scene cut: outside a run, the regions' baselines are learnt afresh "
+                                  "from the new shot (its own picture may carry a grid: enlarged CIF footage)",
+                                  min=0.0, max=1.0)
+    shot_learn_s: float = option(0.2, "after a cut, the new shot's regions teach its baseline for this long (a "
+                                 "running mean from its first frame; regions above 2.0 teach nothing, and every "
+                                 "frame is still judged) (s); 0 keeps the baselines across cuts", min=0.0, max=10.0)
 
 
 # The stream-wide baseline: a decaying histogram of log region ratios (0.5 .. 8), read at its 90th percentile.
@@ -248,6 +267,8 @@ class BlockinessState(State):
     hist: list[float] = field(default_factory=lambda: [0.0] * (len(_HIST_EDGES) - 1))  # decaying histogram of
     #                                       clean region ratios (stream-wide)
     learnt_s: float = 0.0                 # seconds of frames seen (warm-up)
+    shot_n: int = 0                       # frames of the new shot learnt since a cut (0: none pending)
+    shot_s: float = 0.0                   # ... and their seconds
     n: int = 0                            # frames averaged into the baseline during warm-up
     run: Run = field(default_factory=Run)  # the blocky run being gathered
     lead_start: float | None = None       # the streak of frames blocky at the hold level only, before a run
@@ -255,7 +276,7 @@ class BlockinessState(State):
     last_on: float | None = None          # end time of the last blocky frame of the open run
     end_at: float | None = None           # where the open run ends, once _ended decided it
 
-    VERSION = 2   # 2: + lead_start, lead_keyframes
+    VERSION = 3   # 2: + lead_start, lead_keyframes; 3: + shot_n, shot_s
 
 
 _REGION_VALUES = pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])
@@ -263,18 +284,21 @@ _REGION_VALUES = pa.list_(pa.float32(), BLOCK_REGIONS[0] * BLOCK_REGIONS[1])
 
 class Blockiness(Detector):
     name = "blockiness"
-    version = "2.1"
+    version = "2.2"
     inputs = (VIDEO,)
     Options = BlockinessOptions
     State = BlockinessState
     stage1_kind = VIDEO
     stage1_outputs = {"block_ratio": _REGION_VALUES,      # grid / in-block gradient ratio per region, ~1 clean
-                      "block_activity": _REGION_VALUES}   # mean in-block gradient per region, 0..1
+                      "block_activity": _REGION_VALUES,   # mean in-block gradient per region, 0..1
+                      "block_cut": pa.float32()}          # scene-cut measure (16x9 picture's mean change), 0..1
+    stage1_added = frozenset({"block_cut"})
 
     def stage1(self, frames) -> dict:
         """The converter measured the block grid on the full-size picture; pass its per-region values on."""
+        cut, _ = scene_measures(frames.luma, frames.prev_luma)
         return {"block_ratio": frames.block_ratio.astype(np.float32),
-                "block_activity": frames.block_activity.astype(np.float32)}
+                "block_activity": frames.block_activity.astype(np.float32), "block_cut": cut}
 
     def process(self, state: BlockinessState, kind: str, rows) -> list[Event]:
         o = self.options
@@ -290,6 +314,7 @@ class Blockiness(Detector):
                                              (ratios >= FLAT_RATIO))
         bins = _hist_bins(ratios)
         errors = rows["decode_error"].tolist() if "decode_error" in rows else [False] * n
+        cuts = np.asarray(rows["block_cut"], np.float64) if "block_cut" in rows else np.full(n, np.nan)
         times, durs, keys = rows["t"].tolist(), rows["frame_dur"].tolist(), rows["keyframe"].tolist()
         # the baselines live in arrays while the rows are walked, and go back to the state as lists at the end
         base = None if state.baseline is None else np.asarray(state.baseline, np.float64)
@@ -311,6 +336,21 @@ class Blockiness(Detector):
                 state.learnt_s += dur
                 continue
             error = bool(errors[k])
+            cut = float(cuts[k])
+            if run.start is None and o.shot_learn_s > 0 and not error and (
+                    (cut == cut and cut >= o.cut_threshold) or state.shot_n > 0):
+                # a new shot: its own picture is its regions' baseline (a running mean over shot_learn_s, from
+                # its first frame); a region reading above what clean footage reaches teaches nothing (damage, a
+                # starved encoder), and every frame is still judged
+                if cut == cut and cut >= o.cut_threshold:
+                    state.shot_n, state.shot_s = 0, 0.0
+                state.shot_n += 1
+                state.shot_s += dur
+                learn = valid & (r <= SHOT_CAP)
+                base = np.where(learn, r, base) if state.shot_n == 1 else \
+                    base + np.where(learn, r - base, 0.0) / state.shot_n
+                if state.shot_s >= o.shot_learn_s - 1e-9:
+                    state.shot_n, state.shot_s = 0, 0.0
             ref = np.maximum(base, pooled_level(hist))
             excess = (r - 1.0) / np.maximum(ref - 1.0, o.baseline_floor)  # blockiness above the clean level 1
             # Two levels: a run opens on a frame that is clearly blocky (ratio_threshold, baseline_factor,

@@ -110,12 +110,11 @@ import numpy as np
 import pyarrow as pa
 
 from detectors.base import rows_end, MINOR, VIDEO, Detector, Event, Options, Run, State, option
-from detectors.segments import VideoFrames
+from detectors.segments import VideoFrames, scene_measures
 from detectors.table import Features
 
 CELLS = (3, 3)        # sharpness grid over the analysis picture, row-major
 REBLUR = 3            # box re-blur length (pixels at analysis size)
-CUT_SIZE = (16, 9)    # the tiny luma picture a scene cut is measured on (width, height)
 SETTLED = 0.02        # a coarse contrast within this share of the previous frame's has not moved
 SETTLED_MOTION = 0.01  # ... and a 16x9 picture changed by at most this (fraction of range) is still
 
@@ -230,27 +229,6 @@ def frame_sharpness(luma: np.ndarray, min_activity: float, sharp_cells: int) -> 
         return float("nan")
     best = np.sort(sharp[ok])[::-1][:sharp_cells]
     return float(best.mean())
-
-
-def scene_measures(luma: np.ndarray, prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Scene-cut change and coarse contrast of each frame, both on the 16x9 area-averaged luma picture.
-
-    (n, H, W) frames and the frame before them (or None) -> (cut, contrast), each (n,) float32 fractions of
-    255: cut is the mean |change| from the previous frame (NaN where there is none), contrast the picture's
-    standard deviation. A blur of a few pixels hardly moves either; a scene cut moves the first, a fade or a
-    dissolve the second.
-    """
-    n = len(luma)
-    cut = np.full(n, np.nan, np.float32)
-    contrast = np.empty(n, np.float32)
-    before = None if prev is None else cv2.resize(prev, CUT_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-    for i in range(n):
-        tiny = cv2.resize(luma[i], CUT_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
-        if before is not None:
-            cut[i] = float(np.mean(np.abs(tiny - before))) / 255.0
-        contrast[i] = float(tiny.std()) / 255.0
-        before = tiny
-    return cut, contrast
 
 
 @dataclass

@@ -186,3 +186,26 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
                          source_audio=dict(source.get("audio") or {}) if isinstance(source, dict) else {})
     return blocks, source
 
+
+CUT_SIZE = (16, 9)  # the tiny luma picture a scene cut is measured on (width, height)
+
+
+def scene_measures(luma: np.ndarray, prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Scene-cut change and coarse contrast of each frame, both on the 16x9 area-averaged luma picture.
+
+    (n, H, W) frames and the frame before them (or None) -> (cut, contrast), each (n,) float32 fractions of
+    255: cut is the mean |change| from the previous frame (NaN where there is none), contrast the picture's
+    standard deviation. A blur of a few pixels hardly moves either; a scene cut moves the first, a fade or a
+    dissolve the second.
+    """
+    n = len(luma)
+    cut = np.full(n, np.nan, np.float32)
+    contrast = np.empty(n, np.float32)
+    before = None if prev is None else cv2.resize(prev, CUT_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+    for i in range(n):
+        tiny = cv2.resize(luma[i], CUT_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
+        if before is not None:
+            cut[i] = float(np.mean(np.abs(tiny - before))) / 255.0
+        contrast[i] = float(tiny.std()) / 255.0
+        before = tiny
+    return cut, contrast

@@ -165,3 +165,49 @@ def test_a_decoder_flagged_frame_needs_no_absolute_threshold():
     # one flagged frame at 0.8 s, held to the keyframe at 1.0 s
     assert [(round(e.start_s, 2), round(e.end_s, 2), e.check) for e in events] == [(0.8, 1.0, "corruption")]
     assert events[0].details["decode_errors"] == 1
+
+
+def _shot_rows(ratio: np.ndarray, cut_at: list[int], keyframes: list[int], errors: tuple = ()) -> Features:
+    n = len(ratio)
+    cut = np.full(n, 0.004, np.float32)
+    cut[cut_at] = 0.2
+    return Features({"t": np.arange(n) * 0.04, "frame_dur": np.full(n, 0.04), "block_ratio": ratio.astype(np.float32),
+                     "block_activity": np.full((n, 9), 0.02, np.float32), "block_cut": cut,
+                     "decode_error": np.isin(np.arange(n), errors), "keyframe": np.isin(np.arange(n), keyframes),
+                     "thumb_jpeg": np.array([b""] * n, dtype=object)})
+
+
+def _found(rows: Features, **options) -> list[tuple[float, float, str]]:
+    det = Blockiness(BlockinessOptions(**options))
+    state = det.initial_state()
+    events = det.process(state, "video", rows) + det.finish(state, len(rows) * 0.04)
+    return [(round(e.start_s, 2), round(e.end_s, 2), e.check) for e in events]
+
+
+def test_a_cut_to_a_shot_whose_own_picture_carries_a_grid_is_no_compression():
+    # The field corpus's sixth draw, tune part (clean_s12): a cut at 4 s to enlarged CIF footage, whose own
+    # coding blocks read 1.3-1.55 in two regions for the rest of the shot, and a keyframe 0.2 s after the cut.
+    # Against the shot before it (1.05) that keyframe was blocky at the hold level and opened a compression run.
+    rng = np.random.default_rng(0)
+    ratio = 1.05 + rng.normal(0, 0.01, (250, 9))
+    ratio[100:, 0] = 1.45 + rng.normal(0, 0.05, 150)
+    ratio[100:, 6] = 1.3 + rng.normal(0, 0.03, 150)
+    rows = _shot_rows(ratio, [100], [0, 25, 50, 75, 105, 130, 155, 180, 205, 230])
+    assert _found(rows) == []
+    assert [e[2] for e in _found(rows, shot_learn_s=0)] == ["compression"]   # the rule is what removes it
+
+
+def test_a_starved_encoder_that_begins_at_a_cut_is_still_found():
+    # regions reading above what clean footage reaches (SHOT_CAP) teach the new shot's baseline nothing
+    rng = np.random.default_rng(1)
+    ratio = 1.05 + rng.normal(0, 0.01, (250, 9))
+    ratio[100:150] = 4.5 + rng.normal(0, 0.2, (50, 9))
+    rows = _shot_rows(ratio, [100, 150], [0, 50, 100, 150, 200])
+    assert _found(rows) == [(4.0, 6.0, "compression")]
+
+
+def test_damage_the_decoder_reported_just_after_a_cut_is_found():
+    ratio = np.full((100, 9), 1.05)
+    ratio[52, 4] = 1.45
+    rows = _shot_rows(ratio, [50], [0, 25, 75], errors=(52,))
+    assert _found(rows) == [(2.08, 3.0, "corruption")]
