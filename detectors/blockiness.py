@@ -337,7 +337,9 @@ class Blockiness(Detector):
                 continue
             error = bool(errors[k])
             cut = float(cuts[k])
-            if run.start is None and o.shot_learn_s > 0 and not error and (
+            if run.start is not None:
+                state.shot_n, state.shot_s = 0, 0.0   # a run froze the baselines: no shot is being learnt
+            elif o.shot_learn_s > 0 and not error and (
                     (cut == cut and cut >= o.cut_threshold) or state.shot_n > 0):
                 # a new shot: its own picture is its regions' baseline (a running mean over shot_learn_s, from
                 # its first frame); a region reading above what clean footage reaches teaches nothing (damage, a
