@@ -31,6 +31,6 @@ setup(
                                     "schemas", "schemas.*", "cli", "cli.*"]),
     package_data={"avwatch": ["jvm/*.xml", "jvm/*.properties"], "jobs": ["*.properties"]},
     install_requires=pinned_requirements(),
-    entry_points={"console_scripts": ["avwatch = cli.main:main"]},
+    entry_points={"console_scripts": ["avwatch = cli.main:run"]},
     license="Apache-2.0",
 )

@@ -17,12 +17,14 @@ import their heavy dependencies lazily, so `--help` is fast.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from avwatch.errors import AvwatchError, OptionError
 from cli import analyze, demo, publish, serve, stack, tables
 
 COMMANDS = (stack, publish, analyze, tables, serve, demo)  # each module registers its sub-commands, in help order
+_exit_at_once = False  # set by main() for commands that read only (see run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,9 @@ def user_error(exc: BaseException) -> AvwatchError | None:
 def main(argv: list[str] | None = None) -> int:
     from jobs.quiet import configure_output
 
+    global _exit_at_once
     args = build_parser().parse_args(argv)
+    _exit_at_once = bool(getattr(args, "exit_at_once", False))
     configure_output(args.verbose)
     try:
         return int(args.func(args) or 0)
@@ -68,5 +72,23 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
 
 
+def run() -> None:
+    """The `avwatch` console script and `python -m cli`. A command that only reads (`events`, `report`) leaves
+    the process without the interpreter's teardown once its output is flushed: delta-rs and Arrow keep native
+    worker threads, and tearing them down at exit can abort a finished command ("terminate called without
+    an active exception", SIGABRT: delta-rs issue 2184, Arrow issue 34314; seen once in this project's test
+    suite, after `avwatch events` had printed every row). Commands that run jobs, brokers or producers exit
+    normally, so their own clean-up runs."""
+    code = main()
+    if _exit_at_once:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

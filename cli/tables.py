@@ -10,12 +10,12 @@ def register(sub) -> None:
     p.add_argument("--detector", help="only this detector")
     p.add_argument("--since", help="only events starting at/after this time (ISO time, or e.g. 24h, 30m ago)")
     p.add_argument("--version", type=int, help="read this version of the table (time travel)")
-    p.set_defaults(func=cmd_events)
+    p.set_defaults(func=cmd_events, exit_at_once=True)  # reads only: see cli.main.run
 
     p = sub.add_parser("report", help="write a self-contained HTML report of the events table")
     p.add_argument("--sink", required=True, metavar="DIR")
     p.add_argument("--out", required=True, metavar="FILE")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, exit_at_once=True)
 
 
 def cmd_events(args) -> int:

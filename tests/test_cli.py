@@ -94,3 +94,16 @@ def test_a_file_cut_short_is_named_and_nothing_is_said_written(tmp_path):
     assert f"avwatch: {cut} is not a media file FFmpeg can read, or it is damaged or cut short" in out.stderr
     assert "no file analysed; nothing written to the events table" in out.stderr
     assert "events table:" not in out.stdout and not (tmp_path / "sink").exists()
+
+
+def test_only_commands_that_read_leave_without_the_interpreter_teardown():
+    # cli.main.run: `events` and `report` exit once their output is flushed (native threads of delta-rs and
+    # Arrow can abort a finished process at teardown); commands that run jobs, brokers or producers do not
+    from cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["events", "--sink", "x"]).exit_at_once
+    assert parser.parse_args(["report", "--sink", "x", "--out", "r.html"]).exit_at_once
+    for argv in (["analyze", "f.mp4", "--sink", "x"], ["publish", "f.mp4"], ["stack", "up"], ["serve", "--sink", "x"],
+                 ["demo"]):
+        assert not getattr(parser.parse_args(argv), "exit_at_once", False), argv
