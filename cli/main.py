@@ -24,7 +24,6 @@ from avwatch.errors import AvwatchError, OptionError
 from cli import analyze, demo, publish, serve, stack, tables
 
 COMMANDS = (stack, publish, analyze, tables, serve, demo)  # each module registers its sub-commands, in help order
-_exit_at_once = False  # set by main() for commands that read only (see run())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +52,13 @@ def user_error(exc: BaseException) -> AvwatchError | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return dispatch(build_parser().parse_args(argv))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run a parsed command: its exit code, user errors turned into one line on stderr."""
     from jobs.quiet import configure_output
 
-    global _exit_at_once
-    args = build_parser().parse_args(argv)
-    _exit_at_once = bool(getattr(args, "exit_at_once", False))
     configure_output(args.verbose)
     try:
         return int(args.func(args) or 0)
@@ -79,8 +80,9 @@ def run() -> None:
     an active exception", SIGABRT: delta-rs issue 2184, Arrow issue 34314; seen once in this project's test
     suite, after `avwatch events` had printed every row). Commands that run jobs, brokers or producers exit
     normally, so their own clean-up runs."""
-    code = main()
-    if _exit_at_once:
+    args = build_parser().parse_args()
+    code = dispatch(args)
+    if getattr(args, "exit_at_once", False):
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()

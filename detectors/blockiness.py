@@ -80,7 +80,7 @@ import pyarrow as pa
 
 from detectors.base import (MAJOR, MINOR, REPORTABLE_AFTER, VIDEO, Detector, Event, Options, Run, State,
                             gathered_reportable_after, option)
-from detectors.segments import scene_measures
+from detectors.segments import CUT_THRESHOLD
 from schemas.records import BLOCK_REGIONS
 
 GRID = 8
@@ -226,8 +226,8 @@ class BlockinessOptions(Options):
     compression_min_duration_s: float = option(1.5, "shortest compression (whole-picture) blockiness reported (s)",
                                                min=0.0, max=3600.0)
     merge_gap_s: float = option(0.5, "blocky frames closer than this are one run (s)", min=0.0, max=10.0)
-    cut_threshold: float = option(0.08, "a mean |change| of the 16x9 luma picture at least this fraction of the "
-                                  "range is a scene cut: outside a run, the regions' baselines are learnt afresh "
+    cut_threshold: float = option(CUT_THRESHOLD, "a mean |change| of the 16x9 luma picture at least this fraction "
+                                  "of the range is a scene cut (as blur's): outside a run, the regions' baselines are learnt afresh "
                                   "from the new shot (its own picture may carry a grid: enlarged CIF footage)",
                                   min=0.0, max=1.0)
     shot_learn_s: float = option(0.2, "after a cut, the new shot's regions teach its baseline for this long (a "
@@ -296,7 +296,7 @@ class Blockiness(Detector):
 
     def stage1(self, frames) -> dict:
         """The converter measured the block grid on the full-size picture; pass its per-region values on."""
-        cut, _ = scene_measures(frames.luma, frames.prev_luma)
+        cut, _ = frames.scene
         return {"block_ratio": frames.block_ratio.astype(np.float32),
                 "block_activity": frames.block_activity.astype(np.float32), "block_cut": cut}
 
@@ -336,15 +336,14 @@ class Blockiness(Detector):
                 state.learnt_s += dur
                 continue
             error = bool(errors[k])
-            cut = float(cuts[k])
+            new_shot = bool(cuts[k] >= o.cut_threshold)  # NaN (no previous frame) is no cut
             if run.start is not None:
                 state.shot_n, state.shot_s = 0, 0.0   # a run froze the baselines: no shot is being learnt
-            elif o.shot_learn_s > 0 and not error and (
-                    (cut == cut and cut >= o.cut_threshold) or state.shot_n > 0):
+            elif o.shot_learn_s > 0 and not error and (new_shot or state.shot_n > 0):
                 # a new shot: its own picture is its regions' baseline (a running mean over shot_learn_s, from
                 # its first frame); a region reading above what clean footage reaches teaches nothing (damage, a
                 # starved encoder), and every frame is still judged
-                if cut == cut and cut >= o.cut_threshold:
+                if new_shot:
                     state.shot_n, state.shot_s = 0, 0.0
                 state.shot_n += 1
                 state.shot_s += dur

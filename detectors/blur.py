@@ -110,7 +110,7 @@ import numpy as np
 import pyarrow as pa
 
 from detectors.base import rows_end, MINOR, VIDEO, Detector, Event, Options, Run, State, option
-from detectors.segments import VideoFrames, scene_measures
+from detectors.segments import CUT_THRESHOLD, VideoFrames
 from detectors.table import Features
 
 CELLS = (3, 3)        # sharpness grid over the analysis picture, row-major
@@ -131,7 +131,7 @@ class BlurOptions(Options):
                                  "too flat or dark to judge", min=0.0, max=1.0)
     sharp_cells: int = option(3, "the frame's sharpness is the mean of this many sharpest cells of the 3x3 grid",
                               min=1, max=9)
-    cut_threshold: float = option(0.08, "a mean |change| of the 16x9 luma thumbnail at least this fraction of "
+    cut_threshold: float = option(CUT_THRESHOLD, "a mean |change| of the 16x9 luma thumbnail at least this fraction of "
                                   "the range is a scene cut (restarts the baseline)", min=0.0, max=1.0)
     min_contrast: float = option(0.06, "frames whose luma standard deviation is under this fraction of the range "
                                  "(the dark middle of a fade, a dim picture) are not judged, and the baseline "
@@ -266,7 +266,7 @@ class Blur(Detector):
         o = self.options
         sharp = np.array([frame_sharpness(y, o.min_activity, o.sharp_cells) for y in frames.luma],
                          np.float32).reshape(-1)
-        cut, contrast = scene_measures(frames.luma, frames.prev_luma)
+        cut, contrast = frames.scene
         return {"blur_sharpness": sharp, "blur_cut": cut, "blur_contrast": contrast}
 
     def process(self, state: BlurState, kind: str, rows: Features) -> list[Event]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
@@ -38,6 +38,11 @@ class VideoFrames:
     diff_cells: np.ndarray     # (n, cells) the same per cell of a DIFF_CELLS grid
     source_video: dict = field(default_factory=dict)  # the segment's source picture facts (codec, size, ...)
     transport: dict | None = None  # MPEG-TS sources: the segment's transport notes (avwatch/convert/transport.py)
+
+    @cached_property
+    def scene(self) -> tuple[np.ndarray, np.ndarray]:
+        """(cut, contrast) of each frame (scene_measures), computed once for every detector that reads them."""
+        return scene_measures(self.luma, self.prev_luma)
 
 
 @dataclass
@@ -188,6 +193,7 @@ def decode_audio(table: pa.Table) -> tuple[AudioBlocks, dict]:
 
 
 CUT_SIZE = (16, 9)  # the tiny luma picture a scene cut is measured on (width, height)
+CUT_THRESHOLD = 0.08  # a mean |change| of that picture at least this fraction of the range is a scene cut
 
 
 def scene_measures(luma: np.ndarray, prev: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
